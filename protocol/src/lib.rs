@@ -1,0 +1,318 @@
+//! Wire types shared by the coordinator and the worker, and content hashes.
+//!
+//! Everything that crosses the network between a coordinator and a worker (or
+//! a submitting client) is defined here, so both sides agree by construction.
+//! The crate depends on serde, sha2, base64 and uuid only: nothing heavy.
+//!
+//! Binary payloads travel as base64 strings inside JSON ([`Bytes`]); ids are
+//! validated newtypes ([`JobId`], [`WorkerId`], [`UnitId`], [`ReplicaId`]);
+//! blobs are named by the sha256 of their bytes ([`BlobHash`]).
+
+mod bytes;
+pub mod frame;
+mod hash;
+mod ids;
+
+pub use bytes::Bytes;
+pub use hash::{BlobHash, ParseHashError};
+pub use ids::{JobId, ParseIdError, ReplicaId, UnitId, WorkerId};
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the coordinator–worker protocol. It changes whenever the
+/// meaning of a field changes, including how fuel is counted.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every HTTP route lives below this prefix.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The HTTP header that carries a worker's token or a submitter's API key.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// What a worker tells the coordinator about where it runs. Replicas of one
+/// unit are only compared between workers of one `arch` (see ARCHITECTURE.md,
+/// "Determinism"), and a worker whose `engine` differs from the coordinator's
+/// counts fuel differently, so it gets no work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// CPU architecture, as `std::env::consts::ARCH` names it.
+    pub arch: String,
+    /// Operating system, as `std::env::consts::OS` names it.
+    pub os: String,
+    /// The sandbox's engine and settings, e.g. `wasmtime-48.0.8/fuel-v1`.
+    pub engine: String,
+    /// [`PROTOCOL_VERSION`] of the worker.
+    pub protocol: u32,
+}
+
+/// `POST /api/v1/workers`: a new worker introduces itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// A human name for the dashboard, e.g. the host name.
+    #[serde(default)]
+    pub name: String,
+    pub platform: Platform,
+    /// How many units this worker runs at once.
+    pub slots: u32,
+}
+
+/// The answer to [`RegisterRequest`]. The token is shown once; the
+/// coordinator keeps only its hash.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub worker_id: WorkerId,
+    pub token: String,
+}
+
+/// `POST /api/v1/work`: a worker asks for up to `max_units` leases.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkRequest {
+    pub max_units: u32,
+    pub platform: Platform,
+}
+
+/// The answer to [`WorkRequest`]: zero or more leases. With none, the worker
+/// should ask again after `retry_after_ms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkResponse {
+    pub leases: Vec<Lease>,
+    pub retry_after_ms: u64,
+}
+
+/// One replica of one unit, leased to one worker until `deadline_ms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lease {
+    pub replica_id: ReplicaId,
+    pub unit_id: UnitId,
+    pub job_id: JobId,
+    /// The module to run, fetched from `GET /api/v1/blobs/{hash}` and checked
+    /// against this hash before use.
+    pub module: BlobHash,
+    /// The unit's input, given to the module's `run` mode on stdin.
+    pub input: Bytes,
+    pub limits: Limits,
+    /// Milliseconds since the Unix epoch after which the lease is void.
+    pub deadline_ms: i64,
+}
+
+/// The hard limits of one sandboxed run. Every replica of a unit runs under
+/// the same limits, so a unit that exceeds them fails the same way everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Fuel: the deterministic instruction budget.
+    pub fuel: u64,
+    /// The most linear memory the module may grow to, in bytes.
+    pub memory_bytes: u64,
+    /// The most the module may write to stdout, in bytes.
+    pub output_bytes: u64,
+}
+
+/// Why a sandboxed run produced no output. Every kind but `WorkerError` is
+/// deterministic: replicas that agree on it (and on the fuel used) agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The module trapped (unreachable, out-of-bounds access, stack overflow...).
+    Trap,
+    /// The module used all its fuel.
+    OutOfFuel,
+    /// The module tried to grow its memory past the limit.
+    OutOfMemory,
+    /// The module wrote more to stdout than the limit allows.
+    OutputTooLarge,
+    /// The module exited with a non-zero status.
+    ExitCode,
+    /// The worker could not run the unit at all (download failed, bad
+    /// module...). Not a property of the unit: never compared.
+    WorkerError,
+}
+
+impl FailureKind {
+    /// Whether every honest worker hits this failure the same way.
+    pub fn is_deterministic(self) -> bool {
+        !matches!(self, FailureKind::WorkerError)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::OutOfFuel => "out_of_fuel",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::ExitCode => "exit_code",
+            FailureKind::WorkerError => "worker_error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            FailureKind::Trap,
+            FailureKind::OutOfFuel,
+            FailureKind::OutOfMemory,
+            FailureKind::OutputTooLarge,
+            FailureKind::ExitCode,
+            FailureKind::WorkerError,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// What came of running one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The module exited 0; `output` is everything it wrote to stdout.
+    Success { output: Bytes },
+    /// The module failed; `message` is for people, `kind` is compared.
+    Failure { kind: FailureKind, message: String },
+}
+
+/// `PUT /api/v1/replicas/{id}/result`: a worker reports one replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultUpload {
+    pub outcome: Outcome,
+    /// Fuel the run consumed: part of what replicas must agree on.
+    pub fuel_used: u64,
+}
+
+/// The answer to a [`ResultUpload`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    /// The result was stored now.
+    Accepted,
+    /// The same result had been stored before; nothing changed.
+    AlreadyReceived,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub status: UploadStatus,
+}
+
+/// The validation policy of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validation {
+    /// How many replicas must agree before a unit's output is accepted.
+    pub quorum: u32,
+    /// How many replicas a unit may use in all before it fails.
+    pub max_replicas: u32,
+}
+
+/// `POST /api/v1/jobs`: what a scientist submits, once the module (and the
+/// job input, if any) are stored as blobs with `POST /api/v1/blobs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    #[serde(default)]
+    pub name: String,
+    pub module: BlobHash,
+    /// The job input, handed to the module's `split` mode.
+    #[serde(default)]
+    pub input: Option<BlobHash>,
+    /// Unit inputs given directly, instead of `input` and `split`.
+    #[serde(default)]
+    pub units: Option<Vec<Bytes>>,
+    pub limits: Limits,
+    /// How long a worker may hold a replica before it is given to another.
+    pub lease_secs: u64,
+    pub validation: Validation,
+}
+
+/// `POST /api/v1/blobs` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub hash: BlobHash,
+    pub size: u64,
+}
+
+/// `POST /api/v1/jobs` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobCreated {
+    pub job_id: JobId,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Splitting,
+    Running,
+    Reducing,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Splitting => "splitting",
+            JobState::Running => "running",
+            JobState::Reducing => "reducing",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobState::Splitting,
+            JobState::Running,
+            JobState::Reducing,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// Whether the job will never change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// `GET /api/v1/jobs/{id}`: a job's progress.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: JobId,
+    pub name: String,
+    pub state: JobState,
+    pub module: BlobHash,
+    pub units_total: u64,
+    pub units_accepted: u64,
+    pub units_failed: u64,
+    /// Replicas leased and not yet returned.
+    pub replicas_in_progress: u64,
+    pub validation: Validation,
+    pub limits: Limits,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// The job output's blob, once the job is done.
+    pub output: Option<BlobHash>,
+    /// Why the job failed, or why units failed (an example).
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub id: UnitId,
+    pub index: u64,
+    pub state: String,
+    pub replicas: u32,
+    pub error: Option<String>,
+}
+
+/// The body of every error answer: a stable code and a sentence for people.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
