@@ -1,1 +1,253 @@
-//! placeholder
+//! The wasm@home coordinator.
+//!
+//! A scientist submits a job (a task module and an input); the coordinator
+//! splits it into units, leases replicas of each unit to volunteer workers
+//! that ask for work, accepts a unit's output when a quorum of replicas
+//! agree, and reduces the accepted outputs into the job's output.
+//!
+//! Layout, one noun per module:
+//! - [`api`]: the HTTP edge (axum routes, authentication, request checks).
+//! - [`error`]: the one error type of the HTTP edge.
+//! - [`store`]: every SQL statement; transactions guard every transition.
+//! - [`validator`]: quorum decisions, pure logic.
+//! - [`jobs`]: the background work of a job's life: split, reduce, expire.
+//! - [`clock`]: injected time.
+//! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`).
+//! - [`dashboard`]: the read-only web page at `/`.
+//!
+//! [`Coordinator::open`] builds the whole thing from a [`Config`];
+//! [`Coordinator::serve`] runs it on a listener until a shutdown future
+//! resolves. Tests do exactly what `main` does, on `127.0.0.1:0`.
+
+pub mod api;
+pub mod client;
+pub mod clock;
+mod dashboard;
+pub mod error;
+pub mod jobs;
+pub mod manifest;
+pub mod store;
+pub mod validator;
+
+use anyhow::Context as _;
+use clock::Clock;
+use protocol::{BlobHash, JobId, Limits};
+use sandbox::{Program, Sandbox};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use store::Store;
+use tokio::sync::{Notify, watch};
+
+/// The name of the API key file in the data directory.
+pub const API_KEY_FILE: &str = "api-key";
+
+/// How the coordinator runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Holds the SQLite database and the API key.
+    pub data_dir: PathBuf,
+    /// The API key for submitting and cancelling jobs; by default read from
+    /// (or created in) `data_dir/api-key`.
+    pub api_key: Option<String>,
+    /// The largest blob (module or job input) accepted, in bytes.
+    pub max_blob_bytes: usize,
+    /// The largest `output_bytes` a job may ask for.
+    pub max_output_bytes: u64,
+    /// Limits of the `split` run on the coordinator.
+    pub split_limits: Limits,
+    /// Limits of the `reduce` (and `compare`) runs on the coordinator.
+    pub reduce_limits: Limits,
+    /// How often expired leases are looked for, in milliseconds.
+    pub expiry_interval_ms: i64,
+    /// How long a worker that got no work should wait before asking again.
+    pub idle_retry_ms: u64,
+}
+
+impl Config {
+    /// Defaults for a coordinator keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            api_key: None,
+            max_blob_bytes: 256 << 20,
+            max_output_bytes: 16 << 20,
+            split_limits: Limits {
+                fuel: 1_000_000_000_000,
+                memory_bytes: 1 << 30,
+                output_bytes: 4 << 30,
+            },
+            reduce_limits: Limits {
+                fuel: 1_000_000_000_000,
+                memory_bytes: 1 << 30,
+                output_bytes: 256 << 20,
+            },
+            expiry_interval_ms: 1000,
+            idle_retry_ms: 1000,
+        }
+    }
+}
+
+/// A running coordinator: cheap to clone, shared by every request.
+#[derive(Clone, Debug)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    sandbox: Sandbox,
+    /// Compiled modules, for split, reduce and validation.
+    programs: Mutex<HashMap<BlobHash, Program>>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    api_key_hash: String,
+    /// Bumped after every change of state that a watcher could see.
+    changes: watch::Sender<u64>,
+    /// Wakes the background task: a job wants splitting or reducing.
+    wake: Notify,
+    /// When expired leases are next looked for.
+    next_expiry_ms: AtomicI64,
+    /// Jobs whose split or reduce is running now.
+    busy_jobs: Mutex<HashSet<JobId>>,
+}
+
+impl Coordinator {
+    /// Opens the data directory (creating it, the database and the API key
+    /// on first start).
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Coordinator> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let api_key = match &config.api_key {
+            Some(key) => key.clone(),
+            None => load_or_create_api_key(&config.data_dir)?,
+        };
+        let db = config.data_dir.join("coordinator.sqlite");
+        let store = Store::open_sqlite(&db)
+            .await
+            .with_context(|| format!("cannot open database {}", db.display()))?;
+        let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                store,
+                sandbox,
+                programs: Mutex::new(HashMap::new()),
+                clock,
+                api_key_hash: api::hash_secret(&api_key),
+                config,
+                changes: watch::channel(0).0,
+                wake: Notify::new(),
+                next_expiry_ms: AtomicI64::new(0),
+                busy_jobs: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Serves the HTTP API and the dashboard on `listener`, and runs the
+    /// background work, until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let background = tokio::spawn(jobs::run_background(self.clone(), stop_rx));
+        let app = api::router(self.clone());
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+            })
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = background.await;
+        result
+    }
+
+    /// A receiver that changes whenever jobs, units or replicas change:
+    /// wait on it instead of polling.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The compiled module `hash`, compiling (and caching) it on first use.
+    async fn program(&self, hash: BlobHash) -> anyhow::Result<Program> {
+        if let Some(p) = self.inner.programs.lock().expect("not poisoned").get(&hash) {
+            return Ok(p.clone());
+        }
+        let bytes = self
+            .inner
+            .store
+            .blob(&hash)
+            .await?
+            .with_context(|| format!("module {hash} is not stored"))?;
+        let program = self.compile(bytes).await?;
+        Ok(program)
+    }
+
+    /// Validates and compiles a module, caching it.
+    async fn compile(&self, bytes: Vec<u8>) -> Result<Program, anyhow::Error> {
+        let sandbox = self.inner.sandbox.clone();
+        let program = tokio::task::spawn_blocking(move || sandbox.compile(&bytes)).await??;
+        self.inner
+            .programs
+            .lock()
+            .expect("not poisoned")
+            .insert(program.hash(), program.clone());
+        Ok(program)
+    }
+}
+
+/// Reads `dir/api-key`, creating it (mode 0600) with a fresh random key if
+/// it does not exist.
+fn load_or_create_api_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(API_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
+        Ok(_) => anyhow::bail!("the API key file {} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let key = api::random_secret();
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    Ok(key)
+}
+
+/// Reads the API key a local coordinator created in `data_dir`.
+pub fn read_api_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(API_KEY_FILE);
+    let key = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the API key from {} (start `coordinator serve` once to create it, or pass --api-key)",
+            path.display()
+        )
+    })?;
+    Ok(key.trim().to_string())
+}

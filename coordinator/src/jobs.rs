@@ -1,0 +1,204 @@
+//! The background work of a job's life, off the request path: splitting a
+//! job input into units, reducing accepted outputs into the job output, and
+//! timing out leases nobody answered.
+//!
+//! All of it is restartable from the database alone: a job found in
+//! `splitting` is split again from scratch (its half-written units are
+//! discarded), a job found in `reducing` is reduced again.
+
+use crate::Coordinator;
+use crate::store::Effects;
+use protocol::{JobId, JobState, frame};
+use sandbox::{Mode, Stdout};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A module that does not implement an optional mode exits with this.
+pub const UNSUPPORTED_MODE: i32 = 64;
+
+/// How many split units are written per transaction.
+const SPLIT_BATCH: usize = 2000;
+
+/// The largest unit input a split may produce.
+const MAX_UNIT_INPUT: usize = 16 << 20;
+
+/// Runs until `stop` turns true: starts splits and reduces, expires leases.
+pub async fn run_background(c: Coordinator, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = c.start_pending_jobs().await {
+            tracing::error!(error = %e, "cannot look for jobs to split or reduce");
+        }
+        if let Err(e) = c.expire_leases_if_due().await {
+            tracing::error!(error = %e, "cannot expire leases");
+        }
+        tokio::select! {
+            _ = c.inner.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(c.inner.config.expiry_interval_ms as u64)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+impl Coordinator {
+    /// Acts on what a store call changed.
+    pub(crate) fn apply(&self, effects: Effects) {
+        if !effects.jobs_to_reduce.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        self.changed();
+    }
+
+    /// Times out expired leases, at most once per `expiry_interval_ms` of
+    /// the coordinator's clock. Called by the background task and before
+    /// handing out work, so a test that moves a manual clock sees leases
+    /// expire on the next work request.
+    pub(crate) async fn expire_leases_if_due(&self) -> Result<(), sqlx::Error> {
+        let now = self.now_ms();
+        let due = self.inner.next_expiry_ms.load(Ordering::SeqCst);
+        if now < due
+            || self
+                .inner
+                .next_expiry_ms
+                .compare_exchange(due, now + self.inner.config.expiry_interval_ms, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return Ok(());
+        }
+        let (expired, effects) = self.inner.store.expire_leases(now).await?;
+        if expired > 0 {
+            tracing::info!(expired, "leases timed out; their units go to other workers");
+            self.apply(effects);
+        }
+        Ok(())
+    }
+
+    async fn start_pending_jobs(&self) -> Result<(), sqlx::Error> {
+        for state in [JobState::Splitting, JobState::Reducing] {
+            for job in self.inner.store.jobs_in_state(state).await? {
+                if !self.inner.busy_jobs.lock().expect("not poisoned").insert(job) {
+                    continue; // already being worked on
+                }
+                let c = self.clone();
+                tokio::spawn(async move {
+                    let result = match state {
+                        JobState::Splitting => c.split(job).await,
+                        _ => c.reduce(job).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(%job, error = %format!("{e:#}"), "job step failed");
+                        if let Err(e) = c.inner.store.fail_job(job, &format!("{e:#}"), c.now_ms()).await {
+                            tracing::error!(%job, error = %e, "cannot record the job's failure");
+                        }
+                    }
+                    c.inner.busy_jobs.lock().expect("not poisoned").remove(&job);
+                    c.changed();
+                    c.inner.wake.notify_one();
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the module's `split` mode over the job input and streams the
+    /// unit inputs into the database in batches: the units of a large job
+    /// are never all in memory.
+    async fn split(&self, job: JobId) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let Some(row) = store.job_row(job).await? else { return Ok(()) };
+        if row.state != JobState::Splitting {
+            return Ok(());
+        }
+        store.discard_units(job).await?;
+        let quorum = store.job_quorum(job).await?;
+        let program = self.program(row.module).await?;
+        let input = match row.input {
+            Some(h) => store.blob(&h).await?.ok_or_else(|| anyhow::anyhow!("job input {h} is not stored"))?,
+            None => Vec::new(),
+        };
+        tracing::info!(%job, "splitting");
+        let started = std::time::Instant::now();
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let sandbox = self.inner.sandbox.clone();
+        let limits = self.inner.config.split_limits;
+        let run = tokio::task::spawn_blocking(move || {
+            let sink = Stdout::Stream(Box::new(move |bytes: &[u8]| tx.blocking_send(bytes.to_vec()).is_ok()));
+            sandbox.run(&program, Mode::Split, &input, &limits, sink)
+        });
+
+        let mut decoder = frame::Decoder::new();
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(SPLIT_BATCH);
+        let mut total = 0u64;
+        let mut too_large = None;
+        while let Some(chunk) = rx.recv().await {
+            decoder.feed(&chunk, |unit| {
+                if unit.len() > MAX_UNIT_INPUT {
+                    too_large.get_or_insert(unit.len());
+                }
+                batch.push(unit.to_vec());
+            });
+            if let Some(len) = too_large {
+                drop(rx);
+                let _ = run.await;
+                anyhow::bail!("split produced a unit input of {len} bytes; the most is {MAX_UNIT_INPUT}");
+            }
+            if batch.len() >= SPLIT_BATCH {
+                store.add_units(job, total, &batch, quorum).await?;
+                total += batch.len() as u64;
+                batch.clear();
+            }
+        }
+        let report = run.await?;
+        match report.result {
+            Ok(0) => {}
+            Ok(UNSUPPORTED_MODE) => anyhow::bail!(
+                "the module has no `split` mode: give the job's unit inputs with `units` instead of `input`"
+            ),
+            _ => {
+                let failure = report.into_output().expect_err("a failed run");
+                anyhow::bail!("split failed ({}): {}", failure.kind.as_str(), failure.message);
+            }
+        }
+        decoder
+            .finish()
+            .map_err(|e| anyhow::anyhow!("split output is not framed as the task ABI says: {e}"))?;
+        store.add_units(job, total, &batch, quorum).await?;
+        total += batch.len() as u64;
+        let effects = store.finish_split(job, total).await?;
+        tracing::info!(%job, units = total, secs = started.elapsed().as_secs_f64(), "split done");
+        self.apply(effects);
+        Ok(())
+    }
+
+    /// Runs the module's `reduce` mode over the accepted outputs in unit
+    /// order; a module without one gets the framed outputs as job output.
+    async fn reduce(&self, job: JobId) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let Some(row) = store.job_row(job).await? else { return Ok(()) };
+        if row.state != JobState::Reducing {
+            return Ok(());
+        }
+        let program = self.program(row.module).await?;
+        let outputs = store.accepted_outputs(job).await?;
+        let framed = frame::encode(outputs.iter().map(|o| &o[..]));
+        drop(outputs);
+        tracing::info!(%job, bytes = framed.len(), "reducing");
+        let sandbox = self.inner.sandbox.clone();
+        let limits = self.inner.config.reduce_limits;
+        let (report, framed) = tokio::task::spawn_blocking(move || {
+            let report = sandbox.run(&program, Mode::Reduce, &framed, &limits, Stdout::Capture);
+            (report, framed)
+        })
+        .await?;
+        let output = match report.result {
+            Ok(UNSUPPORTED_MODE) => framed,
+            _ => report
+                .into_output()
+                .map_err(|f| anyhow::anyhow!("reduce failed ({}): {}", f.kind.as_str(), f.message))?,
+        };
+        store.finish_job(job, &output, self.now_ms()).await?;
+        tracing::info!(%job, bytes = output.len(), "job done");
+        Ok(())
+    }
+}

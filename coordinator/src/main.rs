@@ -1,0 +1,160 @@
+//! The `coordinator` command: `serve` runs a coordinator; `submit`,
+//! `status`, `output` and `cancel` talk to one over HTTP.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use coordinator::client::Client;
+use coordinator::{Config, Coordinator, clock::SystemClock};
+use protocol::JobId;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "The wasm@home coordinator: jobs in, verified results out.")]
+#[command(after_help = "Examples:
+  coordinator serve --listen 127.0.0.1:8080 --data-dir data
+  coordinator submit sample-tasks/primes/job.toml --wait
+  coordinator status
+  coordinator output JOB_ID")]
+struct Cli {
+    /// The coordinator's data directory: `serve` keeps its database and API
+    /// key there; the other commands read the API key from it.
+    #[arg(long, global = true, env = "WASM_AT_HOME_DATA_DIR", default_value = "coordinator-data")]
+    data_dir: PathBuf,
+    /// The coordinator to talk to.
+    #[arg(long, global = true, env = "WASM_AT_HOME_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    coordinator: String,
+    /// The API key (default: read from the data directory).
+    #[arg(long, global = true, env = "WASM_AT_HOME_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a coordinator.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Submit the job described by a manifest (TOML); prints its id.
+    Submit {
+        manifest: PathBuf,
+        /// Show progress and wait until the job ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one job, or all jobs.
+    Status { job: Option<JobId> },
+    /// Write a finished job's output to stdout (or a file).
+    Output {
+        job: JobId,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Cancel a job.
+    Cancel { job: JobId },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let client = || {
+        let key = cli
+            .api_key
+            .clone()
+            .or_else(|| coordinator::read_api_key(&cli.data_dir).ok());
+        Client::new(&cli.coordinator, key)
+    };
+    match &cli.command {
+        Command::Serve { listen } => {
+            let mut config = Config::new(&cli.data_dir);
+            config.api_key = cli.api_key.clone();
+            let c = Coordinator::open(config, Arc::new(SystemClock)).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(
+                "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
+                cli.data_dir.join(coordinator::API_KEY_FILE).display()
+            );
+            c.serve(listener, shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Submit { manifest, wait } => {
+            let client = client();
+            let job = client.submit_manifest(manifest).await?;
+            println!("{job}");
+            if *wait {
+                let s = client.wait(job, std::io::stderr().is_terminal()).await?;
+                eprintln!(
+                    "job {job} {}: {} units accepted, {} failed",
+                    s.state.as_str(),
+                    s.units_accepted,
+                    s.units_failed
+                );
+                if let Some(e) = &s.error {
+                    eprintln!("{e}");
+                }
+                if s.state != protocol::JobState::Done {
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Status { job: Some(job) } => {
+            let s = client().status(*job).await?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+        Command::Status { job: None } => {
+            for s in client().jobs().await? {
+                println!(
+                    "{}  {:9}  {:>7}/{:<7} units  {}",
+                    s.id,
+                    s.state.as_str(),
+                    s.units_accepted + s.units_failed,
+                    s.units_total,
+                    s.name
+                );
+            }
+        }
+        Command::Output { job, out } => {
+            let bytes = client().output(*job).await?;
+            match out {
+                Some(path) => std::fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+        }
+        Command::Cancel { job } => {
+            let s = client().cancel(*job).await?;
+            println!("job {} {}", s.id, s.state.as_str());
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,295 @@
+//! Quorum validation: given what a unit's replicas returned, decide whether
+//! the unit is accepted, failed, or needs more replicas.
+//!
+//! Pure logic over [`Replica`] views, with no I/O: the store calls it inside
+//! the transaction that records a result or a timeout, and applies the
+//! [`Decision`] in that same transaction.
+//!
+//! Two returned replicas agree when their [`Verdict`]s are equal: the same
+//! output hash and the same fuel, or the same deterministic failure kind and
+//! the same fuel. Fuel is part of the verdict because an honest run of the
+//! same module on the same input burns exactly the same fuel: a worker that
+//! skips the work and guesses the output is caught by it.
+
+use protocol::{BlobHash, FailureKind, ReplicaId};
+
+/// What a returned replica claims, reduced to what must agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Output { hash: BlobHash, fuel: u64 },
+    Failure { kind: FailureKind, fuel: u64 },
+}
+
+/// A replica's state, as the validator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaState {
+    InProgress,
+    /// Returned and not yet judged.
+    Returned,
+    Valid,
+    Invalid,
+    /// The worker could not run it (a non-deterministic failure).
+    Errored,
+    TimedOut,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::InProgress => "in_progress",
+            ReplicaState::Returned => "returned",
+            ReplicaState::Valid => "valid",
+            ReplicaState::Invalid => "invalid",
+            ReplicaState::Errored => "errored",
+            ReplicaState::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ReplicaState::InProgress,
+            ReplicaState::Returned,
+            ReplicaState::Valid,
+            ReplicaState::Invalid,
+            ReplicaState::Errored,
+            ReplicaState::TimedOut,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One replica of the unit being decided.
+#[derive(Clone, Copy, Debug)]
+pub struct Replica {
+    pub id: ReplicaId,
+    pub state: ReplicaState,
+    /// Set for returned, valid and invalid replicas.
+    pub verdict: Option<Verdict>,
+}
+
+/// The unit's policy and history.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub quorum: u32,
+    pub max_replicas: u32,
+}
+
+/// What becomes of the unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitOutcome {
+    /// Still open; hand out this many more replicas now.
+    Open { needed: u32 },
+    /// `quorum` replicas agree on an output; `winner` holds it.
+    Accepted { winner: ReplicaId },
+    /// The unit will never be accepted; `reason` says why, for people.
+    Failed { reason: String },
+}
+
+/// The decision for a unit, and the judgement of each returned replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: UnitOutcome,
+    pub valid: Vec<ReplicaId>,
+    pub invalid: Vec<ReplicaId>,
+}
+
+/// Decides an open unit from all its replicas (`issued` = replicas.len()).
+pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
+    let issued = replicas.len() as u32;
+    let in_flight = replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::InProgress)
+        .count() as u32;
+    let votes: Vec<(ReplicaId, Verdict)> = replicas
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.state,
+                ReplicaState::Returned | ReplicaState::Valid | ReplicaState::Invalid
+            )
+        })
+        .filter_map(|r| r.verdict.map(|v| (r.id, v)))
+        .collect();
+
+    // The largest group of agreeing votes; ties go to the earliest replica.
+    let mut best: Option<(Verdict, u32)> = None;
+    for (_, v) in &votes {
+        let count = votes.iter().filter(|(_, w)| w == v).count() as u32;
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((*v, count));
+        }
+    }
+
+    if let Some((verdict, count)) = best
+        && count >= policy.quorum
+    {
+        let (valid, invalid) = judge(&votes, verdict);
+        let outcome = match verdict {
+            Verdict::Output { .. } => UnitOutcome::Accepted { winner: valid[0] },
+            Verdict::Failure { kind, .. } => UnitOutcome::Failed {
+                reason: format!(
+                    "{count} replicas agree that the unit fails: {}",
+                    kind.as_str()
+                ),
+            },
+        };
+        return Decision {
+            outcome,
+            valid,
+            invalid,
+        };
+    }
+
+    let agreeing = best.map_or(0, |(_, c)| c);
+    let wanted = policy.quorum.saturating_sub(agreeing + in_flight);
+    let needed = wanted.min(policy.max_replicas.saturating_sub(issued));
+    if needed == 0 && in_flight == 0 {
+        let distinct = {
+            let mut seen: Vec<Verdict> = Vec::new();
+            for (_, v) in &votes {
+                if !seen.contains(v) {
+                    seen.push(*v);
+                }
+            }
+            seen.len()
+        };
+        return Decision {
+            outcome: UnitOutcome::Failed {
+                reason: format!(
+                    "no quorum of {} after {issued} replicas ({} returned {distinct} different results; the rest errored or timed out)",
+                    policy.quorum,
+                    votes.len()
+                ),
+            },
+            valid: Vec::new(),
+            invalid: Vec::new(),
+        };
+    }
+    Decision {
+        outcome: UnitOutcome::Open { needed },
+        valid: Vec::new(),
+        invalid: Vec::new(),
+    }
+}
+
+/// Judges a replica that returned after its unit was settled: valid if it
+/// agrees with the accepted verdict.
+pub fn judge_late(accepted: Option<Verdict>, late: Verdict) -> Option<bool> {
+    accepted.map(|a| a == late)
+}
+
+fn judge(votes: &[(ReplicaId, Verdict)], winner: Verdict) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for (id, v) in votes {
+        if *v == winner {
+            valid.push(*id);
+        } else {
+            invalid.push(*id);
+        }
+    }
+    (valid, invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy {
+        quorum: 2,
+        max_replicas: 4,
+    };
+
+    fn out(n: u8) -> Option<Verdict> {
+        Some(Verdict::Output {
+            hash: BlobHash::of(&[n]),
+            fuel: 100,
+        })
+    }
+
+    fn r(id: i64, state: ReplicaState, verdict: Option<Verdict>) -> Replica {
+        Replica {
+            id: ReplicaId(id),
+            state,
+            verdict,
+        }
+    }
+
+    use ReplicaState::*;
+
+    #[test]
+    fn two_agreeing_replicas_accept_the_unit() {
+        let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, out(1))]);
+        assert_eq!(d.outcome, UnitOutcome::Accepted { winner: ReplicaId(1) });
+        assert_eq!(d.valid, vec![ReplicaId(1), ReplicaId(2)]);
+    }
+
+    #[test]
+    fn one_result_waits_for_the_replica_in_flight() {
+        let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, InProgress, None)]);
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 0 });
+    }
+
+    #[test]
+    fn disagreement_asks_for_one_more_replica() {
+        let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, out(2))]);
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        let d = decide(
+            POLICY,
+            &[r(1, Returned, out(1)), r(2, Returned, out(2)), r(3, Returned, out(1))],
+        );
+        assert_eq!(d.outcome, UnitOutcome::Accepted { winner: ReplicaId(1) });
+        assert_eq!(d.invalid, vec![ReplicaId(2)]);
+    }
+
+    #[test]
+    fn same_output_with_different_fuel_is_a_disagreement() {
+        let cheat = Some(Verdict::Output {
+            hash: BlobHash::of(&[1]),
+            fuel: 7,
+        });
+        let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, cheat)]);
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+    }
+
+    #[test]
+    fn the_unit_fails_when_max_replicas_are_spent_without_quorum() {
+        let d = decide(
+            POLICY,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(2)),
+                r(3, TimedOut, None),
+                r(4, Errored, None),
+            ],
+        );
+        assert!(matches!(d.outcome, UnitOutcome::Failed { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn never_asks_past_max_replicas() {
+        let d = decide(
+            POLICY,
+            &[r(1, Returned, out(1)), r(2, Returned, out(2)), r(3, Returned, out(3))],
+        );
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+    }
+
+    #[test]
+    fn agreed_deterministic_failure_fails_the_unit_at_once() {
+        let oof = Some(Verdict::Failure {
+            kind: FailureKind::OutOfFuel,
+            fuel: 1000,
+        });
+        let d = decide(POLICY, &[r(1, Returned, oof), r(2, Returned, oof)]);
+        assert!(matches!(d.outcome, UnitOutcome::Failed { .. }));
+        assert_eq!(d.valid.len(), 2);
+    }
+
+    #[test]
+    fn timeouts_are_replaced() {
+        let d = decide(POLICY, &[r(1, TimedOut, None), r(2, InProgress, None)]);
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+    }
+}

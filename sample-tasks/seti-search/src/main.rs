@@ -1,0 +1,3 @@
+fn main() {
+    task_sdk::main(seti_search::Search)
+}
