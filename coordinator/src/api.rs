@@ -35,16 +35,27 @@ pub fn router(c: Coordinator) -> Router {
     // A result is base64 in JSON: 4/3 of the output, plus room for the rest.
     let max_result = (c.config().max_output_bytes as usize) * 4 / 3 + (64 << 10);
     let api = Router::new()
-        .route("/blobs", post(post_blob).layer(DefaultBodyLimit::max(max_blob)))
+        .route(
+            "/blobs",
+            post(post_blob).layer(DefaultBodyLimit::max(max_blob)),
+        )
         .route("/blobs/{hash}", get(get_blob))
-        .route("/jobs", post(post_job).get(list_jobs).layer(DefaultBodyLimit::max(max_blob)))
+        .route(
+            "/jobs",
+            post(post_job)
+                .get(list_jobs)
+                .layer(DefaultBodyLimit::max(max_blob)),
+        )
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/output", get(job_output))
         .route("/jobs/{id}/units", get(job_units))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/workers", post(register))
         .route("/work", post(work))
-        .route("/replicas/{id}/result", put(put_result).layer(DefaultBodyLimit::max(max_result)));
+        .route(
+            "/replicas/{id}/result",
+            put(put_result).layer(DefaultBodyLimit::max(max_result)),
+        );
     Router::new()
         .nest(protocol::API_PREFIX, api)
         .route("/livez", get(|| async { "ok" }))
@@ -112,7 +123,9 @@ fn check_platform(p: &Platform) -> ApiResult<()> {
         )));
     }
     if p.arch.is_empty() || p.arch.len() > 32 {
-        return Err(ApiError::BadRequest("platform.arch must name the CPU architecture".into()));
+        return Err(ApiError::BadRequest(
+            "platform.arch must name the CPU architecture".into(),
+        ));
     }
     Ok(())
 }
@@ -121,7 +134,8 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+    s.parse()
+        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
 }
 
 async fn readyz(State(c): State<Coordinator>) -> ApiResult<&'static str> {
@@ -176,10 +190,16 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
         return bad("name: at most 200 characters".into());
     }
     if l.fuel == 0 || l.fuel > 100_000_000_000_000 {
-        return bad(format!("limits.fuel must be between 1 and 10^14, got {}", l.fuel));
+        return bad(format!(
+            "limits.fuel must be between 1 and 10^14, got {}",
+            l.fuel
+        ));
     }
     if l.memory_bytes < 64 << 10 || l.memory_bytes > 4 << 30 {
-        return bad(format!("limits.memory must be between 64 KiB and 4 GiB, got {} bytes", l.memory_bytes));
+        return bad(format!(
+            "limits.memory must be between 64 KiB and 4 GiB, got {} bytes",
+            l.memory_bytes
+        ));
     }
     let max_out = c.config().max_output_bytes;
     if l.output_bytes == 0 || l.output_bytes > max_out {
@@ -189,11 +209,17 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
         ));
     }
     if spec.lease_secs == 0 || spec.lease_secs > 7 * 24 * 3600 {
-        return bad(format!("lease_secs must be between 1 and 604800 (a week), got {}", spec.lease_secs));
+        return bad(format!(
+            "lease_secs must be between 1 and 604800 (a week), got {}",
+            spec.lease_secs
+        ));
     }
     let v = &spec.validation;
     if v.quorum == 0 || v.quorum > 16 {
-        return bad(format!("validation.quorum must be between 1 and 16, got {}", v.quorum));
+        return bad(format!(
+            "validation.quorum must be between 1 and 16, got {}",
+            v.quorum
+        ));
     }
     if v.max_replicas < v.quorum || v.max_replicas > 64 {
         return bad(format!(
@@ -202,9 +228,13 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
         ));
     }
     match (&spec.input, &spec.units) {
-        (Some(_), Some(_)) => bad("give either `input` (split by the module) or `units`, not both".into()),
+        (Some(_), Some(_)) => {
+            bad("give either `input` (split by the module) or `units`, not both".into())
+        }
         (None, None) => bad("give the job's `input` (split by the module) or its `units`".into()),
-        (None, Some(units)) if units.is_empty() => bad("`units` is empty: a job needs at least one unit".into()),
+        (None, Some(units)) if units.is_empty() => {
+            bad("`units` is empty: a job needs at least one unit".into())
+        }
         _ => Ok(()),
     }
 }
@@ -230,10 +260,12 @@ async fn post_job(
             "job input {input} is not stored: upload it first with POST /api/v1/blobs"
         )));
     }
-    c.compile(module).await.map_err(|e| match e.downcast::<sandbox::ModuleError>() {
-        Ok(e) => ApiError::Unprocessable(format!("the module was refused: {e}")),
-        Err(e) => ApiError::Internal(e),
-    })?;
+    c.compile(module)
+        .await
+        .map_err(|e| match e.downcast::<sandbox::ModuleError>() {
+            Ok(e) => ApiError::Unprocessable(format!("the module was refused: {e}")),
+            Err(e) => ApiError::Internal(e),
+        })?;
     let job = NewJob {
         id: JobId::random(),
         name: spec.name.clone(),
@@ -243,8 +275,13 @@ async fn post_job(
         lease_secs: spec.lease_secs,
         validation: spec.validation,
     };
-    let units: Option<Vec<Vec<u8>>> = spec.units.map(|u| u.into_iter().map(|b| b.into_inner()).collect());
-    c.inner.store.create_job(&job, units.as_deref(), c.now_ms()).await?;
+    let units: Option<Vec<Vec<u8>>> = spec
+        .units
+        .map(|u| u.into_iter().map(|b| b.into_inner()).collect());
+    c.inner
+        .store
+        .create_job(&job, units.as_deref(), c.now_ms())
+        .await?;
     tracing::info!(job = %job.id, name = %job.name, module = %job.module.short(), "job submitted");
     c.inner.wake.notify_one();
     c.changed();
@@ -256,8 +293,16 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list_jobs(State(c): State<Coordinator>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<JobStatus>>> {
-    Ok(Json(c.inner.store.job_statuses(q.limit.unwrap_or(100).min(1000)).await?))
+async fn list_jobs(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<JobStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .job_statuses(q.limit.unwrap_or(100).min(1000))
+            .await?,
+    ))
 }
 
 async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
@@ -269,11 +314,17 @@ async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
-async fn get_job(State(c): State<Coordinator>, Path(id): Path<String>) -> ApiResult<Json<JobStatus>> {
+async fn get_job(
+    State(c): State<Coordinator>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
     Ok(Json(job_status(&c, &id).await?))
 }
 
-async fn job_output(State(c): State<Coordinator>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn job_output(
+    State(c): State<Coordinator>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let status = job_status(&c, &id).await?;
     let Some(hash) = status.output else {
         return Err(ApiError::Conflict(format!(
@@ -282,12 +333,12 @@ async fn job_output(State(c): State<Coordinator>, Path(id): Path<String>) -> Api
             status.state.as_str()
         )));
     };
-    let bytes = c
-        .inner
-        .store
-        .blob(&hash)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("output blob {hash} of job {} is missing", status.id)))?;
+    let bytes = c.inner.store.blob(&hash).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "output blob {hash} of job {} is missing",
+            status.id
+        ))
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
 }
 
@@ -306,10 +357,17 @@ async fn job_units(
     if let Some(s) = &q.state
         && !["open", "accepted", "failed"].contains(&s.as_str())
     {
-        return Err(ApiError::BadRequest(format!("state must be open, accepted or failed, not {s:?}")));
+        return Err(ApiError::BadRequest(format!(
+            "state must be open, accepted or failed, not {s:?}"
+        )));
     }
     let limit = q.limit.unwrap_or(100).min(10_000);
-    Ok(Json(c.inner.store.units(status.id, q.state.as_deref(), limit).await?))
+    Ok(Json(
+        c.inner
+            .store
+            .units(status.id, q.state.as_deref(), limit)
+            .await?,
+    ))
 }
 
 async fn cancel_job(
@@ -340,18 +398,33 @@ async fn register(
     let Json(req) = body?;
     check_platform(&req.platform)?;
     if req.slots == 0 || req.slots > 1024 {
-        return Err(ApiError::BadRequest("slots must be between 1 and 1024".into()));
+        return Err(ApiError::BadRequest(
+            "slots must be between 1 and 1024".into(),
+        ));
     }
     let name: String = req.name.chars().take(100).collect();
     let id = WorkerId::random();
     let token = random_secret();
     c.inner
         .store
-        .register_worker(id, &name, &hash_secret(&token), &req.platform, req.slots, c.now_ms())
+        .register_worker(
+            id,
+            &name,
+            &hash_secret(&token),
+            &req.platform,
+            req.slots,
+            c.now_ms(),
+        )
         .await?;
     tracing::info!(worker = %id, name = %name, arch = %req.platform.arch, "worker registered");
     c.changed();
-    Ok((StatusCode::CREATED, Json(RegisterResponse { worker_id: id, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            worker_id: id,
+            token,
+        }),
+    ))
 }
 
 async fn work(
@@ -388,8 +461,15 @@ async fn work(
             deadline_ms: r.deadline_ms,
         })
         .collect::<Vec<_>>();
-    let retry_after_ms = if leases.is_empty() { c.config().idle_retry_ms } else { 0 };
-    Ok(Json(WorkResponse { leases, retry_after_ms }))
+    let retry_after_ms = if leases.is_empty() {
+        c.config().idle_retry_ms
+    } else {
+        0
+    };
+    Ok(Json(WorkResponse {
+        leases,
+        retry_after_ms,
+    }))
 }
 
 async fn put_result(
@@ -404,7 +484,13 @@ async fn put_result(
     let recorded = c
         .inner
         .store
-        .record_result(worker.id, replica, &upload.outcome, upload.fuel_used, c.now_ms())
+        .record_result(
+            worker.id,
+            replica,
+            &upload.outcome,
+            upload.fuel_used,
+            c.now_ms(),
+        )
         .await?;
     match recorded {
         Ok((status, effects)) => {

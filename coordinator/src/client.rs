@@ -66,9 +66,16 @@ impl Client {
     /// Uploads the manifest's module and input, then submits the job.
     pub async fn submit_manifest(&self, path: &Path) -> anyhow::Result<JobId> {
         let files = manifest::load(path)?;
-        let module = self.upload_blob(files.module).await.context("uploading the module")?;
+        let module = self
+            .upload_blob(files.module)
+            .await
+            .context("uploading the module")?;
         let input = match files.input {
-            Some(bytes) => Some(self.upload_blob(bytes).await.context("uploading the job input")?),
+            Some(bytes) => Some(
+                self.upload_blob(bytes)
+                    .await
+                    .context("uploading the job input")?,
+            ),
             None => None,
         };
         self.submit(&JobSpec {
@@ -84,15 +91,25 @@ impl Client {
     }
 
     pub async fn status(&self, job: JobId) -> anyhow::Result<JobStatus> {
-        Ok(self.send(self.http.get(self.url(&format!("/jobs/{job}")))).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url(&format!("/jobs/{job}"))))
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn jobs(&self) -> anyhow::Result<Vec<JobStatus>> {
-        Ok(self.send(self.http.get(self.url("/jobs"))).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url("/jobs")))
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn output(&self, job: JobId) -> anyhow::Result<Vec<u8>> {
-        let resp = self.send(self.http.get(self.url(&format!("/jobs/{job}/output")))).await?;
+        let resp = self
+            .send(self.http.get(self.url(&format!("/jobs/{job}/output"))))
+            .await?;
         Ok(resp.bytes().await?.to_vec())
     }
 

@@ -62,7 +62,9 @@ impl From<sqlx::Error> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the request body is larger than this endpoint accepts".into())
+            ApiError::PayloadTooLarge(
+                "the request body is larger than this endpoint accepts".into(),
+            )
         } else {
             ApiError::BadRequest(r.body_text())
         }
@@ -72,7 +74,9 @@ impl From<JsonRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the request body is larger than this endpoint accepts".into())
+            ApiError::PayloadTooLarge(
+                "the request body is larger than this endpoint accepts".into(),
+            )
         } else {
             ApiError::BadRequest(r.body_text())
         }

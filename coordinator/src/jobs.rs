@@ -60,7 +60,12 @@ impl Coordinator {
             || self
                 .inner
                 .next_expiry_ms
-                .compare_exchange(due, now + self.inner.config.expiry_interval_ms, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(
+                    due,
+                    now + self.inner.config.expiry_interval_ms,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
                 .is_err()
         {
             return Ok(());
@@ -76,7 +81,13 @@ impl Coordinator {
     async fn start_pending_jobs(&self) -> Result<(), sqlx::Error> {
         for state in [JobState::Splitting, JobState::Reducing] {
             for job in self.inner.store.jobs_in_state(state).await? {
-                if !self.inner.busy_jobs.lock().expect("not poisoned").insert(job) {
+                if !self
+                    .inner
+                    .busy_jobs
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(job)
+                {
                     continue; // already being worked on
                 }
                 let c = self.clone();
@@ -87,7 +98,12 @@ impl Coordinator {
                     };
                     if let Err(e) = result {
                         tracing::error!(%job, error = %format!("{e:#}"), "job step failed");
-                        if let Err(e) = c.inner.store.fail_job(job, &format!("{e:#}"), c.now_ms()).await {
+                        if let Err(e) = c
+                            .inner
+                            .store
+                            .fail_job(job, &format!("{e:#}"), c.now_ms())
+                            .await
+                        {
                             tracing::error!(%job, error = %e, "cannot record the job's failure");
                         }
                     }
@@ -105,7 +121,9 @@ impl Coordinator {
     /// are never all in memory.
     async fn split(&self, job: JobId) -> anyhow::Result<()> {
         let store = &self.inner.store;
-        let Some(row) = store.job_row(job).await? else { return Ok(()) };
+        let Some(row) = store.job_row(job).await? else {
+            return Ok(());
+        };
         if row.state != JobState::Splitting {
             return Ok(());
         }
@@ -113,7 +131,10 @@ impl Coordinator {
         let quorum = store.job_quorum(job).await?;
         let program = self.program(row.module).await?;
         let input = match row.input {
-            Some(h) => store.blob(&h).await?.ok_or_else(|| anyhow::anyhow!("job input {h} is not stored"))?,
+            Some(h) => store
+                .blob(&h)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("job input {h} is not stored"))?,
             None => Vec::new(),
         };
         tracing::info!(%job, "splitting");
@@ -123,7 +144,9 @@ impl Coordinator {
         let sandbox = self.inner.sandbox.clone();
         let limits = self.inner.config.split_limits;
         let run = tokio::task::spawn_blocking(move || {
-            let sink = Stdout::Stream(Box::new(move |bytes: &[u8]| tx.blocking_send(bytes.to_vec()).is_ok()));
+            let sink = Stdout::Stream(Box::new(move |bytes: &[u8]| {
+                tx.blocking_send(bytes.to_vec()).is_ok()
+            }));
             sandbox.run(&program, Mode::Split, &input, &limits, sink)
         });
 
@@ -141,7 +164,9 @@ impl Coordinator {
             if let Some(len) = too_large {
                 drop(rx);
                 let _ = run.await;
-                anyhow::bail!("split produced a unit input of {len} bytes; the most is {MAX_UNIT_INPUT}");
+                anyhow::bail!(
+                    "split produced a unit input of {len} bytes; the most is {MAX_UNIT_INPUT}"
+                );
             }
             if batch.len() >= SPLIT_BATCH {
                 store.add_units(job, total, &batch, quorum).await?;
@@ -157,7 +182,11 @@ impl Coordinator {
             ),
             _ => {
                 let failure = report.into_output().expect_err("a failed run");
-                anyhow::bail!("split failed ({}): {}", failure.kind.as_str(), failure.message);
+                anyhow::bail!(
+                    "split failed ({}): {}",
+                    failure.kind.as_str(),
+                    failure.message
+                );
             }
         }
         decoder
@@ -175,7 +204,9 @@ impl Coordinator {
     /// order; a module without one gets the framed outputs as job output.
     async fn reduce(&self, job: JobId) -> anyhow::Result<()> {
         let store = &self.inner.store;
-        let Some(row) = store.job_row(job).await? else { return Ok(()) };
+        let Some(row) = store.job_row(job).await? else {
+            return Ok(());
+        };
         if row.state != JobState::Reducing {
             return Ok(());
         }
@@ -193,9 +224,9 @@ impl Coordinator {
         .await?;
         let output = match report.result {
             Ok(UNSUPPORTED_MODE) => framed,
-            _ => report
-                .into_output()
-                .map_err(|f| anyhow::anyhow!("reduce failed ({}): {}", f.kind.as_str(), f.message))?,
+            _ => report.into_output().map_err(|f| {
+                anyhow::anyhow!("reduce failed ({}): {}", f.kind.as_str(), f.message)
+            })?,
         };
         store.finish_job(job, &output, self.now_ms()).await?;
         tracing::info!(%job, bytes = output.len(), "job done");

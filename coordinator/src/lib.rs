@@ -119,8 +119,9 @@ impl Coordinator {
     /// Opens the data directory (creating it, the database and the API key
     /// on first start).
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Coordinator> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         let api_key = match &config.api_key {
             Some(key) => key.clone(),
             None => load_or_create_api_key(&config.data_dir)?,

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(version, about = "The wasm@home coordinator: jobs in, verified results out.")]
+#[command(
+    version,
+    about = "The wasm@home coordinator: jobs in, verified results out."
+)]
 #[command(after_help = "Examples:
   coordinator serve --listen 127.0.0.1:8080 --data-dir data
   coordinator submit sample-tasks/primes/job.toml --wait
@@ -20,13 +23,28 @@ use std::sync::Arc;
 struct Cli {
     /// The coordinator's data directory: `serve` keeps its database and API
     /// key there; the other commands read the API key from it.
-    #[arg(long, global = true, env = "WASM_AT_HOME_DATA_DIR", default_value = "coordinator-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "WASM_AT_HOME_DATA_DIR",
+        default_value = "coordinator-data"
+    )]
     data_dir: PathBuf,
     /// The coordinator to talk to.
-    #[arg(long, global = true, env = "WASM_AT_HOME_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WASM_AT_HOME_COORDINATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
     coordinator: String,
     /// The API key (default: read from the data directory).
-    #[arg(long, global = true, env = "WASM_AT_HOME_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "WASM_AT_HOME_API_KEY",
+        hide_env_values = true
+    )]
     api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -130,7 +148,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Output { job, out } => {
             let bytes = client().output(*job).await?;
             match out {
-                Some(path) => std::fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
+                Some(path) => std::fs::write(path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
                 None => std::io::stdout().write_all(&bytes)?,
             }
         }

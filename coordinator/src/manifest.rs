@@ -88,8 +88,10 @@ pub struct JobFiles {
 
 /// Reads the manifest at `path` and the files it names.
 pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let m: Manifest = toml::from_str(&text).with_context(|| format!("{} is not a valid job manifest", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let m: Manifest = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid job manifest", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let module_path = dir.join(&m.module);
     let module = std::fs::read(&module_path).with_context(|| {
@@ -104,14 +106,21 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
         (Some(text), None) => Some(text.into_bytes()),
         (None, Some(file)) => {
             let file = dir.join(file);
-            Some(std::fs::read(&file).with_context(|| format!("cannot read the input {}", file.display()))?)
+            Some(
+                std::fs::read(&file)
+                    .with_context(|| format!("cannot read the input {}", file.display()))?,
+            )
         }
         (None, None) => None,
     };
-    let units = m.units.map(|u| u.into_iter().map(String::into_bytes).collect());
+    let units = m
+        .units
+        .map(|u| u.into_iter().map(String::into_bytes).collect());
     Ok(JobFiles {
         name: if m.name.is_empty() {
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
         } else {
             m.name
         },

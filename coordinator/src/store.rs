@@ -16,7 +16,7 @@ use protocol::{
     UnitId, UnitStatus, UploadStatus, Validation, WorkerId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
@@ -118,10 +118,14 @@ fn verdict(row: &sqlx::sqlite::SqliteRow) -> Result<Option<Verdict>> {
     let output_hash: Option<String> = row.try_get("output_hash")?;
     let kind: Option<String> = row.try_get("failure_kind")?;
     Ok(match (output_hash, kind) {
-        (Some(h), _) => Some(Verdict::Output { hash: hash(&h)?, fuel }),
+        (Some(h), _) => Some(Verdict::Output {
+            hash: hash(&h)?,
+            fuel,
+        }),
         (None, Some(k)) => {
             let kind = FailureKind::parse(&k).ok_or_else(|| decode_err("failure kind", &k))?;
-            kind.is_deterministic().then_some(Verdict::Failure { kind, fuel })
+            kind.is_deterministic()
+                .then_some(Verdict::Failure { kind, fuel })
         }
         (None, None) => None,
     })
@@ -231,9 +235,18 @@ impl Store {
 
     /// Creates a job. With `units`, the job starts running at once; without,
     /// it waits in `splitting` for the splitter.
-    pub async fn create_job(&self, job: &NewJob, units: Option<&[Vec<u8>]>, now: i64) -> Result<()> {
+    pub async fn create_job(
+        &self,
+        job: &NewJob,
+        units: Option<&[Vec<u8>]>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        let state = if units.is_some() { JobState::Running } else { JobState::Splitting };
+        let state = if units.is_some() {
+            JobState::Running
+        } else {
+            JobState::Splitting
+        };
         sqlx::query(
             "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
                                lease_secs, quorum, max_replicas, units_total, created_ms)
@@ -256,17 +269,37 @@ impl Store {
         .await?;
         if let Some(units) = units {
             for (n, batch) in units.chunks(UNIT_BATCH).enumerate() {
-                insert_units(&mut tx, job.id, (n * UNIT_BATCH) as u64, batch, job.validation.quorum).await?;
+                insert_units(
+                    &mut tx,
+                    job.id,
+                    (n * UNIT_BATCH) as u64,
+                    batch,
+                    job.validation.quorum,
+                )
+                .await?;
             }
         }
         tx.commit().await
     }
 
     /// Adds split units `first_index..` to a job that is splitting.
-    pub async fn add_units(&self, job: JobId, first_index: u64, units: &[Vec<u8>], quorum: u32) -> Result<()> {
+    pub async fn add_units(
+        &self,
+        job: JobId,
+        first_index: u64,
+        units: &[Vec<u8>],
+        quorum: u32,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         for (n, batch) in units.chunks(UNIT_BATCH).enumerate() {
-            insert_units(&mut tx, job, first_index + (n * UNIT_BATCH) as u64, batch, quorum).await?;
+            insert_units(
+                &mut tx,
+                job,
+                first_index + (n * UNIT_BATCH) as u64,
+                batch,
+                quorum,
+            )
+            .await?;
         }
         tx.commit().await
     }
@@ -321,7 +354,13 @@ impl Store {
         Ok(done == 1)
     }
 
-    async fn end_job(&self, job: JobId, state: JobState, error: Option<&str>, now: i64) -> Result<()> {
+    async fn end_job(
+        &self,
+        job: JobId,
+        state: JobState,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "UPDATE jobs SET state = ?, error = ?, finished_ms = ?
@@ -364,10 +403,11 @@ impl Store {
     }
 
     pub async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE state = ? ORDER BY created_ms")
-            .bind(state.as_str())
-            .fetch_all(&self.read)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE state = ? ORDER BY created_ms")
+                .bind(state.as_str())
+                .fetch_all(&self.read)
+                .await?;
         ids.iter().map(|s| job_id(s)).collect()
     }
 
@@ -424,14 +464,21 @@ impl Store {
     }
 
     pub async fn job_statuses(&self, limit: u32) -> Result<Vec<JobStatus>> {
-        let rows = sqlx::query(&format!("{JOB_STATUS_SELECT} ORDER BY j.created_ms DESC LIMIT ?"))
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{JOB_STATUS_SELECT} ORDER BY j.created_ms DESC LIMIT ?"
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(job_status).collect()
     }
 
-    pub async fn units(&self, job: JobId, state: Option<&str>, limit: u32) -> Result<Vec<UnitStatus>> {
+    pub async fn units(
+        &self,
+        job: JobId,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UnitStatus>> {
         let rows = sqlx::query(
             "SELECT u.id, u.idx, u.state, u.error,
                     (SELECT COUNT(*) FROM replicas r WHERE r.unit_id = u.id) AS replicas
@@ -496,11 +543,13 @@ impl Store {
             .bind(deadline_ms)
             .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("UPDATE units SET needed = needed - 1, arch = COALESCE(arch, ?) WHERE id = ?")
-                .bind(&worker.arch)
-                .bind(unit_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE units SET needed = needed - 1, arch = COALESCE(arch, ?) WHERE id = ?",
+            )
+            .bind(&worker.arch)
+            .bind(unit_id)
+            .execute(&mut *tx)
+            .await?;
             leases.push(LeaseRow {
                 replica_id: ReplicaId(replica_id),
                 unit_id: UnitId(unit_id),
@@ -560,8 +609,15 @@ impl Store {
         now: i64,
     ) -> Result<Result<(UploadStatus, Effects), Refusal>> {
         let (output, output_hash, kind, message) = match outcome {
-            Outcome::Success { output } => (Some(&output[..]), Some(BlobHash::of(output).to_string()), None, None),
-            Outcome::Failure { kind, message } => (None, None, Some(kind.as_str()), Some(message.as_str())),
+            Outcome::Success { output } => (
+                Some(&output[..]),
+                Some(BlobHash::of(output).to_string()),
+                None,
+                None,
+            ),
+            Outcome::Failure { kind, message } => {
+                (None, None, Some(kind.as_str()), Some(message.as_str()))
+            }
         };
         let mut tx = self.write.begin().await?;
         let Some(row) = sqlx::query(
@@ -591,8 +647,13 @@ impl Store {
                 });
             }
         }
-        let nondeterministic = matches!(outcome, Outcome::Failure { kind, .. } if !kind.is_deterministic());
-        let state = if nondeterministic { ReplicaState::Errored } else { ReplicaState::Returned };
+        let nondeterministic =
+            matches!(outcome, Outcome::Failure { kind, .. } if !kind.is_deterministic());
+        let state = if nondeterministic {
+            ReplicaState::Errored
+        } else {
+            ReplicaState::Returned
+        };
         sqlx::query(
             "UPDATE replicas SET state = ?, returned_ms = ?, output = ?, output_hash = ?,
                     fuel_used = ?, failure_kind = ?, message = ?
@@ -631,7 +692,8 @@ async fn insert_units(
     if units.is_empty() {
         return Ok(());
     }
-    let mut builder = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO units (job_id, idx, input, needed) ");
+    let mut builder =
+        sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO units (job_id, idx, input, needed) ");
     let job = job.to_string();
     builder.push_values(units.iter().enumerate(), |mut b, (i, input)| {
         b.push_bind(job.clone())
@@ -647,7 +709,11 @@ async fn insert_units(
 /// decision: replica judgements, worker counters and credit, unit state, job
 /// counters. Each change is conditional on the state it leaves, so applying
 /// a decision twice changes nothing the second time.
-async fn settle(tx: &mut Transaction<'_, Sqlite>, unit_id: i64, effects: &mut Effects) -> Result<()> {
+async fn settle(
+    tx: &mut Transaction<'_, Sqlite>,
+    unit_id: i64,
+    effects: &mut Effects,
+) -> Result<()> {
     let unit = sqlx::query(
         "SELECT u.state, u.job_id, u.accepted_replica, j.quorum, j.max_replicas
          FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id = ?",
@@ -678,9 +744,18 @@ async fn settle(tx: &mut Transaction<'_, Sqlite>, unit_id: i64, effects: &mut Ef
         // A replica came back after the unit was settled: judge it against
         // the accepted result, if there is one.
         let accepted: Option<i64> = unit.try_get("accepted_replica")?;
-        let reference = accepted.and_then(|a| replicas.iter().find(|r| r.id.0 == a)).and_then(|r| r.verdict);
-        let mut decision = Decision { outcome: UnitOutcome::Open { needed: 0 }, valid: vec![], invalid: vec![] };
-        for r in replicas.iter().filter(|r| r.state == ReplicaState::Returned) {
+        let reference = accepted
+            .and_then(|a| replicas.iter().find(|r| r.id.0 == a))
+            .and_then(|r| r.verdict);
+        let mut decision = Decision {
+            outcome: UnitOutcome::Open { needed: 0 },
+            valid: vec![],
+            invalid: vec![],
+        };
+        for r in replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Returned)
+        {
             match r.verdict.and_then(|v| validator::judge_late(reference, v)) {
                 Some(true) => decision.valid.push(r.id),
                 Some(false) => decision.invalid.push(r.id),
@@ -752,17 +827,24 @@ async fn judge_replicas(
 ) -> Result<()> {
     for (ids, valid) in [(&decision.valid, true), (&decision.invalid, false)] {
         for id in ids {
-            let Some(pos) = replicas.iter().position(|r| r.id == *id) else { continue };
+            let Some(pos) = replicas.iter().position(|r| r.id == *id) else {
+                continue;
+            };
             if replicas[pos].state != ReplicaState::Returned {
                 continue;
             }
-            let new_state = if valid { ReplicaState::Valid } else { ReplicaState::Invalid };
-            let changed = sqlx::query("UPDATE replicas SET state = ? WHERE id = ? AND state = 'returned'")
-                .bind(new_state.as_str())
-                .bind(id.0)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+            let new_state = if valid {
+                ReplicaState::Valid
+            } else {
+                ReplicaState::Invalid
+            };
+            let changed =
+                sqlx::query("UPDATE replicas SET state = ? WHERE id = ? AND state = 'returned'")
+                    .bind(new_state.as_str())
+                    .bind(id.0)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
             if changed != 1 {
                 continue;
             }
@@ -777,7 +859,9 @@ async fn judge_replicas(
                 )
                 .bind(fuel)
             } else {
-                sqlx::query("UPDATE workers SET invalid_count = invalid_count + 1, consecutive_valid = 0 WHERE id = ?")
+                sqlx::query(
+                    "UPDATE workers SET invalid_count = invalid_count + 1, consecutive_valid = 0 WHERE id = ?",
+                )
             };
             query.bind(&workers[pos]).execute(&mut **tx).await?;
         }
@@ -786,7 +870,11 @@ async fn judge_replicas(
 }
 
 /// Moves a running job whose units are all settled to `reducing`.
-async fn complete_if_settled(tx: &mut Transaction<'_, Sqlite>, job: JobId, effects: &mut Effects) -> Result<()> {
+async fn complete_if_settled(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    effects: &mut Effects,
+) -> Result<()> {
     let changed = sqlx::query(
         "UPDATE jobs SET state = 'reducing'
          WHERE id = ? AND state = 'running' AND units_accepted + units_failed = units_total",

@@ -221,7 +221,12 @@ mod tests {
     #[test]
     fn two_agreeing_replicas_accept_the_unit() {
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, out(1))]);
-        assert_eq!(d.outcome, UnitOutcome::Accepted { winner: ReplicaId(1) });
+        assert_eq!(
+            d.outcome,
+            UnitOutcome::Accepted {
+                winner: ReplicaId(1)
+            }
+        );
         assert_eq!(d.valid, vec![ReplicaId(1), ReplicaId(2)]);
     }
 
@@ -237,9 +242,18 @@ mod tests {
         assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
         let d = decide(
             POLICY,
-            &[r(1, Returned, out(1)), r(2, Returned, out(2)), r(3, Returned, out(1))],
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(2)),
+                r(3, Returned, out(1)),
+            ],
         );
-        assert_eq!(d.outcome, UnitOutcome::Accepted { winner: ReplicaId(1) });
+        assert_eq!(
+            d.outcome,
+            UnitOutcome::Accepted {
+                winner: ReplicaId(1)
+            }
+        );
         assert_eq!(d.invalid, vec![ReplicaId(2)]);
     }
 
@@ -271,7 +285,11 @@ mod tests {
     fn never_asks_past_max_replicas() {
         let d = decide(
             POLICY,
-            &[r(1, Returned, out(1)), r(2, Returned, out(2)), r(3, Returned, out(3))],
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(2)),
+                r(3, Returned, out(3)),
+            ],
         );
         assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
     }

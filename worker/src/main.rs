@@ -1,0 +1,90 @@
+//! The `worker` command: what a volunteer runs.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The wasm@home worker: runs units for a coordinator in a WebAssembly sandbox."
+)]
+#[command(after_help = "Examples:
+  worker run --coordinator http://127.0.0.1:8080 --state-dir worker-state
+  worker run --coordinator https://science.example.org --slots 2")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register (on first start) and run units until stopped (Ctrl-C or SIGTERM).
+    Run {
+        /// The coordinator's URL.
+        #[arg(
+            long,
+            env = "WASM_AT_HOME_COORDINATOR",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        coordinator: String,
+        /// Where the worker keeps its identity, pending results and caches.
+        #[arg(long, env = "WASM_AT_HOME_STATE_DIR", default_value = "worker-state")]
+        state_dir: PathBuf,
+        /// Units to run at once (default: the number of cores).
+        #[arg(long, env = "WASM_AT_HOME_SLOTS")]
+        slots: Option<usize>,
+        /// The name shown on the coordinator's dashboard (default: host name).
+        #[arg(long, env = "WASM_AT_HOME_NAME")]
+        name: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            coordinator,
+            state_dir,
+            slots,
+            name,
+        } => {
+            let mut config = worker::Config::new(&coordinator, state_dir);
+            if let Some(s) = slots {
+                config.slots = s;
+            }
+            if let Some(n) = name {
+                config.name = n;
+            }
+            let stats = worker::run(config, shutdown_signal()).await?;
+            tracing::info!(
+                units = stats.units_run,
+                uploaded = stats.uploaded,
+                "worker stopped"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("stop requested: finishing running units");
+}
