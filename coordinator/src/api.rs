@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use protocol::{
     BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease, PROTOCOL_VERSION, Platform,
     RegisterRequest, RegisterResponse, ReplicaId, ResultUpload, UnitStatus, UploadResponse,
-    WorkRequest, WorkResponse, WorkerId,
+    WorkRequest, WorkResponse, WorkerId, WorkerStatus,
 };
 use serde::Deserialize;
 
@@ -50,7 +50,7 @@ pub fn router(c: Coordinator) -> Router {
         .route("/jobs/{id}/output", get(job_output))
         .route("/jobs/{id}/units", get(job_units))
         .route("/jobs/{id}/cancel", post(cancel_job))
-        .route("/workers", post(register))
+        .route("/workers", post(register).get(list_workers))
         .route("/work", post(work))
         .route(
             "/replicas/{id}/result",
@@ -424,6 +424,18 @@ async fn register(
             worker_id: id,
             token,
         }),
+    ))
+}
+
+async fn list_workers(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<WorkerStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .workers(q.limit.unwrap_or(100).min(10_000))
+            .await?,
     ))
 }
 

@@ -194,7 +194,7 @@ impl Coordinator {
             .map_err(|e| anyhow::anyhow!("split output is not framed as the task ABI says: {e}"))?;
         store.add_units(job, total, &batch, quorum).await?;
         total += batch.len() as u64;
-        let effects = store.finish_split(job, total).await?;
+        let effects = store.finish_split(job, total, self.now_ms()).await?;
         tracing::info!(%job, units = total, secs = started.elapsed().as_secs_f64(), "split done");
         self.apply(effects);
         Ok(())

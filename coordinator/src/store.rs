@@ -13,7 +13,7 @@
 use crate::validator::{self, Decision, Policy, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{
     BlobHash, FailureKind, JobId, JobState, JobStatus, Limits, Outcome, Platform, ReplicaId,
-    UnitId, UnitStatus, UploadStatus, Validation, WorkerId,
+    UnitId, UnitStatus, UploadStatus, Validation, WorkerId, WorkerStatus,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -231,6 +231,41 @@ impl Store {
         .transpose()
     }
 
+    /// Workers, most recently seen first.
+    pub async fn workers(&self, limit: u32) -> Result<Vec<WorkerStatus>> {
+        let rows = sqlx::query(
+            "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
+                    error_count, timeout_count, consecutive_valid, credit,
+                    (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
+             FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let count = |c: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(c)? as u64) };
+                Ok(WorkerStatus {
+                    id: WorkerId(id.parse().map_err(|_| decode_err("worker id", &id))?),
+                    name: r.try_get("name")?,
+                    arch: r.try_get("arch")?,
+                    os: r.try_get("os")?,
+                    slots: count("slots")? as u32,
+                    created_ms: r.try_get("created_ms")?,
+                    last_seen_ms: r.try_get("last_seen_ms")?,
+                    valid: count("valid_count")?,
+                    invalid: count("invalid_count")?,
+                    errors: count("error_count")?,
+                    timeouts: count("timeout_count")?,
+                    consecutive_valid: count("consecutive_valid")?,
+                    credit: count("credit")?,
+                    running: count("running")?,
+                })
+            })
+            .collect()
+    }
+
     // ---- jobs ----
 
     /// Creates a job. With `units`, the job starts running at once; without,
@@ -315,7 +350,7 @@ impl Store {
     }
 
     /// Ends a split: the job runs, with `total` units.
-    pub async fn finish_split(&self, job: JobId, total: u64) -> Result<Effects> {
+    pub async fn finish_split(&self, job: JobId, total: u64, now: i64) -> Result<Effects> {
         let mut tx = self.write.begin().await?;
         sqlx::query("UPDATE jobs SET state = 'running', units_total = ? WHERE id = ? AND state = 'splitting'")
             .bind(total as i64)
@@ -323,7 +358,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let mut effects = Effects::default();
-        complete_if_settled(&mut tx, job, &mut effects).await?;
+        complete_if_settled(&mut tx, job, now, &mut effects).await?;
         tx.commit().await?;
         Ok(effects)
     }
@@ -593,7 +628,7 @@ impl Store {
             }
         }
         for unit in units {
-            settle(&mut tx, unit, &mut effects).await?;
+            settle(&mut tx, unit, now, &mut effects).await?;
         }
         tx.commit().await?;
         Ok((expired.len(), effects))
@@ -676,7 +711,7 @@ impl Store {
                 .await?;
         }
         let mut effects = Effects::default();
-        settle(&mut tx, unit_id, &mut effects).await?;
+        settle(&mut tx, unit_id, now, &mut effects).await?;
         tx.commit().await?;
         Ok(Ok((UploadStatus::Accepted, effects)))
     }
@@ -712,6 +747,7 @@ async fn insert_units(
 async fn settle(
     tx: &mut Transaction<'_, Sqlite>,
     unit_id: i64,
+    now: i64,
     effects: &mut Effects,
 ) -> Result<()> {
     let unit = sqlx::query(
@@ -794,7 +830,7 @@ async fn settle(
                     .bind(job.to_string())
                     .execute(&mut **tx)
                     .await?;
-                complete_if_settled(tx, job, effects).await?;
+                complete_if_settled(tx, job, now, effects).await?;
             }
         }
         UnitOutcome::Failed { reason } => {
@@ -809,7 +845,7 @@ async fn settle(
                     .bind(job.to_string())
                     .execute(&mut **tx)
                     .await?;
-                complete_if_settled(tx, job, effects).await?;
+                complete_if_settled(tx, job, now, effects).await?;
             }
         }
     }
@@ -869,15 +905,18 @@ async fn judge_replicas(
     Ok(())
 }
 
-/// Moves a running job whose units are all settled to `reducing`.
+/// Moves a running job whose units are all settled to `reducing`, or to
+/// `failed` if not one unit was accepted (there is nothing to reduce).
 async fn complete_if_settled(
     tx: &mut Transaction<'_, Sqlite>,
     job: JobId,
+    now: i64,
     effects: &mut Effects,
 ) -> Result<()> {
     let changed = sqlx::query(
         "UPDATE jobs SET state = 'reducing'
-         WHERE id = ? AND state = 'running' AND units_accepted + units_failed = units_total",
+         WHERE id = ? AND state = 'running' AND units_accepted + units_failed = units_total
+           AND (units_accepted > 0 OR units_total = 0)",
     )
     .bind(job.to_string())
     .execute(&mut **tx)
@@ -885,7 +924,18 @@ async fn complete_if_settled(
     .rows_affected();
     if changed == 1 {
         effects.jobs_to_reduce.push(job);
+        return Ok(());
     }
+    sqlx::query(
+        "UPDATE jobs SET state = 'failed', finished_ms = ?,
+                error = 'every unit failed; for example: ' ||
+                        (SELECT u.error FROM units u WHERE u.job_id = jobs.id AND u.state = 'failed' LIMIT 1)
+         WHERE id = ? AND state = 'running' AND units_failed = units_total AND units_total > 0",
+    )
+    .bind(now)
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

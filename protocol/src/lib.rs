@@ -310,6 +310,31 @@ pub struct UnitStatus {
     pub error: Option<String>,
 }
 
+/// `GET /api/v1/workers`: one worker and its record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: WorkerId,
+    pub name: String,
+    pub arch: String,
+    pub os: String,
+    pub slots: u32,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+    /// Replicas judged valid (they agreed with the accepted result).
+    pub valid: u64,
+    /// Replicas judged invalid (they disagreed with it).
+    pub invalid: u64,
+    /// Replicas the worker could not run.
+    pub errors: u64,
+    /// Leases that ran out.
+    pub timeouts: u64,
+    pub consecutive_valid: u64,
+    /// The agreed fuel of every valid replica.
+    pub credit: u64,
+    /// Replicas leased now.
+    pub running: u64,
+}
+
 /// The body of every error answer: a stable code and a sentence for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

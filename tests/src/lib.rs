@@ -1,1 +1,276 @@
-//! placeholder
+//! The test harness: a real coordinator on `127.0.0.1:0` with its own
+//! database and a manual clock, real workers in the same process, and
+//! hand-driven protocol clients for hostile workers.
+//!
+//! Nothing here sleeps to synchronise: [`TestCoordinator::wait_for_job`]
+//! wakes on the coordinator's change notifications.
+
+use coordinator::clock::ManualClock;
+use coordinator::{Config, Coordinator};
+use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The sample task modules, built by this crate's build script.
+pub fn primes_wasm() -> Vec<u8> {
+    std::fs::read(env!("PRIMES_WASM")).expect("primes.wasm is built by build.rs")
+}
+
+pub fn seti_wasm() -> Vec<u8> {
+    std::fs::read(env!("SETI_WASM")).expect("seti-search.wasm is built by build.rs")
+}
+
+/// The sample-tasks directory (for the job manifests).
+pub fn sample_tasks_dir() -> PathBuf {
+    PathBuf::from(env!("SAMPLE_TASKS_DIR"))
+}
+
+/// How long any one test waits for a job before it calls the job stuck.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub struct TestCoordinator {
+    pub url: String,
+    pub api_key: String,
+    pub clock: ManualClock,
+    pub coordinator: Coordinator,
+    pub client: coordinator::client::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCoordinator {
+    pub async fn start() -> TestCoordinator {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a coordinator whose config `tweak` may change.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestCoordinator {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, tweak).await
+    }
+
+    /// Starts a coordinator on an existing data directory (a restart).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCoordinator {
+        let mut config = Config::new(dir.path().join("coordinator"));
+        config.idle_retry_ms = 20;
+        tweak(&mut config);
+        let clock = ManualClock::new();
+        let coordinator = Coordinator::open(config.clone(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let api_key = coordinator::read_api_key(&config.data_dir).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(coordinator.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        TestCoordinator {
+            client: coordinator::client::Client::new(&url, Some(api_key.clone())),
+            url,
+            api_key,
+            clock,
+            coordinator,
+            stop: Some(stop),
+            handle: Some(handle),
+            dir,
+        }
+    }
+
+    /// Stops the coordinator and gives back its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Uploads `module` and submits a job of explicit `units`.
+    pub async fn submit_units(
+        &self,
+        module: Vec<u8>,
+        units: Vec<Vec<u8>>,
+        validation: Validation,
+        limits: Limits,
+    ) -> JobId {
+        let module = self.client.upload_blob(module).await.unwrap();
+        self.client
+            .submit(&JobSpec {
+                name: "test".into(),
+                module,
+                input: None,
+                units: Some(units.into_iter().map(Into::into).collect()),
+                limits,
+                lease_secs: 60,
+                validation,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `module` and `input` and submits a job split by the module.
+    pub async fn submit_input(
+        &self,
+        module: Vec<u8>,
+        input: &[u8],
+        validation: Validation,
+    ) -> JobId {
+        let module = self.client.upload_blob(module).await.unwrap();
+        let input = self.client.upload_blob(input.to_vec()).await.unwrap();
+        self.client
+            .submit(&JobSpec {
+                name: "test".into(),
+                module,
+                input: Some(input),
+                units: None,
+                limits: default_limits(),
+                lease_secs: 60,
+                validation,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the job ends (done, failed or cancelled), waking on the
+    /// coordinator's change notifications, never on a timer.
+    pub async fn wait_for_job(&self, job: JobId) -> JobStatus {
+        self.wait_until(job, |s| s.state.is_final()).await
+    }
+
+    /// Waits until `done(status)` holds for the job.
+    pub async fn wait_until(&self, job: JobId, done: impl Fn(&JobStatus) -> bool) -> JobStatus {
+        let mut changes = self.coordinator.subscribe();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                let s = self
+                    .coordinator
+                    .store()
+                    .job_status(job)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if done(&s) {
+                    return s;
+                }
+                changes.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(JOB_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("job {job} did not get there within {JOB_TIMEOUT:?}"))
+    }
+
+    pub async fn output(&self, job: JobId) -> Vec<u8> {
+        self.client.output(job).await.unwrap()
+    }
+
+    pub async fn workers(&self) -> Vec<WorkerStatus> {
+        self.coordinator.store().workers(1000).await.unwrap()
+    }
+
+    pub async fn worker(&self, id: protocol::WorkerId) -> WorkerStatus {
+        self.workers()
+            .await
+            .into_iter()
+            .find(|w| w.id == id)
+            .expect("a registered worker")
+    }
+}
+
+pub fn default_limits() -> Limits {
+    Limits {
+        fuel: 5_000_000_000,
+        memory_bytes: 64 << 20,
+        output_bytes: 64 << 10,
+    }
+}
+
+pub fn quorum(quorum: u32, max_replicas: u32) -> Validation {
+    Validation {
+        quorum,
+        max_replicas,
+    }
+}
+
+/// A real worker running in this process.
+pub struct TestWorker {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<worker::Stats>>,
+    pub state_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestWorker {
+    pub fn start(url: &str, slots: usize) -> TestWorker {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().to_path_buf();
+        let mut w = Self::start_in(url, &state_dir, slots);
+        w._dir = Some(dir);
+        w
+    }
+
+    /// Starts a worker on an existing state directory (a restart).
+    pub fn start_in(url: &str, state_dir: &Path, slots: usize) -> TestWorker {
+        let mut config = worker::Config::new(url, state_dir);
+        config.slots = slots;
+        config.max_backoff = Duration::from_millis(200);
+        config.grace = Duration::from_secs(30);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(worker::run(config, async {
+            let _ = stopped.await;
+        }));
+        TestWorker {
+            stop: Some(stop),
+            handle,
+            state_dir: state_dir.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// Asks the worker to stop, as SIGTERM does, and waits for it.
+    pub async fn stop(mut self) -> worker::Stats {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.handle).await.unwrap().unwrap()
+    }
+
+    /// Ends the worker at once, as a crash would.
+    pub fn kill(self) {
+        self.handle.abort();
+    }
+}
+
+/// A hand-driven worker for hostile behaviour: it speaks the protocol but
+/// returns whatever the test says.
+pub struct ManualWorker {
+    pub id: protocol::WorkerId,
+    pub client: worker::client::Client,
+}
+
+impl ManualWorker {
+    pub async fn register(url: &str, name: &str) -> ManualWorker {
+        let client = worker::client::Client::new(url);
+        let r = client.register(name, 1).await.unwrap();
+        ManualWorker {
+            id: r.worker_id,
+            client: client.with_token(r.token),
+        }
+    }
+
+    pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {
+        self.client.work(n).await.unwrap().leases
+    }
+}

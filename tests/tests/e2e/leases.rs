@@ -1,0 +1,69 @@
+//! Leases: one replica per worker per unit, and expiry without sleeping.
+
+use protocol::{JobState, Outcome, ResultUpload};
+use wasm_at_home_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_never_gets_two_replicas_of_one_unit() {
+    let c = TestCoordinator::start().await;
+    let job = c.submit_input(primes_wasm(), b"1000 3", quorum(2, 3)).await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let w = ManualWorker::register(&c.url, "greedy").await;
+    let first = w.take(10).await;
+    assert_eq!(first.len(), 3, "one replica of each of the 3 units");
+    assert!(
+        w.take(10).await.is_empty(),
+        "the second replicas must go to someone else"
+    );
+    let other = ManualWorker::register(&c.url, "other").await;
+    let second = other.take(10).await;
+    assert_eq!(second.len(), 3);
+    let units = |ls: &[protocol::Lease]| {
+        let mut u: Vec<_> = ls.iter().map(|l| l.unit_id).collect();
+        u.sort();
+        u
+    };
+    assert_eq!(units(&first), units(&second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_of_a_worker_that_never_answers_are_reissued_after_the_deadline() {
+    let c = TestCoordinator::start().await;
+    let job = c
+        .submit_input(primes_wasm(), b"100000 4", quorum(1, 3))
+        .await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+
+    let ghost = ManualWorker::register(&c.url, "ghost").await;
+    let held = ghost.take(10).await;
+    assert_eq!(held.len(), 4, "the ghost holds every unit");
+    let bystander = ManualWorker::register(&c.url, "bystander").await;
+    assert!(
+        bystander.take(10).await.is_empty(),
+        "held units are not handed out again before the deadline"
+    );
+
+    // The lease is 60 s: move the coordinator's clock past it.
+    c.clock.advance(61_000);
+    let honest = TestWorker::start(&c.url, 2);
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
+    honest.stop().await;
+
+    let record = c.worker(ghost.id).await;
+    assert_eq!(record.timeouts, 4);
+    // A result that arrives after its lease was given away is refused.
+    let late = ResultUpload {
+        outcome: Outcome::Success {
+            output: vec![0; 8].into(),
+        },
+        fuel_used: 1,
+    };
+    let err = ghost
+        .client
+        .upload(held[0].replica_id, &late)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(410), "{err}");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real coordinator and real workers over loopback
+//! HTTP, running the real sample tasks in the real sandbox.
+
+mod honest;
+mod hostile;
+mod leases;
+mod submissions;
+mod uploads;

@@ -1,0 +1,179 @@
+//! Uploads: only the leaseholder, once; a replay changes nothing.
+
+use protocol::{JobState, Outcome, ResultUpload, UploadStatus};
+use wasm_at_home_tests::*;
+
+fn result(output: &[u8], fuel: u64) -> ResultUpload {
+    ResultUpload {
+        outcome: Outcome::Success {
+            output: output.to_vec().into(),
+        },
+        fuel_used: fuel,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_upload_is_answered_as_already_received_and_changes_nothing() {
+    let c = TestCoordinator::start().await;
+    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let w = ManualWorker::register(&c.url, "w").await;
+    let lease = w.take(1).await.remove(0);
+    let r = result(b"x", 10);
+    assert_eq!(
+        w.client.upload(lease.replica_id, &r).await.unwrap().status,
+        UploadStatus::Accepted
+    );
+    let before = (
+        c.worker(w.id).await,
+        c.coordinator
+            .store()
+            .job_status(job)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            w.client.upload(lease.replica_id, &r).await.unwrap().status,
+            UploadStatus::AlreadyReceived
+        );
+    }
+    let after = (
+        c.worker(w.id).await,
+        c.coordinator
+            .store()
+            .job_status(job)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(
+        (before.0.valid, before.0.credit),
+        (after.0.valid, after.0.credit)
+    );
+    assert_eq!(before.1.units_accepted, after.1.units_accepted);
+    assert_eq!(
+        after.0.valid, 1,
+        "quorum 1: the first upload was accepted and credited once"
+    );
+    assert_eq!(after.0.credit, 10);
+    // A different result for the same replica is a conflict.
+    let err = w
+        .client
+        .upload(lease.replica_id, &result(b"y", 10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_for_another_workers_replica_is_forbidden_and_changes_nothing() {
+    let c = TestCoordinator::start().await;
+    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let owner = ManualWorker::register(&c.url, "owner").await;
+    let thief = ManualWorker::register(&c.url, "thief").await;
+    let lease = owner.take(1).await.remove(0);
+    let err = thief
+        .client
+        .upload(lease.replica_id, &result(b"stolen", 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let err = thief
+        .client
+        .upload(protocol::ReplicaId(999_999), &result(b"?", 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let status = c
+        .coordinator
+        .store()
+        .job_status(job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.units_accepted, 0);
+    assert_eq!(c.worker(thief.id).await.valid, 0);
+    // The owner's upload still goes through as the first one.
+    let r = owner
+        .client
+        .upload(lease.replica_id, &result(b"mine", 5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, UploadStatus::Accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_without_a_valid_token_are_unauthorized() {
+    let c = TestCoordinator::start().await;
+    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let owner = ManualWorker::register(&c.url, "owner").await;
+    let lease = owner.take(1).await.remove(0);
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/replicas/{}/result", c.url, lease.replica_id);
+    let body = serde_json::to_value(result(b"anon", 1)).unwrap();
+    let anon = http.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let forged = http
+        .put(&url)
+        .bearer_auth("f".repeat(64))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let work = http
+        .post(format!("{}/api/v1/work", c.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(work.status(), 401);
+    // Submitting needs the API key; a worker token is not one.
+    let blob = http
+        .post(format!("{}/api/v1/blobs", c.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), 401);
+    let blob = http
+        .post(format!("{}/api/v1/blobs", c.url))
+        .bearer_auth("wrong")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), 403);
+    let status = c
+        .coordinator
+        .store()
+        .job_status(job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.units_accepted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_with_another_engine_is_told_to_upgrade() {
+    let c = TestCoordinator::start().await;
+    let mut platform = worker::client::platform();
+    platform.engine = "wasmtime-1.0/other".into();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/workers", c.url))
+        .json(&protocol::RegisterRequest {
+            name: "old".into(),
+            platform,
+            slots: 1,
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    let body: protocol::ErrorBody = resp.json().await.unwrap();
+    assert!(body.message.contains(sandbox::ENGINE), "{}", body.message);
+}
