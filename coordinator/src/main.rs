@@ -115,11 +115,16 @@ async fn main() -> anyhow::Result<()> {
             println!("{job}");
             if *wait {
                 let s = client.wait(job, std::io::stderr().is_terminal()).await?;
+                let secs = s
+                    .finished_ms
+                    .map_or(0.0, |f| (f - s.created_ms) as f64 / 1000.0);
+                let settled = s.units_accepted + s.units_failed;
                 eprintln!(
-                    "job {job} {}: {} units accepted, {} failed",
+                    "job {job} {} in {secs:.1} s: {} units accepted, {} failed ({:.0} units/s)",
                     s.state.as_str(),
                     s.units_accepted,
-                    s.units_failed
+                    s.units_failed,
+                    settled as f64 / secs.max(0.001)
                 );
                 if let Some(e) = &s.error {
                     eprintln!("{e}");

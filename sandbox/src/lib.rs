@@ -158,6 +158,9 @@ impl Report {
     }
 }
 
+/// Receives streamed stdout; returns `false` to stop the run.
+pub type Sink = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
 /// Where a run's stdout goes.
 pub enum Stdout {
     /// Kept in memory, up to the run's `output_bytes`.
@@ -165,7 +168,7 @@ pub enum Stdout {
     /// Handed to a function as it is written (split output, which may be
     /// far larger than memory should hold). The function returns `false` to
     /// stop the run. `output_bytes` still caps the total.
-    Stream(Box<dyn FnMut(&[u8]) -> bool + Send>),
+    Stream(Sink),
 }
 
 impl std::fmt::Debug for Stdout {
@@ -230,7 +233,7 @@ pub struct Guest {
     stdout: Vec<u8>,
     stdout_written: u64,
     stdout_limit: u64,
-    stdout_stream: Option<Box<dyn FnMut(&[u8]) -> bool + Send>>,
+    stdout_stream: Option<Sink>,
     stderr: Vec<u8>,
     memory_limit: u64,
     fuel_limit: u64,

@@ -31,6 +31,7 @@ pub fn sample_tasks_dir() -> PathBuf {
 /// How long any one test waits for a job before it calls the job stuck.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
+#[derive(Debug)]
 pub struct TestCoordinator {
     pub url: String,
     pub api_key: String,
@@ -205,6 +206,7 @@ pub fn quorum(quorum: u32, max_replicas: u32) -> Validation {
 }
 
 /// A real worker running in this process.
+#[derive(Debug)]
 pub struct TestWorker {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<worker::Stats>>,
@@ -255,6 +257,7 @@ impl TestWorker {
 
 /// A hand-driven worker for hostile behaviour: it speaks the protocol but
 /// returns whatever the test says.
+#[derive(Debug)]
 pub struct ManualWorker {
     pub id: protocol::WorkerId,
     pub client: worker::client::Client,

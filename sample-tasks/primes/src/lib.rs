@@ -28,7 +28,9 @@ pub fn parse_job(input: &[u8]) -> Result<(u64, u64), String> {
 /// The ranges `[lo, hi)` that together cover `[0, limit)`.
 pub fn ranges(limit: u64, units: u64) -> impl Iterator<Item = (u64, u64)> {
     let step = limit.div_ceil(units);
-    (0..units).map(move |i| (i * step, ((i + 1) * step).min(limit))).filter(|(lo, hi)| lo < hi)
+    (0..units)
+        .map(move |i| (i * step, ((i + 1) * step).min(limit)))
+        .filter(|(lo, hi)| lo < hi)
 }
 
 /// How many primes lie in `[lo, hi)`.
@@ -55,7 +57,10 @@ pub fn count_primes(lo: u64, hi: u64) -> u64 {
                 m += p;
             }
         }
-        count += composite[..(end - start) as usize].iter().filter(|c| !**c).count() as u64;
+        count += composite[..(end - start) as usize]
+            .iter()
+            .filter(|c| !**c)
+            .count() as u64;
         start = end;
     }
     count
@@ -105,7 +110,9 @@ impl task_sdk::Task for Primes {
     }
 
     fn run(&self, input: &[u8]) -> Result<Vec<u8>, String> {
-        let range: [u8; 16] = input.try_into().map_err(|_| "a unit input is 16 bytes: lo and hi as u64 LE".to_string())?;
+        let range: [u8; 16] = input
+            .try_into()
+            .map_err(|_| "a unit input is 16 bytes: lo and hi as u64 LE".to_string())?;
         let lo = u64::from_le_bytes(range[..8].try_into().expect("8 bytes"));
         let hi = u64::from_le_bytes(range[8..].try_into().expect("8 bytes"));
         Ok(count_primes(lo, hi).to_le_bytes().to_vec())
@@ -114,7 +121,9 @@ impl task_sdk::Task for Primes {
     fn reduce(&self, outputs: Vec<&[u8]>) -> Result<Vec<u8>, String> {
         let mut total = 0u64;
         for out in outputs {
-            let count: [u8; 8] = out.try_into().map_err(|_| "a unit output is a u64 LE".to_string())?;
+            let count: [u8; 8] = out
+                .try_into()
+                .map_err(|_| "a unit output is a u64 LE".to_string())?;
             total += u64::from_le_bytes(count);
         }
         Ok(format!("{total}\n").into_bytes())
@@ -129,7 +138,9 @@ mod tests {
     fn counts_match_known_values() {
         assert_eq!(count_primes(0, 10), 4);
         assert_eq!(count_primes(0, 1_000_000), 78_498);
-        let split: u64 = ranges(1_000_000, 7).map(|(lo, hi)| count_primes(lo, hi)).sum();
+        let split: u64 = ranges(1_000_000, 7)
+            .map(|(lo, hi)| count_primes(lo, hi))
+            .sum();
         assert_eq!(split, 78_498);
     }
 }

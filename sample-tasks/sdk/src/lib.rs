@@ -117,9 +117,15 @@ pub fn main(task: impl Task) -> ! {
                 }
                 Vec::new()
             }),
-            _ => Err(format!("compare takes 2 framed outputs, got {}", items.len())),
+            _ => Err(format!(
+                "compare takes 2 framed outputs, got {}",
+                items.len()
+            )),
         }),
-        other => fail(&format!("unknown mode {other:?}: expected split, run, reduce or compare"), 2),
+        other => fail(
+            &format!("unknown mode {other:?}: expected split, run, reduce or compare"),
+            2,
+        ),
     };
     match result {
         Ok(output) => {

@@ -61,7 +61,10 @@ impl Params {
             let mut words = line.split_whitespace();
             let key = words.next().unwrap_or("");
             let values: Vec<f64> = words
-                .map(|w| w.parse::<f64>().map_err(|e| format!("line {}: {w:?}: {e}", n + 1)))
+                .map(|w| {
+                    w.parse::<f64>()
+                        .map_err(|e| format!("line {}: {w:?}: {e}", n + 1))
+                })
                 .collect::<Result<_, _>>()?;
             let one = || -> Result<f64, String> {
                 match values.as_slice() {
@@ -82,13 +85,21 @@ impl Params {
                         start: *start,
                         end: *end,
                     }),
-                    _ => return Err(format!("line {}: `signal` takes: frequency amplitude start end", n + 1)),
+                    _ => {
+                        return Err(format!(
+                            "line {}: `signal` takes: frequency amplitude start end",
+                            n + 1
+                        ));
+                    }
                 },
                 other => return Err(format!("line {}: unknown key {other:?}", n + 1)),
             }
         }
         if !p.chunk.is_power_of_two() || p.chunk < 64 {
-            return Err(format!("chunk must be a power of two of at least 64, got {}", p.chunk));
+            return Err(format!(
+                "chunk must be a power of two of at least 64, got {}",
+                p.chunk
+            ));
         }
         if p.sample_rate <= 0.0 || p.seconds <= 0.0 {
             return Err("sample_rate and seconds must be positive".into());
@@ -102,7 +113,11 @@ impl Params {
             self.seed, self.sample_rate, self.seconds, self.chunk, self.threshold
         );
         for sig in &self.signals {
-            let _ = writeln!(s, "signal {} {} {} {}", sig.freq, sig.amplitude, sig.start, sig.end);
+            let _ = writeln!(
+                s,
+                "signal {} {} {} {}",
+                sig.freq, sig.amplitude, sig.start, sig.end
+            );
         }
         s
     }
@@ -269,7 +284,8 @@ pub struct Search;
 
 impl task_sdk::Task for Search {
     fn split(&self, input: &[u8], emit: &mut dyn FnMut(&[u8])) -> Result<(), String> {
-        let text = std::str::from_utf8(input).map_err(|_| "the job input is not text".to_string())?;
+        let text =
+            std::str::from_utf8(input).map_err(|_| "the job input is not text".to_string())?;
         let p = Params::parse(text)?;
         let header = p.to_text();
         let hop = (p.chunk / 2) as u64;
@@ -283,12 +299,16 @@ impl task_sdk::Task for Search {
     }
 
     fn run(&self, input: &[u8]) -> Result<Vec<u8>, String> {
-        let text = std::str::from_utf8(input).map_err(|_| "the unit input is not text".to_string())?;
+        let text =
+            std::str::from_utf8(input).map_err(|_| "the unit input is not text".to_string())?;
         let (params, start) = text
             .rsplit_once("start ")
             .ok_or("the unit input has no `start` line")?;
         let p = Params::parse(params)?;
-        let start = start.trim().parse::<u64>().map_err(|e| format!("start: {e}"))?;
+        let start = start
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| format!("start: {e}"))?;
         let mut out = String::new();
         for c in search_chunk(&p, start) {
             let _ = writeln!(out, "{:.3} {:.4} {:.2}", c.freq, c.time, c.snr);
@@ -299,9 +319,13 @@ impl task_sdk::Task for Search {
     fn reduce(&self, outputs: Vec<&[u8]>) -> Result<Vec<u8>, String> {
         let mut candidates = Vec::new();
         for out in outputs {
-            let text = std::str::from_utf8(out).map_err(|_| "a unit output is not text".to_string())?;
+            let text =
+                std::str::from_utf8(out).map_err(|_| "a unit output is not text".to_string())?;
             for line in text.lines() {
-                let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+                let v: Vec<f64> = line
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
                 if let [freq, time, snr] = v[..] {
                     candidates.push(Candidate { freq, time, snr });
                 }
@@ -309,7 +333,10 @@ impl task_sdk::Task for Search {
         }
         let total = candidates.len();
         let detections = merge(candidates, 3.0);
-        let mut out = format!("# {total} candidates merged into {} signals; strongest first\n", detections.len());
+        let mut out = format!(
+            "# {total} candidates merged into {} signals; strongest first\n",
+            detections.len()
+        );
         out.push_str("# freq_hz   peak_snr  first_s  last_s  hits\n");
         for d in detections.iter().filter(|d| d.hits >= 2).take(20) {
             let _ = writeln!(
@@ -329,16 +356,23 @@ mod tests {
     #[test]
     fn fft_finds_a_pure_tone_in_its_bin() {
         let n = 64;
-        let mut re: Vec<f64> = (0..n).map(|i| (2.0 * PI * 5.0 * i as f64 / n as f64).cos()).collect();
+        let mut re: Vec<f64> = (0..n)
+            .map(|i| (2.0 * PI * 5.0 * i as f64 / n as f64).cos())
+            .collect();
         let mut im = vec![0.0; n];
         fft(&mut re, &mut im);
-        let peak = (0..n / 2).max_by(|&a, &b| re[a].hypot(im[a]).total_cmp(&re[b].hypot(im[b]))).unwrap();
+        let peak = (0..n / 2)
+            .max_by(|&a, &b| re[a].hypot(im[a]).total_cmp(&re[b].hypot(im[b])))
+            .unwrap();
         assert_eq!(peak, 5);
     }
 
     #[test]
     fn the_search_finds_injected_signals_and_nothing_else() {
-        let p = Params::parse("seed 7\nsample_rate 8192\nseconds 8\nchunk 4096\nsignal 1234.5 0.3 0 8\n").unwrap();
+        let p = Params::parse(
+            "seed 7\nsample_rate 8192\nseconds 8\nchunk 4096\nsignal 1234.5 0.3 0 8\n",
+        )
+        .unwrap();
         let mut all = Vec::new();
         for k in 0..7 {
             all.extend(search_chunk(&p, k * 2048));
