@@ -516,6 +516,9 @@ async fn put_result(
         Err(Refusal::Expired) => Err(ApiError::Gone(format!(
             "the lease of replica {replica} expired and its unit went to another worker; drop it"
         ))),
+        Err(Refusal::OverLimits) => Err(ApiError::Unprocessable(format!(
+            "the result for replica {replica} exceeds the job's output or fuel limit"
+        ))),
         Err(Refusal::Conflict) => Err(ApiError::Conflict(format!(
             "a different result for replica {replica} was received before"
         ))),

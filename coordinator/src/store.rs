@@ -81,6 +81,8 @@ pub enum Refusal {
     Expired,
     /// A different result for this replica was received before.
     Conflict,
+    /// More output or fuel than the job's limits allow: no sandbox made it.
+    OverLimits,
 }
 
 /// What recording a result changed, for the caller to act on.
@@ -656,7 +658,10 @@ impl Store {
         };
         let mut tx = self.write.begin().await?;
         let Some(row) = sqlx::query(
-            "SELECT unit_id, worker_id, state, output_hash, fuel_used, failure_kind FROM replicas WHERE id = ?",
+            "SELECT r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used, r.failure_kind,
+                    j.output_bytes, j.fuel
+             FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+             WHERE r.id = ?",
         )
         .bind(replica.0)
         .fetch_optional(&mut *tx)
@@ -668,6 +673,12 @@ impl Store {
             return Ok(Err(Refusal::NotYours));
         }
         let unit_id: i64 = row.try_get("unit_id")?;
+        // No honest sandbox returns more than the job's limits allow.
+        let output_limit = row.try_get::<i64, _>("output_bytes")? as u64;
+        let fuel_limit = row.try_get::<i64, _>("fuel")? as u64;
+        if output.is_some_and(|o| o.len() as u64 > output_limit) || fuel_used > fuel_limit {
+            return Ok(Err(Refusal::OverLimits));
+        }
         match replica_state(row.try_get("state")?)? {
             ReplicaState::InProgress => {}
             ReplicaState::TimedOut => return Ok(Err(Refusal::Expired)),

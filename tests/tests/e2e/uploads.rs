@@ -177,3 +177,32 @@ async fn a_worker_with_another_engine_is_told_to_upgrade() {
     let body: protocol::ErrorBody = resp.json().await.unwrap();
     assert!(body.message.contains(sandbox::ENGINE), "{}", body.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_beyond_the_jobs_limits_is_refused() {
+    let c = TestCoordinator::start().await;
+    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let w = ManualWorker::register(&c.url, "w").await;
+    let lease = w.take(1).await.remove(0);
+    let huge = vec![7u8; lease.limits.output_bytes as usize + 1];
+    let err = w
+        .client
+        .upload(lease.replica_id, &result(&huge, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    let err = w
+        .client
+        .upload(lease.replica_id, &result(b"ok", lease.limits.fuel + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    // Within the limits, the same replica is still accepted.
+    let ok = w
+        .client
+        .upload(lease.replica_id, &result(b"ok", 10))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, UploadStatus::Accepted);
+}
