@@ -548,11 +548,23 @@ impl Store {
     /// units whose replicas run on the worker's architecture.
     pub async fn lease(&self, worker: &WorkerRow, max: u32, now: i64) -> Result<Vec<LeaseRow>> {
         let mut tx = self.write.begin().await?;
-        sqlx::query("UPDATE workers SET last_seen_ms = ? WHERE id = ?")
-            .bind(now)
-            .bind(worker.id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        // A worker holds at most two leases per slot it declared: one
+        // running and one queued. A host that takes work and never answers
+        // cannot drain the queue beyond that before its leases expire.
+        let held: i64 = sqlx::query_scalar(
+            "UPDATE workers SET last_seen_ms = ? WHERE id = ?
+             RETURNING 2 * slots - (SELECT COUNT(*) FROM replicas r
+                                    WHERE r.worker_id = workers.id AND r.state = 'in_progress')",
+        )
+        .bind(now)
+        .bind(worker.id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let max = max.min(held.max(0) as u32);
+        if max == 0 {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT u.id, u.job_id, u.input, j.module, j.fuel, j.memory_bytes, j.output_bytes, j.lease_secs
              FROM units u JOIN jobs j ON j.id = u.job_id

@@ -266,7 +266,8 @@ pub struct ManualWorker {
 impl ManualWorker {
     pub async fn register(url: &str, name: &str) -> ManualWorker {
         let client = worker::client::Client::new(url);
-        let r = client.register(name, 1).await.unwrap();
+        // Eight slots: room for sixteen leases at once.
+        let r = client.register(name, 8).await.unwrap();
         ManualWorker {
             id: r.worker_id,
             client: client.with_token(r.token),

@@ -67,3 +67,24 @@ async fn leases_of_a_worker_that_never_answers_are_reissued_after_the_deadline()
         .unwrap_err();
     assert_eq!(err.status(), Some(410), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_holds_at_most_two_leases_per_slot() {
+    let c = TestCoordinator::start().await;
+    let job = c
+        .submit_input(primes_wasm(), b"100000 40", quorum(1, 2))
+        .await;
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let hoarder = ManualWorker::register(&c.url, "hoarder").await; // 8 slots
+    assert_eq!(hoarder.take(64).await.len(), 16);
+    assert!(
+        hoarder.take(64).await.is_empty(),
+        "no more until it returns some"
+    );
+    let other = ManualWorker::register(&c.url, "other").await;
+    assert_eq!(
+        other.take(64).await.len(),
+        16,
+        "the rest of the queue is still there for others"
+    );
+}
