@@ -261,6 +261,7 @@ impl TestWorker {
 pub struct ManualWorker {
     pub id: protocol::WorkerId,
     pub client: worker::client::Client,
+    token: String,
 }
 
 impl ManualWorker {
@@ -270,8 +271,43 @@ impl ManualWorker {
         let r = client.register(name, 8).await.unwrap();
         ManualWorker {
             id: r.worker_id,
-            client: client.with_token(r.token),
+            client: client.with_token(r.token.clone()),
+            token: r.token,
         }
+    }
+
+    /// The same worker, talking to a coordinator at another address (as
+    /// after a coordinator restart).
+    pub fn reconnect(&self, url: &str) -> ManualWorker {
+        ManualWorker {
+            id: self.id,
+            client: worker::client::Client::new(url).with_token(self.token.clone()),
+            token: self.token.clone(),
+        }
+    }
+
+    /// Runs a lease honestly in a real sandbox and uploads the result.
+    pub async fn compute_and_upload(&self, lease: &protocol::Lease) -> u64 {
+        let sandbox = sandbox::Sandbox::new().unwrap();
+        let module = self.client.blob(lease.module).await.unwrap();
+        let program = sandbox.compile(&module).unwrap();
+        let report = sandbox.run(
+            &program,
+            sandbox::Mode::Run,
+            &lease.input,
+            &lease.limits,
+            sandbox::Stdout::Capture,
+        );
+        let fuel_used = report.fuel_used;
+        let output = report.into_output().unwrap();
+        let upload = protocol::ResultUpload {
+            outcome: protocol::Outcome::Success {
+                output: output.into(),
+            },
+            fuel_used,
+        };
+        self.client.upload(lease.replica_id, &upload).await.unwrap();
+        fuel_used
     }
 
     pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {

@@ -4,5 +4,6 @@
 mod honest;
 mod hostile;
 mod leases;
+mod restart;
 mod submissions;
 mod uploads;
