@@ -12,7 +12,14 @@ fn main() {
         .unwrap()
         .to_path_buf();
     let tasks = root.join("sample-tasks");
-    for path in ["Cargo.toml", "Cargo.lock", "sdk", "primes", "seti-search"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "primes",
+        "seti-search",
+        "kernels",
+    ] {
         println!("cargo:rerun-if-changed={}", tasks.join(path).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -48,6 +55,10 @@ fn main() {
     println!(
         "cargo:rustc-env=SETI_WASM={}",
         out.join("seti-search.wasm").display()
+    );
+    println!(
+        "cargo:rustc-env=KERNELS_WASM={}",
+        out.join("kernels.wasm").display()
     );
     println!("cargo:rustc-env=SAMPLE_TASKS_DIR={}", tasks.display());
 }

@@ -23,6 +23,10 @@ pub fn seti_wasm() -> Vec<u8> {
     std::fs::read(env!("SETI_WASM")).expect("seti-search.wasm is built by build.rs")
 }
 
+pub fn kernels_wasm() -> Vec<u8> {
+    std::fs::read(env!("KERNELS_WASM")).expect("kernels.wasm is built by build.rs")
+}
+
 /// The sample-tasks directory (for the job manifests).
 pub fn sample_tasks_dir() -> PathBuf {
     PathBuf::from(env!("SAMPLE_TASKS_DIR"))

@@ -1,0 +1,3 @@
+fn main() {
+    task_sdk::main(kernels::Kernels)
+}

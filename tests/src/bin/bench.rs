@@ -1,0 +1,142 @@
+//! Benchmarks that print figures: `cargo run --release --bin bench -- NAME [--smoke]`.
+//!
+//! Each prints progress lines, then its figures as one JSON line, last.
+//! - `sandbox`: the same kernels natively and in the worker's sandbox (with
+//!   its production settings), the ratio wasm/native of each and their
+//!   geometric mean (`geomean_ratio`).
+//! - `overhead`: the cost per unit of instantiate + run + collect output
+//!   for a trivial unit with a compiled module (`per_unit_us`).
+//!
+//! `--smoke` runs each in seconds, to prove it still works (CI does that).
+
+use protocol::Limits;
+use sandbox::{Mode, Sandbox, Stdout};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let name = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .unwrap_or("");
+    let figures = match name {
+        "sandbox" => sandbox_speed(smoke),
+        "overhead" => overhead(smoke),
+        _ => {
+            eprintln!("usage: bench (sandbox | overhead) [--smoke]");
+            std::process::exit(2);
+        }
+    };
+    println!("{figures}");
+}
+
+const LIMITS: Limits = Limits {
+    fuel: u64::MAX / 2,
+    memory_bytes: 1 << 30,
+    output_bytes: 1 << 20,
+};
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn sandbox_speed(smoke: bool) -> serde_json::Value {
+    let sandbox = Sandbox::new().unwrap();
+    let program = sandbox
+        .compile(&wasm_at_home_tests::kernels_wasm())
+        .unwrap();
+    let reps = if smoke { 1 } else { 7 };
+    let kernels: [(&str, usize); 3] = if smoke {
+        [("sieve", 1_000_000), ("mandelbrot", 100), ("nbody", 10_000)]
+    } else {
+        [
+            ("sieve", 50_000_000),
+            ("mandelbrot", 1000),
+            ("nbody", 5_000_000),
+        ]
+    };
+    let mut figures = serde_json::Map::new();
+    figures.insert("bench".into(), "sandbox".into());
+    let mut log_sum = 0.0;
+    for (name, size) in kernels {
+        let mut native = Vec::new();
+        let mut wasm = Vec::new();
+        let mut expected = String::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            expected = kernels::run(name, size).unwrap();
+            native.push(t.elapsed());
+            let input = format!("{name} {size}");
+            let t = Instant::now();
+            let report = sandbox.run(
+                &program,
+                Mode::Run,
+                input.as_bytes(),
+                &LIMITS,
+                Stdout::Capture,
+            );
+            wasm.push(t.elapsed());
+            let out = report
+                .into_output()
+                .expect("the kernel runs in the sandbox");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "{name}: wasm and native disagree"
+            );
+        }
+        let (n, w) = (median(native), median(wasm));
+        let ratio = w.as_secs_f64() / n.as_secs_f64();
+        log_sum += ratio.ln();
+        eprintln!(
+            "{name:>10} {size:>10}: native {n:>10.2?}  wasm {w:>10.2?}  ratio {ratio:.3}  ({expected})"
+        );
+        figures.insert(
+            format!("{name}_ratio"),
+            ((ratio * 1000.0).round() / 1000.0).into(),
+        );
+    }
+    let geomean = (log_sum / 3.0).exp();
+    figures.insert(
+        "geomean_ratio".into(),
+        ((geomean * 1000.0).round() / 1000.0).into(),
+    );
+    serde_json::Value::Object(figures)
+}
+
+fn overhead(smoke: bool) -> serde_json::Value {
+    let sandbox = Sandbox::new().unwrap();
+    let trivial =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let trivial = sandbox.compile(&trivial).unwrap();
+    let rust_task = sandbox
+        .compile(&wasm_at_home_tests::kernels_wasm())
+        .unwrap();
+    let n = if smoke { 200 } else { 20_000 };
+    let per_unit = |program: &sandbox::Program, input: &[u8]| {
+        for _ in 0..n / 10 {
+            sandbox.run(program, Mode::Run, input, &LIMITS, Stdout::Capture);
+        }
+        let t = Instant::now();
+        for _ in 0..n {
+            let report = sandbox.run(program, Mode::Run, input, &LIMITS, Stdout::Capture);
+            assert_eq!(report.result, Ok(0));
+        }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let wat_us = per_unit(&trivial, b"");
+    let rust_us = per_unit(&rust_task, b"noop 0");
+    eprintln!(
+        "trivial WAT module: {wat_us:.1} us per unit; Rust task (std start-up, `noop`): {rust_us:.1} us per unit"
+    );
+    serde_json::json!({
+        "bench": "overhead",
+        "units": n,
+        "per_unit_us": (wat_us * 10.0).round() / 10.0,
+        "rust_task_per_unit_us": (rust_us * 10.0).round() / 10.0,
+    })
+}
