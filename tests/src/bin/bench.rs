@@ -7,6 +7,10 @@
 //! - `overhead`: the cost per unit of instantiate + run + collect output
 //!   for a trivial unit with a compiled module (`per_unit_us`).
 //!
+//! - `bigjob`: a job of 1,000,000 units split and stored by a real
+//!   coordinator (SQLite): `split_secs`, and the process's peak memory
+//!   (`peak_rss_mb`).
+//!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
 use protocol::Limits;
@@ -24,8 +28,9 @@ fn main() {
     let figures = match name {
         "sandbox" => sandbox_speed(smoke),
         "overhead" => overhead(smoke),
+        "bigjob" => bigjob(smoke),
         _ => {
-            eprintln!("usage: bench (sandbox | overhead) [--smoke]");
+            eprintln!("usage: bench (sandbox | overhead | bigjob) [--smoke]");
             std::process::exit(2);
         }
     };
@@ -138,5 +143,43 @@ fn overhead(smoke: bool) -> serde_json::Value {
         "units": n,
         "per_unit_us": (wat_us * 10.0).round() / 10.0,
         "rust_task_per_unit_us": (rust_us * 10.0).round() / 10.0,
+    })
+}
+
+/// Peak resident memory of this process, in MiB (VmHWM).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bigjob(smoke: bool) -> serde_json::Value {
+    use wasm_at_home_tests::{TestCoordinator, primes_wasm, quorum};
+    let units: u64 = if smoke { 10_000 } else { 1_000_000 };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = TestCoordinator::start().await;
+        let rss_before = peak_rss_mb();
+        let started = Instant::now();
+        let input = format!("{} {units}", units * 1000);
+        let job = c.submit_input(primes_wasm(), input.as_bytes(), quorum(2, 3)).await;
+        let status = c.wait_until(job, |s| s.state != protocol::JobState::Splitting).await;
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(status.units_total, units, "{status:?}");
+        let peak = peak_rss_mb();
+        eprintln!(
+            "{units} units split and stored in {secs:.2} s ({:.0} units/s); peak RSS {peak:.0} MiB ({rss_before:.0} MiB before the job)",
+            units as f64 / secs
+        );
+        serde_json::json!({
+            "bench": "bigjob",
+            "units": units,
+            "split_secs": (secs * 100.0).round() / 100.0,
+            "peak_rss_mb": peak.round(),
+            "rss_before_mb": rss_before.round(),
+        })
     })
 }
