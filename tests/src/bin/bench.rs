@@ -1,6 +1,11 @@
 //! Benchmarks that print figures: `cargo run --release --bin bench -- NAME [--smoke]`.
 //!
 //! Each prints progress lines, then its figures as one JSON line, last.
+//! - `coordinator`: K simulated workers (default 1,000) over real HTTP on
+//!   loopback against a real coordinator (SQLite) and a job of 100,000 units
+//!   with quorum 2; each asks for work and uploads a trivial result.
+//!   `replicas_per_sec`, `units_per_sec`, and p50/p99 latency of the work
+//!   request and of the upload. Bounded: it stops after 120 s at the latest.
 //! - `sandbox`: the same kernels natively and in the worker's sandbox (with
 //!   its production settings), the ratio wasm/native of each and their
 //!   geometric mean (`geomean_ratio`).
@@ -29,8 +34,11 @@ fn main() {
         "sandbox" => sandbox_speed(smoke),
         "overhead" => overhead(smoke),
         "bigjob" => bigjob(smoke),
+        "coordinator" => coordinator_throughput(smoke, &args),
         _ => {
-            eprintln!("usage: bench (sandbox | overhead | bigjob) [--smoke]");
+            eprintln!(
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob) [--smoke]"
+            );
             std::process::exit(2);
         }
     };
@@ -180,6 +188,102 @@ fn bigjob(smoke: bool) -> serde_json::Value {
             "split_secs": (secs * 100.0).round() / 100.0,
             "peak_rss_mb": peak.round(),
             "rss_before_mb": rss_before.round(),
+        })
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    (sorted[i] * 100.0).round() / 100.0
+}
+
+fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
+    use protocol::{JobState, Outcome, ResultUpload};
+    use wasm_at_home_tests::{TestCoordinator, primes_wasm, quorum};
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let workers = flag("--workers").unwrap_or(if smoke { 50 } else { 1000 }) as usize;
+    let units = flag("--units").unwrap_or(if smoke { 2_000 } else { 100_000 });
+    let batch = flag("--batch").unwrap_or(4) as u32;
+    let limit = Duration::from_secs(if smoke { 30 } else { 120 });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let c = TestCoordinator::start().await;
+        let job = c
+            .submit_input(primes_wasm(), format!("{} {units}", units * 100).as_bytes(), quorum(2, 3))
+            .await;
+        c.wait_until(job, |s| s.state == JobState::Running).await;
+        eprintln!("{units} units ready; registering {workers} workers");
+        let mut clients = Vec::new();
+        for i in 0..workers {
+            let client = worker::client::Client::new(&c.url);
+            let r = client.register(&format!("sim-{i}"), batch.div_ceil(2).max(1)).await.unwrap();
+            clients.push(client.with_token(r.token));
+        }
+        let started = Instant::now();
+        let deadline = started + limit;
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in clients {
+            tasks.spawn(async move {
+                let (mut lease_ms, mut upload_ms, mut uploaded) = (Vec::new(), Vec::new(), 0u64);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let Ok(resp) = client.work(batch).await else { break };
+                    lease_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    if resp.leases.is_empty() {
+                        break; // every unit is leased or settled
+                    }
+                    for lease in resp.leases {
+                        // Every replica of a unit returns the same bytes:
+                        // agreement, so quorum 2 accepts the unit.
+                        let upload = ResultUpload {
+                            outcome: Outcome::Success { output: lease.unit_id.0.to_le_bytes().to_vec().into() },
+                            fuel_used: 1,
+                        };
+                        let t = Instant::now();
+                        if client.upload(lease.replica_id, &upload).await.is_ok() {
+                            uploaded += 1;
+                        }
+                        upload_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                (lease_ms, upload_ms, uploaded)
+            });
+        }
+        let (mut lease_ms, mut upload_ms, mut uploaded) = (Vec::new(), Vec::new(), 0);
+        while let Some(r) = tasks.join_next().await {
+            let (l, u, n) = r.unwrap();
+            lease_ms.extend(l);
+            upload_ms.extend(u);
+            uploaded += n;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let status = c.coordinator.store().job_status(job).await.unwrap().unwrap();
+        lease_ms.sort_by(f64::total_cmp);
+        upload_ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "{workers} workers, {secs:.1} s: {uploaded} replicas uploaded, {} units accepted, job {}",
+            status.units_accepted,
+            status.state.as_str()
+        );
+        serde_json::json!({
+            "bench": "coordinator",
+            "workers": workers,
+            "batch": batch,
+            "secs": (secs * 100.0).round() / 100.0,
+            "replicas_per_sec": (uploaded as f64 / secs).round(),
+            "units_per_sec": (status.units_accepted as f64 / secs).round(),
+            "lease_p50_ms": percentile(&lease_ms, 0.5),
+            "lease_p99_ms": percentile(&lease_ms, 0.99),
+            "upload_p50_ms": percentile(&upload_ms, 0.5),
+            "upload_p99_ms": percentile(&upload_ms, 0.99),
         })
     })
 }
