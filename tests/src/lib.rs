@@ -147,6 +147,22 @@ impl TestCoordinator {
             .unwrap()
     }
 
+    /// Submits a job split by the module and waits until its units are
+    /// ready to lease.
+    pub async fn running_job(
+        &self,
+        module: Vec<u8>,
+        input: &[u8],
+        validation: Validation,
+    ) -> JobId {
+        let job = self.submit_input(module, input, validation).await;
+        let s = self
+            .wait_until(job, |s| s.state != protocol::JobState::Splitting)
+            .await;
+        assert_eq!(s.state, protocol::JobState::Running, "{s:?}");
+        job
+    }
+
     /// Waits until the job ends (done, failed or cancelled), waking on the
     /// coordinator's change notifications, never on a timer.
     pub async fn wait_for_job(&self, job: JobId) -> JobStatus {

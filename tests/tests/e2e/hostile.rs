@@ -7,9 +7,8 @@ use wasm_at_home_tests::*;
 async fn a_dishonest_worker_is_outvoted_and_its_replicas_are_marked_invalid() {
     let c = TestCoordinator::start().await;
     let job = c
-        .submit_input(primes_wasm(), b"1000000 20", quorum(2, 5))
+        .running_job(primes_wasm(), b"1000000 20", quorum(2, 5))
         .await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
 
     // The liar grabs units first and claims a wrong count for each, with a
     // plausible-looking fuel figure.
@@ -49,9 +48,8 @@ async fn a_dishonest_worker_is_outvoted_and_its_replicas_are_marked_invalid() {
 async fn a_worker_that_copies_the_output_but_skips_the_work_is_caught_by_fuel() {
     let c = TestCoordinator::start().await;
     let job = c
-        .submit_input(primes_wasm(), b"100000 4", quorum(2, 4))
+        .running_job(primes_wasm(), b"100000 4", quorum(2, 4))
         .await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
     // The right count for the first range, but claiming no work was done.
     let cheat = ManualWorker::register(&c.url, "cheat").await;
     let lease = cheat.take(1).await.remove(0);

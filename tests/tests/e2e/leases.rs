@@ -6,8 +6,7 @@ use wasm_at_home_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_never_gets_two_replicas_of_one_unit() {
     let c = TestCoordinator::start().await;
-    let job = c.submit_input(primes_wasm(), b"1000 3", quorum(2, 3)).await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
+    c.running_job(primes_wasm(), b"1000 3", quorum(2, 3)).await;
     let w = ManualWorker::register(&c.url, "greedy").await;
     let first = w.take(10).await;
     assert_eq!(first.len(), 3, "one replica of each of the 3 units");
@@ -30,9 +29,8 @@ async fn a_worker_never_gets_two_replicas_of_one_unit() {
 async fn leases_of_a_worker_that_never_answers_are_reissued_after_the_deadline() {
     let c = TestCoordinator::start().await;
     let job = c
-        .submit_input(primes_wasm(), b"100000 4", quorum(1, 3))
+        .running_job(primes_wasm(), b"100000 4", quorum(1, 3))
         .await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
 
     let ghost = ManualWorker::register(&c.url, "ghost").await;
     let held = ghost.take(10).await;
@@ -71,10 +69,8 @@ async fn leases_of_a_worker_that_never_answers_are_reissued_after_the_deadline()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_holds_at_most_two_leases_per_slot() {
     let c = TestCoordinator::start().await;
-    let job = c
-        .submit_input(primes_wasm(), b"100000 40", quorum(1, 2))
+    c.running_job(primes_wasm(), b"100000 40", quorum(1, 2))
         .await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
     let hoarder = ManualWorker::register(&c.url, "hoarder").await; // 8 slots
     assert_eq!(hoarder.take(64).await.len(), 16);
     assert!(

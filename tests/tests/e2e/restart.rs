@@ -7,9 +7,8 @@ use wasm_at_home_tests::*;
 async fn a_coordinator_restart_loses_no_acknowledged_result_and_the_job_completes() {
     let c = TestCoordinator::start().await;
     let job = c
-        .submit_input(primes_wasm(), b"100000 4", quorum(1, 2))
+        .running_job(primes_wasm(), b"100000 4", quorum(1, 2))
         .await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
     let w = ManualWorker::register(&c.url, "w").await;
     let leases = w.take(4).await;
     assert_eq!(leases.len(), 4);

@@ -1,6 +1,6 @@
 //! Uploads: only the leaseholder, once; a replay changes nothing.
 
-use protocol::{JobState, Outcome, ResultUpload, UploadStatus};
+use protocol::{Outcome, ResultUpload, UploadStatus};
 use wasm_at_home_tests::*;
 
 fn result(output: &[u8], fuel: u64) -> ResultUpload {
@@ -15,8 +15,7 @@ fn result(output: &[u8], fuel: u64) -> ResultUpload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_upload_is_answered_as_already_received_and_changes_nothing() {
     let c = TestCoordinator::start().await;
-    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let job = c.running_job(primes_wasm(), b"1000 2", quorum(1, 2)).await;
     let w = ManualWorker::register(&c.url, "w").await;
     let lease = w.take(1).await.remove(0);
     let r = result(b"x", 10);
@@ -70,8 +69,7 @@ async fn a_replayed_upload_is_answered_as_already_received_and_changes_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_for_another_workers_replica_is_forbidden_and_changes_nothing() {
     let c = TestCoordinator::start().await;
-    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let job = c.running_job(primes_wasm(), b"1000 2", quorum(1, 2)).await;
     let owner = ManualWorker::register(&c.url, "owner").await;
     let thief = ManualWorker::register(&c.url, "thief").await;
     let lease = owner.take(1).await.remove(0);
@@ -108,8 +106,7 @@ async fn an_upload_for_another_workers_replica_is_forbidden_and_changes_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_without_a_valid_token_are_unauthorized() {
     let c = TestCoordinator::start().await;
-    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
+    let job = c.running_job(primes_wasm(), b"1000 2", quorum(1, 2)).await;
     let owner = ManualWorker::register(&c.url, "owner").await;
     let lease = owner.take(1).await.remove(0);
     let http = reqwest::Client::new();
@@ -181,8 +178,7 @@ async fn a_worker_with_another_engine_is_told_to_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_result_beyond_the_jobs_limits_is_refused() {
     let c = TestCoordinator::start().await;
-    let job = c.submit_input(primes_wasm(), b"1000 2", quorum(1, 2)).await;
-    c.wait_until(job, |s| s.state == JobState::Running).await;
+    c.running_job(primes_wasm(), b"1000 2", quorum(1, 2)).await;
     let w = ManualWorker::register(&c.url, "w").await;
     let lease = w.take(1).await.remove(0);
     let huge = vec![7u8; lease.limits.output_bytes as usize + 1];
