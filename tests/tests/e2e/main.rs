@@ -7,3 +7,4 @@ mod leases;
 mod restart;
 mod submissions;
 mod uploads;
+mod worker_restart;

@@ -1,0 +1,68 @@
+//! A worker that died with results on disk uploads them when it restarts.
+
+use protocol::{JobState, Outcome, ResultUpload};
+use wasm_at_home_tests::*;
+use worker::state::{Identity, PendingResult, StateDir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
+    let c = TestCoordinator::start().await;
+    let job = c
+        .running_job(primes_wasm(), b"100000 2", quorum(1, 2))
+        .await;
+
+    // The state a worker leaves when it is killed between writing its
+    // results and uploading them: its identity, and one result per lease.
+    let dir = tempfile::tempdir().unwrap();
+    let client = worker::client::Client::new(&c.url);
+    let registered = client.register("crashed", 2).await.unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state
+        .save_identity(&Identity {
+            coordinator: c.url.clone(),
+            worker_id: registered.worker_id,
+            token: registered.token.clone(),
+        })
+        .unwrap();
+    let client = client.with_token(registered.token);
+    let leases = client.work(2).await.unwrap().leases;
+    assert_eq!(leases.len(), 2);
+    let sandbox = sandbox::Sandbox::new().unwrap();
+    let program = sandbox.compile(&primes_wasm()).unwrap();
+    for lease in &leases {
+        let report = sandbox.run(
+            &program,
+            sandbox::Mode::Run,
+            &lease.input,
+            &lease.limits,
+            sandbox::Stdout::Capture,
+        );
+        let fuel_used = report.fuel_used;
+        let output = report.into_output().unwrap();
+        state
+            .save_result(&PendingResult {
+                replica_id: lease.replica_id,
+                deadline_ms: lease.deadline_ms,
+                result: ResultUpload {
+                    outcome: Outcome::Success {
+                        output: output.into(),
+                    },
+                    fuel_used,
+                },
+            })
+            .unwrap();
+    }
+    assert_eq!(state.pending_results().unwrap().len(), 2);
+
+    // Restarted on the same state directory, it uploads both; nothing else
+    // is left to compute, so the job finishes on those results alone.
+    let w = TestWorker::start_in(&c.url, dir.path(), 1);
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
+    let stats = w.stop().await;
+    assert_eq!(stats.uploaded, 2);
+    assert_eq!(stats.units_run, 0, "nothing was computed twice");
+    assert!(state.pending_results().unwrap().is_empty());
+    assert_eq!(c.worker(registered.worker_id).await.valid, 2);
+}
