@@ -175,13 +175,7 @@ impl TestCoordinator {
         let wait = async {
             loop {
                 changes.borrow_and_update();
-                let s = self
-                    .coordinator
-                    .store()
-                    .job_status(job)
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let s = self.status(job).await;
                 if done(&s) {
                     return s;
                 }
@@ -191,6 +185,16 @@ impl TestCoordinator {
         tokio::time::timeout(JOB_TIMEOUT, wait)
             .await
             .unwrap_or_else(|_| panic!("job {job} did not get there within {JOB_TIMEOUT:?}"))
+    }
+
+    /// The job's status, read straight from the store.
+    pub async fn status(&self, job: JobId) -> JobStatus {
+        self.coordinator
+            .store()
+            .job_status(job)
+            .await
+            .unwrap()
+            .expect("a submitted job")
     }
 
     pub async fn output(&self, job: JobId) -> Vec<u8> {
@@ -306,31 +310,37 @@ impl ManualWorker {
         }
     }
 
-    /// Runs a lease honestly in a real sandbox and uploads the result.
+    /// Runs a lease honestly in a real sandbox and uploads the result;
+    /// returns the fuel it used.
     pub async fn compute_and_upload(&self, lease: &protocol::Lease) -> u64 {
-        let sandbox = sandbox::Sandbox::new().unwrap();
         let module = self.client.blob(lease.module).await.unwrap();
-        let program = sandbox.compile(&module).unwrap();
-        let report = sandbox.run(
-            &program,
-            sandbox::Mode::Run,
-            &lease.input,
-            &lease.limits,
-            sandbox::Stdout::Capture,
-        );
-        let fuel_used = report.fuel_used;
-        let output = report.into_output().unwrap();
-        let upload = protocol::ResultUpload {
-            outcome: protocol::Outcome::Success {
-                output: output.into(),
-            },
-            fuel_used,
-        };
+        let upload = honest_result(&module, lease);
         self.client.upload(lease.replica_id, &upload).await.unwrap();
-        fuel_used
+        upload.fuel_used
     }
 
     pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {
         self.client.work(n).await.unwrap().leases
+    }
+}
+
+/// What an honest worker returns for `lease`: `module` run in a real sandbox.
+pub fn honest_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {
+    let sandbox = sandbox::Sandbox::new().unwrap();
+    let program = sandbox.compile(module).unwrap();
+    let report = sandbox.run(
+        &program,
+        sandbox::Mode::Run,
+        &lease.input,
+        &lease.limits,
+        sandbox::Stdout::Capture,
+    );
+    let fuel_used = report.fuel_used;
+    let output = report.into_output().expect("the unit runs");
+    protocol::ResultUpload {
+        outcome: protocol::Outcome::Success {
+            output: output.into(),
+        },
+        fuel_used,
     }
 }

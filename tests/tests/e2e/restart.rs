@@ -19,13 +19,7 @@ async fn a_coordinator_restart_loses_no_acknowledged_result_and_the_job_complete
 
     let dir = c.stop().await;
     let c = TestCoordinator::start_in(dir, |_| {}).await;
-    let status = c
-        .coordinator
-        .store()
-        .job_status(job)
-        .await
-        .unwrap()
-        .unwrap();
+    let status = c.status(job).await;
     assert_eq!(
         (status.state, status.units_accepted),
         (JobState::Running, 2)

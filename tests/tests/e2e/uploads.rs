@@ -23,30 +23,14 @@ async fn a_replayed_upload_is_answered_as_already_received_and_changes_nothing()
         w.client.upload(lease.replica_id, &r).await.unwrap().status,
         UploadStatus::Accepted
     );
-    let before = (
-        c.worker(w.id).await,
-        c.coordinator
-            .store()
-            .job_status(job)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let before = (c.worker(w.id).await, c.status(job).await);
     for _ in 0..3 {
         assert_eq!(
             w.client.upload(lease.replica_id, &r).await.unwrap().status,
             UploadStatus::AlreadyReceived
         );
     }
-    let after = (
-        c.worker(w.id).await,
-        c.coordinator
-            .store()
-            .job_status(job)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let after = (c.worker(w.id).await, c.status(job).await);
     assert_eq!(
         (before.0.valid, before.0.credit),
         (after.0.valid, after.0.credit)
@@ -85,13 +69,7 @@ async fn an_upload_for_another_workers_replica_is_forbidden_and_changes_nothing(
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err}");
-    let status = c
-        .coordinator
-        .store()
-        .job_status(job)
-        .await
-        .unwrap()
-        .unwrap();
+    let status = c.status(job).await;
     assert_eq!(status.units_accepted, 0);
     assert_eq!(c.worker(thief.id).await.valid, 0);
     // The owner's upload still goes through as the first one.
@@ -145,13 +123,7 @@ async fn requests_without_a_valid_token_are_unauthorized() {
         .await
         .unwrap();
     assert_eq!(blob.status(), 403);
-    let status = c
-        .coordinator
-        .store()
-        .job_status(job)
-        .await
-        .unwrap()
-        .unwrap();
+    let status = c.status(job).await;
     assert_eq!(status.units_accepted, 0);
 }
 

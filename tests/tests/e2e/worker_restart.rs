@@ -1,6 +1,6 @@
 //! A worker that died with results on disk uploads them when it restarts.
 
-use protocol::{JobState, Outcome, ResultUpload};
+use protocol::JobState;
 use wasm_at_home_tests::*;
 use worker::state::{Identity, PendingResult, StateDir};
 
@@ -27,28 +27,12 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
     let client = client.with_token(registered.token);
     let leases = client.work(2).await.unwrap().leases;
     assert_eq!(leases.len(), 2);
-    let sandbox = sandbox::Sandbox::new().unwrap();
-    let program = sandbox.compile(&primes_wasm()).unwrap();
     for lease in &leases {
-        let report = sandbox.run(
-            &program,
-            sandbox::Mode::Run,
-            &lease.input,
-            &lease.limits,
-            sandbox::Stdout::Capture,
-        );
-        let fuel_used = report.fuel_used;
-        let output = report.into_output().unwrap();
         state
             .save_result(&PendingResult {
                 replica_id: lease.replica_id,
                 deadline_ms: lease.deadline_ms,
-                result: ResultUpload {
-                    outcome: Outcome::Success {
-                        output: output.into(),
-                    },
-                    fuel_used,
-                },
+                result: honest_result(&primes_wasm(), lease),
             })
             .unwrap();
     }
