@@ -105,11 +105,30 @@ async fn require_worker(c: &Coordinator, headers: &HeaderMap) -> ApiResult<Worke
             "this needs a worker token as `Authorization: Bearer <token>`; register with POST /api/v1/workers".into(),
         ));
     };
-    c.inner
+    let token_hash = hash_secret(token);
+    // Tokens never change and workers are never deleted, so a worker once
+    // found is remembered: the hot path skips a database round trip.
+    if let Some(w) = c
+        .inner
+        .known_workers
+        .lock()
+        .expect("not poisoned")
+        .get(&token_hash)
+    {
+        return Ok(w.clone());
+    }
+    let worker = c
+        .inner
         .store
-        .worker_by_token(&hash_secret(token))
+        .worker_by_token(&token_hash)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("unknown worker token; register again".into()))
+        .ok_or_else(|| ApiError::Unauthorized("unknown worker token; register again".into()))?;
+    c.inner
+        .known_workers
+        .lock()
+        .expect("not poisoned")
+        .insert(token_hash, worker.clone());
+    Ok(worker)
 }
 
 fn check_platform(p: &Platform) -> ApiResult<()> {

@@ -113,6 +113,8 @@ struct Inner {
     next_expiry_ms: AtomicI64,
     /// Jobs whose split or reduce is running now.
     busy_jobs: Mutex<HashSet<JobId>>,
+    /// Workers by the sha256 of their token, as authenticated so far.
+    known_workers: Mutex<HashMap<String, store::WorkerRow>>,
 }
 
 impl Coordinator {
@@ -143,6 +145,7 @@ impl Coordinator {
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),
                 busy_jobs: Mutex::new(HashSet::new()),
+                known_workers: Mutex::new(HashMap::new()),
             }),
         })
     }
