@@ -578,30 +578,18 @@ impl Store {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // One INSERT and one UPDATE for the whole batch: each statement is
+        // a hand-off to the database thread, the dominant cost here.
+        let worker_id = worker.id.to_string();
         let mut leases = Vec::with_capacity(rows.len());
-        for r in rows {
-            let unit_id: i64 = r.try_get("id")?;
-            let deadline_ms = now + r.try_get::<i64, _>("lease_secs")? * 1000;
-            let replica_id: i64 = sqlx::query_scalar(
-                "INSERT INTO replicas (unit_id, worker_id, state, leased_ms, deadline_ms)
-                 VALUES (?, ?, 'in_progress', ?, ?) RETURNING id",
-            )
-            .bind(unit_id)
-            .bind(worker.id.to_string())
-            .bind(now)
-            .bind(deadline_ms)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE units SET needed = needed - 1, arch = COALESCE(arch, ?) WHERE id = ?",
-            )
-            .bind(&worker.arch)
-            .bind(unit_id)
-            .execute(&mut *tx)
-            .await?;
+        for r in &rows {
             leases.push(LeaseRow {
-                replica_id: ReplicaId(replica_id),
-                unit_id: UnitId(unit_id),
+                replica_id: ReplicaId(0),
+                unit_id: UnitId(r.try_get("id")?),
                 job_id: job_id(r.try_get("job_id")?)?,
                 module: hash(r.try_get("module")?)?,
                 input: r.try_get("input")?,
@@ -610,9 +598,40 @@ impl Store {
                     memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
                     output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
                 },
-                deadline_ms,
+                deadline_ms: now + r.try_get::<i64, _>("lease_secs")? * 1000,
             });
         }
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO replicas (unit_id, worker_id, state, leased_ms, deadline_ms) ",
+        );
+        insert.push_values(&leases, |mut b, l| {
+            b.push_bind(l.unit_id.0)
+                .push_bind(worker_id.clone())
+                .push_bind("in_progress")
+                .push_bind(now)
+                .push_bind(l.deadline_ms);
+        });
+        insert.push(" RETURNING id, unit_id");
+        for row in insert.build().fetch_all(&mut *tx).await? {
+            let unit: i64 = row.try_get("unit_id")?;
+            // (unit, worker) is unique, so the unit names the lease.
+            if let Some(l) = leases.iter_mut().find(|l| l.unit_id.0 == unit) {
+                l.replica_id = ReplicaId(row.try_get("id")?);
+            }
+        }
+        if leases.iter().any(|l| l.replica_id.0 == 0) {
+            return Err(decode_err("lease insert", "a replica id was not returned"));
+        }
+        let mut update = sqlx::QueryBuilder::<Sqlite>::new(
+            "UPDATE units SET needed = needed - 1, arch = COALESCE(arch, ",
+        );
+        update.push_bind(&worker.arch).push(") WHERE id IN (");
+        let mut ids = update.separated(", ");
+        for l in &leases {
+            ids.push_bind(l.unit_id.0);
+        }
+        update.push(")");
+        update.build().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(leases)
     }
