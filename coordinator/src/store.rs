@@ -792,20 +792,21 @@ async fn settle(
     now: i64,
     effects: &mut Effects,
 ) -> Result<()> {
-    let unit = sqlx::query(
-        "SELECT u.state, u.job_id, u.accepted_replica, j.quorum, j.max_replicas
-         FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id = ?",
-    )
-    .bind(unit_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let job = job_id(unit.try_get("job_id")?)?;
+    // The unit, its job's policy and every replica, in one statement.
     let rows = sqlx::query(
-        "SELECT id, worker_id, state, output_hash, fuel_used, failure_kind FROM replicas WHERE unit_id = ? ORDER BY id",
+        "SELECT r.id, r.worker_id, r.state, r.output_hash, r.fuel_used, r.failure_kind,
+                u.state AS unit_state, u.job_id, u.accepted_replica, j.quorum, j.max_replicas
+         FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+         WHERE r.unit_id = ? ORDER BY r.id",
     )
     .bind(unit_id)
     .fetch_all(&mut **tx)
     .await?;
+    // Settling follows a change to one of the unit's replicas: there is one.
+    let Some(unit) = rows.first() else {
+        return Ok(());
+    };
+    let job = job_id(unit.try_get("job_id")?)?;
     let mut replicas = Vec::with_capacity(rows.len());
     let mut workers = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -817,7 +818,7 @@ async fn settle(
         workers.push(r.try_get::<String, _>("worker_id")?);
     }
 
-    let unit_state: String = unit.try_get("state")?;
+    let unit_state: String = unit.try_get("unit_state")?;
     if unit_state != "open" {
         // A replica came back after the unit was settled: judge it against
         // the accepted result, if there is one.
