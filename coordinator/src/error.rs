@@ -59,27 +59,24 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A body axum could not take: too large, or not what the route expects.
+fn rejected(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the request body is larger than this endpoint accepts".into())
+    } else {
+        ApiError::BadRequest(text)
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(
-                "the request body is larger than this endpoint accepts".into(),
-            )
-        } else {
-            ApiError::BadRequest(r.body_text())
-        }
+        rejected(r.status(), r.body_text())
     }
 }
 
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(
-                "the request body is larger than this endpoint accepts".into(),
-            )
-        } else {
-            ApiError::BadRequest(r.body_text())
-        }
+        rejected(r.status(), r.body_text())
     }
 }
 

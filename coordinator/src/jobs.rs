@@ -128,7 +128,7 @@ impl Coordinator {
             return Ok(());
         }
         store.discard_units(job).await?;
-        let quorum = store.job_quorum(job).await?;
+        let quorum = row.quorum;
         let program = self.program(row.module).await?;
         let input = match row.input {
             Some(h) => store

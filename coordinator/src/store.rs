@@ -39,6 +39,7 @@ pub struct JobRow {
     pub module: BlobHash,
     pub input: Option<BlobHash>,
     pub limits: Limits,
+    pub quorum: u32,
 }
 
 /// A new job, before it has units.
@@ -450,7 +451,7 @@ impl Store {
 
     pub async fn job_row(&self, job: JobId) -> Result<Option<JobRow>> {
         let row = sqlx::query(
-            "SELECT id, state, module, input, fuel, memory_bytes, output_bytes FROM jobs WHERE id = ?",
+            "SELECT id, state, module, input, fuel, memory_bytes, output_bytes, quorum FROM jobs WHERE id = ?",
         )
         .bind(job.to_string())
         .fetch_optional(&self.write)
@@ -467,18 +468,10 @@ impl Store {
                     memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
                     output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
                 },
+                quorum: r.try_get::<i64, _>("quorum")? as u32,
             })
         })
         .transpose()
-    }
-
-    /// The quorum of a job, for adding split units.
-    pub async fn job_quorum(&self, job: JobId) -> Result<u32> {
-        let q: i64 = sqlx::query_scalar("SELECT quorum FROM jobs WHERE id = ?")
-            .bind(job.to_string())
-            .fetch_one(&self.read)
-            .await?;
-        Ok(q as u32)
     }
 
     /// The accepted outputs of a job's units, in unit order.
@@ -835,7 +828,7 @@ async fn settle(
             .iter()
             .filter(|r| r.state == ReplicaState::Returned)
         {
-            match r.verdict.and_then(|v| validator::judge_late(reference, v)) {
+            match r.verdict.and_then(|v| reference.map(|a| a == v)) {
                 Some(true) => decision.valid.push(r.id),
                 Some(false) => decision.invalid.push(r.id),
                 None => {}
@@ -860,37 +853,49 @@ async fn settle(
                 .await?;
         }
         UnitOutcome::Accepted { winner } => {
-            let changed = sqlx::query(
-                "UPDATE units SET state = 'accepted', needed = 0, accepted_replica = ? WHERE id = ? AND state = 'open'",
-            )
-            .bind(winner.0)
-            .bind(unit_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if changed == 1 {
-                sqlx::query("UPDATE jobs SET units_accepted = units_accepted + 1 WHERE id = ?")
-                    .bind(job.to_string())
-                    .execute(&mut **tx)
-                    .await?;
-                complete_if_settled(tx, job, now, effects).await?;
-            }
+            close_unit(tx, unit_id, job, Some(winner.0), None, now, effects).await?
         }
         UnitOutcome::Failed { reason } => {
-            let changed = sqlx::query("UPDATE units SET state = 'failed', needed = 0, error = ? WHERE id = ? AND state = 'open'")
-                .bind(reason)
-                .bind(unit_id)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-            if changed == 1 {
-                sqlx::query("UPDATE jobs SET units_failed = units_failed + 1 WHERE id = ?")
-                    .bind(job.to_string())
-                    .execute(&mut **tx)
-                    .await?;
-                complete_if_settled(tx, job, now, effects).await?;
-            }
+            close_unit(tx, unit_id, job, None, Some(reason), now, effects).await?
         }
+    }
+    Ok(())
+}
+
+/// Settles an open unit: accepted with `winner`, or failed with `error`.
+/// Counts it in its job once, and moves the job on if it was the last.
+async fn close_unit(
+    tx: &mut Transaction<'_, Sqlite>,
+    unit_id: i64,
+    job: JobId,
+    winner: Option<i64>,
+    error: Option<&str>,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<()> {
+    let accepted = winner.is_some();
+    let changed = sqlx::query(
+        "UPDATE units SET state = ?, needed = 0, accepted_replica = ?, error = ?
+         WHERE id = ? AND state = 'open'",
+    )
+    .bind(if accepted { "accepted" } else { "failed" })
+    .bind(winner)
+    .bind(error)
+    .bind(unit_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        sqlx::query(
+            "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?
+             WHERE id = ?",
+        )
+        .bind(i64::from(accepted))
+        .bind(i64::from(!accepted))
+        .bind(job.to_string())
+        .execute(&mut **tx)
+        .await?;
+        complete_if_settled(tx, job, now, effects).await?;
     }
     Ok(())
 }

@@ -173,12 +173,6 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
     }
 }
 
-/// Judges a replica that returned after its unit was settled: valid if it
-/// agrees with the accepted verdict.
-pub fn judge_late(accepted: Option<Verdict>, late: Verdict) -> Option<bool> {
-    accepted.map(|a| a == late)
-}
-
 fn judge(votes: &[(ReplicaId, Verdict)], winner: Verdict) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
