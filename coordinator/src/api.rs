@@ -10,7 +10,7 @@
 
 use crate::Coordinator;
 use crate::error::ApiError;
-use crate::store::{NewJob, Refusal, WorkerRow};
+use crate::store::{NewJob, Refusal, Upload, WorkerRow};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -516,10 +516,12 @@ async fn put_result(
         .inner
         .store
         .record_result(
-            worker.id,
-            replica,
-            &upload.outcome,
-            upload.fuel_used,
+            Upload {
+                worker: worker.id,
+                replica,
+                outcome: upload.outcome,
+                fuel_used: upload.fuel_used,
+            },
             c.now_ms(),
         )
         .await?;

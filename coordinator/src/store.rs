@@ -17,18 +17,25 @@ use protocol::{
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
 /// How many unit rows one INSERT statement carries.
 const UNIT_BATCH: usize = 500;
 
+/// The most uploads recorded in one transaction.
+const UPLOAD_BATCH: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The queue of the group-commit task that records uploads.
+    uploads: mpsc::Sender<PendingUpload>,
 }
 
 /// A job as the coordinator's background tasks need it.
@@ -155,7 +162,13 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { write, read })
+        let (uploads, queue) = mpsc::channel(4 * UPLOAD_BATCH);
+        tokio::spawn(upload_writer(write.clone(), queue));
+        Ok(Store {
+            write,
+            read,
+            uploads,
+        })
     }
 
     // ---- blobs ----
@@ -640,116 +653,243 @@ impl Store {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        let mut effects = Effects::default();
-        let mut units = Vec::new();
+        let mut settling = Settling::default();
         for r in &expired {
-            let worker: String = r.try_get("worker_id")?;
-            sqlx::query("UPDATE workers SET timeout_count = timeout_count + 1, consecutive_valid = 0 WHERE id = ?")
-                .bind(worker)
-                .execute(&mut *tx)
-                .await?;
-            let unit: i64 = r.try_get("unit_id")?;
-            if !units.contains(&unit) {
-                units.push(unit);
-            }
+            settling
+                .worker(r.try_get("worker_id")?)
+                .broke_streak(Counter::Timeouts);
+            settling.units.push(r.try_get("unit_id")?);
         }
-        for unit in units {
-            settle(&mut tx, unit, now, &mut effects).await?;
-        }
+        let effects = settling.apply(&mut tx, now).await?;
         tx.commit().await?;
         Ok((expired.len(), effects))
     }
 
-    /// Records what `worker` returned for `replica` and settles the unit.
+    /// Records what a worker returned for one of its replicas and settles
+    /// the unit, acknowledging only after the commit.
+    ///
+    /// Uploads are group-committed: a single task takes every upload that
+    /// is waiting and records them all in one transaction with a handful of
+    /// set-wise statements, so the per-transaction and per-statement costs
+    /// are shared by the batch instead of paid by each upload.
     pub async fn record_result(
         &self,
-        worker: WorkerId,
-        replica: ReplicaId,
-        outcome: &Outcome,
-        fuel_used: u64,
+        upload: Upload,
         now: i64,
     ) -> Result<Result<(UploadStatus, Effects), Refusal>> {
-        let (output, output_hash, kind, message) = match outcome {
-            Outcome::Success { output } => (
-                Some(&output[..]),
-                Some(BlobHash::of(output).to_string()),
-                None,
-                None,
-            ),
-            Outcome::Failure { kind, message } => {
-                (None, None, Some(kind.as_str()), Some(message.as_str()))
+        let (reply, answer) = oneshot::channel();
+        self.uploads
+            .send(PendingUpload { upload, now, reply })
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+/// One uploaded result, as the store records it.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub worker: WorkerId,
+    pub replica: ReplicaId,
+    pub outcome: Outcome,
+    pub fuel_used: u64,
+}
+
+type UploadAnswer = Result<Result<(UploadStatus, Effects), Refusal>>;
+
+#[derive(Debug)]
+struct PendingUpload {
+    upload: Upload,
+    now: i64,
+    reply: oneshot::Sender<UploadAnswer>,
+}
+
+/// The group-commit loop: takes every upload waiting (up to
+/// `UPLOAD_BATCH`), records them in one transaction, answers each after the
+/// commit. Ends when every `Store` handle is gone.
+async fn upload_writer(write: SqlitePool, mut queue: mpsc::Receiver<PendingUpload>) {
+    let mut batch = Vec::with_capacity(UPLOAD_BATCH);
+    while queue.recv_many(&mut batch, UPLOAD_BATCH).await > 0 {
+        match record_batch(&write, &batch).await {
+            Ok(answers) => {
+                for (pending, answer) in batch.drain(..).zip(answers) {
+                    let _ = pending.reply.send(Ok(answer));
+                }
             }
-        };
-        let mut tx = self.write.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used, r.failure_kind,
-                    j.output_bytes, j.fuel
+            // A database error fails the whole transaction. Record the
+            // uploads one by one, so only the one at fault gets the error.
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!(error = %e, uploads = batch.len(), "batch failed; recording its uploads one at a time");
+                for pending in batch.drain(..) {
+                    let answer = record_batch(&write, std::slice::from_ref(&pending))
+                        .await
+                        .map(|mut a| a.remove(0));
+                    let _ = pending.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                if let Some(pending) = batch.pop() {
+                    let _ = pending.reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// What a replica's row says it returned, for telling a replay from a
+/// conflicting upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Returned {
+    output_hash: Option<String>,
+    fuel_used: i64,
+    failure_kind: Option<String>,
+}
+
+/// Records a batch of uploads in one transaction. The effects (jobs to
+/// reduce) go with the first accepted answer, so they are acted on once.
+async fn record_batch(
+    write: &SqlitePool,
+    batch: &[PendingUpload],
+) -> Result<Vec<Result<(UploadStatus, Effects), Refusal>>> {
+    struct Found {
+        unit_id: i64,
+        worker_id: String,
+        state: ReplicaState,
+        returned: Option<Returned>,
+        output_limit: u64,
+        fuel_limit: u64,
+    }
+    let mut tx = write.begin().await?;
+    let mut found: HashMap<i64, Found> = HashMap::with_capacity(batch.len());
+    let mut ids: Vec<i64> = batch.iter().map(|p| p.upload.replica.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
+                    r.failure_kind, j.output_bytes, j.fuel
              FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
-             WHERE r.id = ?",
-        )
-        .bind(replica.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(Err(Refusal::NoSuchReplica));
+             WHERE r.id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            let fuel_used: Option<i64> = row.try_get("fuel_used")?;
+            found.insert(
+                row.try_get("id")?,
+                Found {
+                    unit_id: row.try_get("unit_id")?,
+                    worker_id: row.try_get("worker_id")?,
+                    state: replica_state(row.try_get("state")?)?,
+                    returned: fuel_used
+                        .map(|fuel_used| -> Result<Returned> {
+                            Ok(Returned {
+                                output_hash: row.try_get("output_hash")?,
+                                fuel_used,
+                                failure_kind: row.try_get("failure_kind")?,
+                            })
+                        })
+                        .transpose()?,
+                    output_limit: row.try_get::<i64, _>("output_bytes")? as u64,
+                    fuel_limit: row.try_get::<i64, _>("fuel")? as u64,
+                },
+            );
+        }
+    }
+
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut recorded = Vec::new();
+    let mut settling = Settling::default();
+    for p in batch {
+        let u = &p.upload;
+        let Some(f) = found.get_mut(&u.replica.0) else {
+            answers.push(Err(Refusal::NoSuchReplica));
+            continue;
         };
-        if row.try_get::<String, _>("worker_id")? != worker.to_string() {
-            return Ok(Err(Refusal::NotYours));
+        if f.worker_id != u.worker.to_string() {
+            answers.push(Err(Refusal::NotYours));
+            continue;
         }
-        let unit_id: i64 = row.try_get("unit_id")?;
+        let (output, kind) = match &u.outcome {
+            Outcome::Success { output } => (Some(&output[..]), None),
+            Outcome::Failure { kind, .. } => (None, Some(*kind)),
+        };
         // No honest sandbox returns more than the job's limits allow.
-        let output_limit = row.try_get::<i64, _>("output_bytes")? as u64;
-        let fuel_limit = row.try_get::<i64, _>("fuel")? as u64;
-        if output.is_some_and(|o| o.len() as u64 > output_limit) || fuel_used > fuel_limit {
-            return Ok(Err(Refusal::OverLimits));
+        if output.is_some_and(|o| o.len() as u64 > f.output_limit) || u.fuel_used > f.fuel_limit {
+            answers.push(Err(Refusal::OverLimits));
+            continue;
         }
-        match replica_state(row.try_get("state")?)? {
+        let returned = Returned {
+            output_hash: output.map(|o| BlobHash::of(o).to_string()),
+            fuel_used: u.fuel_used as i64,
+            failure_kind: kind.map(|k| k.as_str().to_string()),
+        };
+        match f.state {
             ReplicaState::InProgress => {}
-            ReplicaState::TimedOut => return Ok(Err(Refusal::Expired)),
+            ReplicaState::TimedOut => {
+                answers.push(Err(Refusal::Expired));
+                continue;
+            }
             _ => {
-                let same = row.try_get::<Option<String>, _>("output_hash")? == output_hash
-                    && row.try_get::<Option<i64>, _>("fuel_used")? == Some(fuel_used as i64)
-                    && row.try_get::<Option<String>, _>("failure_kind")?.as_deref() == kind;
-                return Ok(if same {
+                answers.push(if f.returned.as_ref() == Some(&returned) {
                     Ok((UploadStatus::AlreadyReceived, Effects::default()))
                 } else {
                     Err(Refusal::Conflict)
                 });
+                continue;
             }
         }
-        let nondeterministic =
-            matches!(outcome, Outcome::Failure { kind, .. } if !kind.is_deterministic());
-        let state = if nondeterministic {
+        let nondeterministic = kind.is_some_and(|k| !k.is_deterministic());
+        f.state = if nondeterministic {
+            settling
+                .worker(f.worker_id.clone())
+                .broke_streak(Counter::Errors);
             ReplicaState::Errored
         } else {
             ReplicaState::Returned
         };
-        sqlx::query(
-            "UPDATE replicas SET state = ?, returned_ms = ?, output = ?, output_hash = ?,
-                    fuel_used = ?, failure_kind = ?, message = ?
-             WHERE id = ? AND state = 'in_progress'",
-        )
-        .bind(state.as_str())
-        .bind(now)
-        .bind(output)
-        .bind(&output_hash)
-        .bind(fuel_used as i64)
-        .bind(kind)
-        .bind(message)
-        .bind(replica.0)
-        .execute(&mut *tx)
-        .await?;
-        if nondeterministic {
-            sqlx::query("UPDATE workers SET error_count = error_count + 1, consecutive_valid = 0 WHERE id = ?")
-                .bind(worker.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut effects = Effects::default();
-        settle(&mut tx, unit_id, now, &mut effects).await?;
-        tx.commit().await?;
-        Ok(Ok((UploadStatus::Accepted, effects)))
+        f.returned = Some(returned.clone());
+        settling.units.push(f.unit_id);
+        recorded.push((p, f.state, returned));
+        answers.push(Ok((UploadStatus::Accepted, Effects::default())));
     }
+
+    for chunk in recorded.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "WITH v(id, state, returned_ms, output, output_hash, fuel_used, failure_kind, message) AS (",
+        );
+        q.push_values(chunk, |mut b, (p, state, returned)| {
+            let (output, message) = match &p.upload.outcome {
+                Outcome::Success { output } => (Some(output.to_vec()), None),
+                Outcome::Failure { message, .. } => (None, Some(message.clone())),
+            };
+            b.push_bind(p.upload.replica.0)
+                .push_bind(state.as_str())
+                .push_bind(p.now)
+                .push_bind(output)
+                .push_bind(returned.output_hash.clone())
+                .push_bind(returned.fuel_used)
+                .push_bind(returned.failure_kind.clone())
+                .push_bind(message);
+        });
+        q.push(
+            ") UPDATE replicas SET state = v.state, returned_ms = v.returned_ms, output = v.output,
+                     output_hash = v.output_hash, fuel_used = v.fuel_used,
+                     failure_kind = v.failure_kind, message = v.message
+               FROM v WHERE replicas.id = v.id AND replicas.state = 'in_progress'",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    let now = batch.iter().map(|p| p.now).max().unwrap_or_default();
+    let effects = settling.apply(&mut tx, now).await?;
+    tx.commit().await?;
+    if let Some(Ok((_, first))) = answers.iter_mut().find(|a| a.is_ok()) {
+        *first = effects;
+    }
+    Ok(answers)
 }
 
 async fn insert_units(
@@ -775,34 +915,246 @@ async fn insert_units(
     Ok(())
 }
 
-/// Decides a unit from its replicas (see [`validator`]) and applies the
-/// decision: replica judgements, worker counters and credit, unit state, job
-/// counters. Each change is conditional on the state it leaves, so applying
-/// a decision twice changes nothing the second time.
-async fn settle(
-    tx: &mut Transaction<'_, Sqlite>,
-    unit_id: i64,
-    now: i64,
-    effects: &mut Effects,
+/// How many ids one `IN (...)` list carries, and rows one `VALUES` list:
+/// well under SQLite's limit of 32,766 bound parameters per statement.
+const IN_LIST_MAX: usize = 500;
+const VALUES_MAX: usize = 500;
+
+/// The counters of `workers` a settlement changes.
+#[derive(Clone, Copy, Debug)]
+enum Counter {
+    Errors,
+    Timeouts,
+    Invalid,
+}
+
+/// What one transaction changes in one worker's row, written once at the
+/// end: `+=` on the counters, and the streak of consecutive valid results
+/// either extended or restarted.
+#[derive(Clone, Copy, Debug, Default)]
+struct WorkerDelta {
+    valid: i64,
+    invalid: i64,
+    errors: i64,
+    timeouts: i64,
+    credit: i64,
+    /// The streak was broken in this transaction: it restarts at `streak`.
+    broken: bool,
+    /// Valid results since the last break (or since the start).
+    streak: i64,
+}
+
+impl WorkerDelta {
+    fn valid(&mut self, credit: i64) {
+        self.valid += 1;
+        self.credit += credit;
+        self.streak += 1;
+    }
+
+    fn broke_streak(&mut self, counter: Counter) {
+        match counter {
+            Counter::Errors => self.errors += 1,
+            Counter::Timeouts => self.timeouts += 1,
+            Counter::Invalid => self.invalid += 1,
+        }
+        self.broken = true;
+        self.streak = 0;
+    }
+}
+
+/// The units to settle and the worker counters to change in one
+/// transaction. Settling decides every unit from its replicas (see
+/// [`validator`]) and applies all decisions with a few set-wise statements,
+/// each conditional on the state it leaves, so applying a decision twice
+/// changes nothing the second time.
+#[derive(Debug, Default)]
+struct Settling {
+    units: Vec<i64>,
+    workers: HashMap<String, WorkerDelta>,
+}
+
+/// A valid or invalid judgement of a returned replica.
+#[derive(Debug)]
+struct Judged {
+    replica: i64,
+    valid: bool,
+    worker: String,
+    fuel: i64,
+}
+
+impl Settling {
+    fn worker(&mut self, id: String) -> &mut WorkerDelta {
+        self.workers.entry(id).or_default()
+    }
+
+    async fn apply(mut self, tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<Effects> {
+        let mut effects = Effects::default();
+        self.units.sort_unstable();
+        self.units.dedup();
+        let mut judged: Vec<Judged> = Vec::new();
+        let mut needed: Vec<(i64, i64)> = Vec::new();
+        // (unit, winner, error)
+        let mut closed: Vec<(i64, Option<i64>, Option<String>)> = Vec::new();
+        for chunk in self.units.chunks(IN_LIST_MAX) {
+            // The units, their jobs' policies and every replica, in one
+            // statement.
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
+                        r.failure_kind, u.state AS unit_state, u.accepted_replica,
+                        j.quorum, j.max_replicas
+                 FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+                 WHERE r.unit_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY r.unit_id, r.id");
+            let rows = q.build().fetch_all(&mut **tx).await?;
+            for unit_rows in rows.chunk_by(|a, b| {
+                a.try_get::<i64, _>("unit_id").ok() == b.try_get::<i64, _>("unit_id").ok()
+            }) {
+                decide_unit(unit_rows, &mut judged, &mut needed, &mut closed)?;
+            }
+        }
+
+        for chunk in judged.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, state) AS (");
+            q.push_values(chunk, |mut b, j| {
+                b.push_bind(j.replica).push_bind(if j.valid {
+                    ReplicaState::Valid.as_str()
+                } else {
+                    ReplicaState::Invalid.as_str()
+                });
+            });
+            q.push(
+                ") UPDATE replicas SET state = v.state FROM v
+                   WHERE replicas.id = v.id AND replicas.state = 'returned'
+                   RETURNING replicas.id",
+            );
+            // Only replicas this statement moved out of `returned` count:
+            // credit is granted exactly once.
+            let changed: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            for j in chunk.iter().filter(|j| changed.contains(&j.replica)) {
+                let w = self.worker(j.worker.clone());
+                if j.valid {
+                    w.valid(j.fuel);
+                } else {
+                    w.broke_streak(Counter::Invalid);
+                }
+            }
+        }
+
+        for chunk in needed.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, needed) AS (");
+            q.push_values(chunk, |mut b, (unit, n)| {
+                b.push_bind(*unit).push_bind(*n);
+            });
+            q.push(
+                ") UPDATE units SET needed = v.needed FROM v
+                   WHERE units.id = v.id AND units.state = 'open'",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+
+        // Per job: units newly accepted and failed.
+        let mut counts: Vec<(String, i64, i64)> = Vec::new();
+        for chunk in closed.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "WITH v(id, state, accepted_replica, error) AS (",
+            );
+            q.push_values(chunk, |mut b, (unit, winner, error)| {
+                b.push_bind(*unit)
+                    .push_bind(if winner.is_some() {
+                        "accepted"
+                    } else {
+                        "failed"
+                    })
+                    .push_bind(*winner)
+                    .push_bind(error.clone());
+            });
+            q.push(
+                ") UPDATE units SET state = v.state, needed = 0,
+                          accepted_replica = v.accepted_replica, error = v.error
+                   FROM v WHERE units.id = v.id AND units.state = 'open'
+                   RETURNING units.job_id, units.state",
+            );
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let job: String = row.try_get("job_id")?;
+                let accepted = row.try_get::<String, _>("state")? == "accepted";
+                let i = match counts.iter().position(|(j, ..)| *j == job) {
+                    Some(i) => i,
+                    None => {
+                        counts.push((job, 0, 0));
+                        counts.len() - 1
+                    }
+                };
+                if accepted {
+                    counts[i].1 += 1;
+                } else {
+                    counts[i].2 += 1;
+                }
+            }
+        }
+        for (job, accepted, failed) in counts {
+            sqlx::query(
+                "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?
+                 WHERE id = ?",
+            )
+            .bind(accepted)
+            .bind(failed)
+            .bind(&job)
+            .execute(&mut **tx)
+            .await?;
+            complete_if_settled(tx, job_id(&job)?, now, &mut effects).await?;
+        }
+
+        let workers: Vec<(String, WorkerDelta)> = self.workers.into_iter().collect();
+        for chunk in workers.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "WITH v(id, valid, invalid, errors, timeouts, credit, broken, streak) AS (",
+            );
+            q.push_values(chunk, |mut b, (id, d)| {
+                b.push_bind(id.clone())
+                    .push_bind(d.valid)
+                    .push_bind(d.invalid)
+                    .push_bind(d.errors)
+                    .push_bind(d.timeouts)
+                    .push_bind(d.credit)
+                    .push_bind(d.broken)
+                    .push_bind(d.streak);
+            });
+            q.push(
+                ") UPDATE workers SET valid_count = valid_count + v.valid,
+                          invalid_count = invalid_count + v.invalid,
+                          error_count = error_count + v.errors,
+                          timeout_count = timeout_count + v.timeouts,
+                          credit = workers.credit + v.credit,
+                          consecutive_valid = CASE WHEN v.broken THEN v.streak
+                                                   ELSE consecutive_valid + v.streak END
+                   FROM v WHERE workers.id = v.id",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(effects)
+    }
+}
+
+/// Decides one unit from its rows (one per replica, with the unit's and
+/// job's columns) and notes what to change.
+fn decide_unit(
+    rows: &[sqlx::sqlite::SqliteRow],
+    judged: &mut Vec<Judged>,
+    needed: &mut Vec<(i64, i64)>,
+    closed: &mut Vec<(i64, Option<i64>, Option<String>)>,
 ) -> Result<()> {
-    // The unit, its job's policy and every replica, in one statement.
-    let rows = sqlx::query(
-        "SELECT r.id, r.worker_id, r.state, r.output_hash, r.fuel_used, r.failure_kind,
-                u.state AS unit_state, u.job_id, u.accepted_replica, j.quorum, j.max_replicas
-         FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
-         WHERE r.unit_id = ? ORDER BY r.id",
-    )
-    .bind(unit_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    // Settling follows a change to one of the unit's replicas: there is one.
     let Some(unit) = rows.first() else {
         return Ok(());
     };
-    let job = job_id(unit.try_get("job_id")?)?;
+    let unit_id: i64 = unit.try_get("unit_id")?;
     let mut replicas = Vec::with_capacity(rows.len());
     let mut workers = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         replicas.push(Replica {
             id: ReplicaId(r.try_get("id")?),
             state: replica_state(r.try_get("state")?)?,
@@ -810,9 +1162,30 @@ async fn settle(
         });
         workers.push(r.try_get::<String, _>("worker_id")?);
     }
+    let mut judge = |decision: &Decision| {
+        for (ids, valid) in [(&decision.valid, true), (&decision.invalid, false)] {
+            for id in ids {
+                let Some(pos) = replicas.iter().position(|r| r.id == *id) else {
+                    continue;
+                };
+                if replicas[pos].state != ReplicaState::Returned {
+                    continue;
+                }
+                let fuel = match replicas[pos].verdict {
+                    Some(Verdict::Output { fuel, .. }) => fuel as i64,
+                    _ => 0,
+                };
+                judged.push(Judged {
+                    replica: id.0,
+                    valid,
+                    worker: workers[pos].clone(),
+                    fuel,
+                });
+            }
+        }
+    };
 
-    let unit_state: String = unit.try_get("unit_state")?;
-    if unit_state != "open" {
+    if unit.try_get::<String, _>("unit_state")? != "open" {
         // A replica came back after the unit was settled: judge it against
         // the accepted result, if there is one.
         let accepted: Option<i64> = unit.try_get("accepted_replica")?;
@@ -834,7 +1207,7 @@ async fn settle(
                 None => {}
             }
         }
-        judge_replicas(tx, &decision, &replicas, &workers).await?;
+        judge(&decision);
         return Ok(());
     }
 
@@ -843,112 +1216,11 @@ async fn settle(
         max_replicas: unit.try_get::<i64, _>("max_replicas")? as u32,
     };
     let decision = validator::decide(policy, &replicas);
-    judge_replicas(tx, &decision, &replicas, &workers).await?;
-    match &decision.outcome {
-        UnitOutcome::Open { needed } => {
-            sqlx::query("UPDATE units SET needed = ? WHERE id = ? AND state = 'open'")
-                .bind(*needed as i64)
-                .bind(unit_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        UnitOutcome::Accepted { winner } => {
-            close_unit(tx, unit_id, job, Some(winner.0), None, now, effects).await?
-        }
-        UnitOutcome::Failed { reason } => {
-            close_unit(tx, unit_id, job, None, Some(reason), now, effects).await?
-        }
-    }
-    Ok(())
-}
-
-/// Settles an open unit: accepted with `winner`, or failed with `error`.
-/// Counts it in its job once, and moves the job on if it was the last.
-async fn close_unit(
-    tx: &mut Transaction<'_, Sqlite>,
-    unit_id: i64,
-    job: JobId,
-    winner: Option<i64>,
-    error: Option<&str>,
-    now: i64,
-    effects: &mut Effects,
-) -> Result<()> {
-    let accepted = winner.is_some();
-    let changed = sqlx::query(
-        "UPDATE units SET state = ?, needed = 0, accepted_replica = ?, error = ?
-         WHERE id = ? AND state = 'open'",
-    )
-    .bind(if accepted { "accepted" } else { "failed" })
-    .bind(winner)
-    .bind(error)
-    .bind(unit_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if changed == 1 {
-        sqlx::query(
-            "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?
-             WHERE id = ?",
-        )
-        .bind(i64::from(accepted))
-        .bind(i64::from(!accepted))
-        .bind(job.to_string())
-        .execute(&mut **tx)
-        .await?;
-        complete_if_settled(tx, job, now, effects).await?;
-    }
-    Ok(())
-}
-
-/// Marks judged replicas valid or invalid and updates their workers: a
-/// valid replica earns its fuel as credit, exactly once (the state change
-/// and the credit are one conditional step).
-async fn judge_replicas(
-    tx: &mut Transaction<'_, Sqlite>,
-    decision: &Decision,
-    replicas: &[Replica],
-    workers: &[String],
-) -> Result<()> {
-    for (ids, valid) in [(&decision.valid, true), (&decision.invalid, false)] {
-        for id in ids {
-            let Some(pos) = replicas.iter().position(|r| r.id == *id) else {
-                continue;
-            };
-            if replicas[pos].state != ReplicaState::Returned {
-                continue;
-            }
-            let new_state = if valid {
-                ReplicaState::Valid
-            } else {
-                ReplicaState::Invalid
-            };
-            let changed =
-                sqlx::query("UPDATE replicas SET state = ? WHERE id = ? AND state = 'returned'")
-                    .bind(new_state.as_str())
-                    .bind(id.0)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-            if changed != 1 {
-                continue;
-            }
-            let fuel = match replicas[pos].verdict {
-                Some(Verdict::Output { fuel, .. }) => fuel as i64,
-                _ => 0,
-            };
-            let query = if valid {
-                sqlx::query(
-                    "UPDATE workers SET valid_count = valid_count + 1,
-                            consecutive_valid = consecutive_valid + 1, credit = credit + ? WHERE id = ?",
-                )
-                .bind(fuel)
-            } else {
-                sqlx::query(
-                    "UPDATE workers SET invalid_count = invalid_count + 1, consecutive_valid = 0 WHERE id = ?",
-                )
-            };
-            query.bind(&workers[pos]).execute(&mut **tx).await?;
-        }
+    judge(&decision);
+    match decision.outcome {
+        UnitOutcome::Open { needed: n } => needed.push((unit_id, n as i64)),
+        UnitOutcome::Accepted { winner } => closed.push((unit_id, Some(winner.0), None)),
+        UnitOutcome::Failed { reason } => closed.push((unit_id, None, Some(reason))),
     }
     Ok(())
 }
