@@ -17,7 +17,7 @@ use protocol::{
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -27,15 +27,15 @@ pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 /// How many unit rows one INSERT statement carries.
 const UNIT_BATCH: usize = 500;
 
-/// The most uploads recorded in one transaction.
-const UPLOAD_BATCH: usize = 256;
+/// The most writes (uploads, work requests) applied in one transaction.
+const WRITE_BATCH: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
-    /// The queue of the group-commit task that records uploads.
-    uploads: mpsc::Sender<PendingUpload>,
+    /// The queue of the group-commit task that applies uploads and leases.
+    writes: mpsc::Sender<Pending>,
 }
 
 /// A job as the coordinator's background tasks need it.
@@ -162,12 +162,12 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let (uploads, queue) = mpsc::channel(4 * UPLOAD_BATCH);
-        tokio::spawn(upload_writer(write.clone(), queue));
+        let (writes, queue) = mpsc::channel(4 * WRITE_BATCH);
+        tokio::spawn(writer(write.clone(), queue));
         Ok(Store {
             write,
             read,
-            uploads,
+            writes,
         })
     }
 
@@ -551,95 +551,20 @@ impl Store {
 
     /// Leases up to `max` replicas to `worker`: units that want replicas,
     /// oldest first, never a unit the worker already holds or held, and only
-    /// units whose replicas run on the worker's architecture.
+    /// units whose replicas run on the worker's architecture. Group-committed
+    /// with other writes (see [`Store::record_result`]).
     pub async fn lease(&self, worker: &WorkerRow, max: u32, now: i64) -> Result<Vec<LeaseRow>> {
-        let mut tx = self.write.begin().await?;
-        // A worker holds at most two leases per slot it declared: one
-        // running and one queued. A host that takes work and never answers
-        // cannot drain the queue beyond that before its leases expire.
-        let held: i64 = sqlx::query_scalar(
-            "UPDATE workers SET last_seen_ms = ? WHERE id = ?
-             RETURNING 2 * slots - (SELECT COUNT(*) FROM replicas r
-                                    WHERE r.worker_id = workers.id AND r.state = 'in_progress')",
-        )
-        .bind(now)
-        .bind(worker.id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
-        let max = max.min(held.max(0) as u32);
-        if max == 0 {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT u.id, u.job_id, u.input, j.module, j.fuel, j.memory_bytes, j.output_bytes, j.lease_secs
-             FROM units u JOIN jobs j ON j.id = u.job_id
-             WHERE u.needed > 0 AND j.state = 'running'
-               AND (u.arch IS NULL OR u.arch = ?)
-               AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.worker_id = ?)
-             ORDER BY u.id LIMIT ?",
-        )
-        .bind(&worker.arch)
-        .bind(worker.id.to_string())
-        .bind(max as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        // One INSERT and one UPDATE for the whole batch: each statement is
-        // a hand-off to the database thread, the dominant cost here.
-        let worker_id = worker.id.to_string();
-        let mut leases = Vec::with_capacity(rows.len());
-        for r in &rows {
-            leases.push(LeaseRow {
-                replica_id: ReplicaId(0),
-                unit_id: UnitId(r.try_get("id")?),
-                job_id: job_id(r.try_get("job_id")?)?,
-                module: hash(r.try_get("module")?)?,
-                input: r.try_get("input")?,
-                limits: Limits {
-                    fuel: r.try_get::<i64, _>("fuel")? as u64,
-                    memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
-                    output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
-                },
-                deadline_ms: now + r.try_get::<i64, _>("lease_secs")? * 1000,
-            });
-        }
-        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO replicas (unit_id, worker_id, state, leased_ms, deadline_ms) ",
-        );
-        insert.push_values(&leases, |mut b, l| {
-            b.push_bind(l.unit_id.0)
-                .push_bind(worker_id.clone())
-                .push_bind("in_progress")
-                .push_bind(now)
-                .push_bind(l.deadline_ms);
-        });
-        insert.push(" RETURNING id, unit_id");
-        for row in insert.build().fetch_all(&mut *tx).await? {
-            let unit: i64 = row.try_get("unit_id")?;
-            // (unit, worker) is unique, so the unit names the lease.
-            if let Some(l) = leases.iter_mut().find(|l| l.unit_id.0 == unit) {
-                l.replica_id = ReplicaId(row.try_get("id")?);
-            }
-        }
-        if leases.iter().any(|l| l.replica_id.0 == 0) {
-            return Err(decode_err("lease insert", "a replica id was not returned"));
-        }
-        let mut update = sqlx::QueryBuilder::<Sqlite>::new(
-            "UPDATE units SET needed = needed - 1, arch = COALESCE(arch, ",
-        );
-        update.push_bind(&worker.arch).push(") WHERE id IN (");
-        let mut ids = update.separated(", ");
-        for l in &leases {
-            ids.push_bind(l.unit_id.0);
-        }
-        update.push(")");
-        update.build().execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(leases)
+        let (reply, answer) = oneshot::channel();
+        let request = LeaseRequest {
+            worker: worker.clone(),
+            max,
+            now,
+        };
+        self.writes
+            .send(Pending::Lease { request, reply })
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     /// Times out every lease whose deadline has passed and settles its unit
@@ -668,18 +593,19 @@ impl Store {
     /// Records what a worker returned for one of its replicas and settles
     /// the unit, acknowledging only after the commit.
     ///
-    /// Uploads are group-committed: a single task takes every upload that
-    /// is waiting and records them all in one transaction with a handful of
-    /// set-wise statements, so the per-transaction and per-statement costs
-    /// are shared by the batch instead of paid by each upload.
+    /// Uploads and work requests are group-committed: a single task takes
+    /// every such write that is waiting and applies them all in one
+    /// transaction with a handful of set-wise statements, so the
+    /// per-transaction and per-statement costs are shared by the batch
+    /// instead of paid by each request.
     pub async fn record_result(
         &self,
         upload: Upload,
         now: i64,
     ) -> Result<Result<(UploadStatus, Effects), Refusal>> {
         let (reply, answer) = oneshot::channel();
-        self.uploads
-            .send(PendingUpload { upload, now, reply })
+        self.writes
+            .send(Pending::Upload { upload, now, reply })
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
@@ -695,45 +621,386 @@ pub struct Upload {
     pub fuel_used: u64,
 }
 
-type UploadAnswer = Result<Result<(UploadStatus, Effects), Refusal>>;
+type UploadAnswer = Result<(UploadStatus, Effects), Refusal>;
 
+/// A work request, as the store serves it.
 #[derive(Debug)]
-struct PendingUpload {
-    upload: Upload,
+struct LeaseRequest {
+    worker: WorkerRow,
+    max: u32,
     now: i64,
-    reply: oneshot::Sender<UploadAnswer>,
 }
 
-/// The group-commit loop: takes every upload waiting (up to
-/// `UPLOAD_BATCH`), records them in one transaction, answers each after the
-/// commit. Ends when every `Store` handle is gone.
-async fn upload_writer(write: SqlitePool, mut queue: mpsc::Receiver<PendingUpload>) {
-    let mut batch = Vec::with_capacity(UPLOAD_BATCH);
-    while queue.recv_many(&mut batch, UPLOAD_BATCH).await > 0 {
-        match record_batch(&write, &batch).await {
+/// A write waiting for the group-commit task, with where its answer goes.
+#[derive(Debug)]
+enum Pending {
+    Upload {
+        upload: Upload,
+        now: i64,
+        reply: oneshot::Sender<Result<UploadAnswer>>,
+    },
+    Lease {
+        request: LeaseRequest,
+        reply: oneshot::Sender<Result<Vec<LeaseRow>>>,
+    },
+}
+
+#[derive(Debug)]
+enum Answer {
+    Upload(UploadAnswer),
+    Lease(Vec<LeaseRow>),
+}
+
+impl Pending {
+    fn answer(self, answer: Result<Answer>) {
+        // A receiver that is gone (the client hung up) needs no answer.
+        match (self, answer) {
+            (Pending::Upload { reply, .. }, Ok(Answer::Upload(a))) => _ = reply.send(Ok(a)),
+            (Pending::Lease { reply, .. }, Ok(Answer::Lease(a))) => _ = reply.send(Ok(a)),
+            (Pending::Upload { reply, .. }, Err(e)) => _ = reply.send(Err(e)),
+            (Pending::Lease { reply, .. }, Err(e)) => _ = reply.send(Err(e)),
+            (_, Ok(_)) => unreachable!("write_batch answers each write in kind"),
+        }
+    }
+}
+
+/// The group-commit loop: takes every write waiting (up to `WRITE_BATCH`),
+/// applies them in one transaction, answers each after the commit. Ends
+/// when every `Store` handle is gone.
+async fn writer(write: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        match write_batch(&write, &batch).await {
             Ok(answers) => {
                 for (pending, answer) in batch.drain(..).zip(answers) {
-                    let _ = pending.reply.send(Ok(answer));
+                    pending.answer(Ok(answer));
                 }
             }
-            // A database error fails the whole transaction. Record the
-            // uploads one by one, so only the one at fault gets the error.
+            // A database error fails the whole transaction. Apply the
+            // writes one by one, so only the one at fault gets the error.
             Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, uploads = batch.len(), "batch failed; recording its uploads one at a time");
+                tracing::warn!(error = %e, writes = batch.len(), "batch failed; applying its writes one at a time");
                 for pending in batch.drain(..) {
-                    let answer = record_batch(&write, std::slice::from_ref(&pending))
+                    let answer = write_batch(&write, std::slice::from_ref(&pending))
                         .await
                         .map(|mut a| a.remove(0));
-                    let _ = pending.reply.send(answer);
+                    pending.answer(answer);
                 }
             }
             Err(e) => {
                 if let Some(pending) = batch.pop() {
-                    let _ = pending.reply.send(Err(e));
+                    pending.answer(Err(e));
                 }
             }
         }
     }
+}
+
+/// Applies a batch of writes in one transaction: uploads first (they free
+/// capacity and settle units), then work requests in arrival order.
+async fn write_batch(write: &SqlitePool, batch: &[Pending]) -> Result<Vec<Answer>> {
+    let mut uploads = Vec::new();
+    let mut requests = Vec::new();
+    for p in batch {
+        match p {
+            Pending::Upload { upload, now, .. } => uploads.push((upload, *now)),
+            Pending::Lease { request, .. } => requests.push(request),
+        }
+    }
+    let mut tx = write.begin().await?;
+    let mut upload_answers = record_uploads(&mut tx, &uploads).await?.into_iter();
+    let mut lease_answers = lease_batch(&mut tx, &requests).await?.into_iter();
+    tx.commit().await?;
+    Ok(batch
+        .iter()
+        .map(|p| match p {
+            Pending::Upload { .. } => {
+                Answer::Upload(upload_answers.next().expect("one per upload"))
+            }
+            Pending::Lease { .. } => Answer::Lease(lease_answers.next().expect("one per request")),
+        })
+        .collect())
+}
+
+/// A unit at the head of the queue, as a batch of work requests sees it.
+#[derive(Debug)]
+struct Candidate {
+    unit: i64,
+    /// Replicas it still wants, less those this batch has taken.
+    needed: i64,
+    arch: Option<String>,
+    taken: i64,
+    /// `None`: read with the batch's pool, whose replicas held by any
+    /// requesting worker are known. `Some(w)`: read for worker `w` alone,
+    /// so only `w` is known not to hold it.
+    read_for: Option<String>,
+}
+
+/// Serves a batch of work requests: per request, the oldest units that
+/// still want replicas, never a unit the worker already holds or held, and
+/// only units whose replicas run on the worker's architecture. The head of
+/// the queue is read once for the batch, and the replicas of the whole batch
+/// are inserted, and their units updated, with one statement each.
+async fn lease_batch(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[&LeaseRequest],
+) -> Result<Vec<Vec<LeaseRow>>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A worker holds at most two leases per slot it declared: one running
+    // and one queued. A host that takes work and never answers cannot drain
+    // the queue beyond that before its leases expire.
+    let mut room: HashMap<String, i64> = HashMap::new();
+    let mut workers: Vec<String> = requests.iter().map(|r| r.worker.id.to_string()).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    for chunk in workers.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE workers SET last_seen_ms = ");
+        q.push_bind(now).push(" WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        q.push(
+            ") RETURNING id, 2 * slots - (SELECT COUNT(*) FROM replicas r
+                     WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS room",
+        );
+        for row in q.build().fetch_all(&mut **tx).await? {
+            room.insert(row.try_get("id")?, row.try_get("room")?);
+        }
+    }
+    let mut wants = Vec::with_capacity(requests.len());
+    for r in requests {
+        let room = room.entry(r.worker.id.to_string()).or_default();
+        let want = i64::from(r.max).min(*room).max(0);
+        *room -= want;
+        wants.push(want);
+    }
+    let total: i64 = wants.iter().sum();
+    if total == 0 {
+        return Ok(requests.iter().map(|_| Vec::new()).collect());
+    }
+
+    // The pool: enough units for every request even if each worker already
+    // holds some of them, and which of them the requesting workers hold.
+    let limit = 2 * total + 64;
+    let mut pool = head_of_queue(tx, None, None, limit).await?;
+    let pool_is_full = pool.len() as i64 == limit;
+    let mut held: HashSet<(i64, String)> = HashSet::new();
+    if let (Some(first), Some(last)) = (pool.first(), pool.last()) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT unit_id, worker_id FROM replicas WHERE unit_id BETWEEN ",
+        );
+        q.push_bind(first.unit)
+            .push(" AND ")
+            .push_bind(last.unit)
+            .push(" AND worker_id IN (");
+        let mut list = q.separated(", ");
+        // One list carries every worker of a batch (WRITE_BATCH <= IN_LIST_MAX).
+        for id in &workers {
+            list.push_bind(id.clone());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            held.insert((row.try_get("unit_id")?, row.try_get("worker_id")?));
+        }
+    }
+
+    let mut chosen: Vec<Vec<i64>> = Vec::with_capacity(requests.len());
+    for (req, &want) in requests.iter().zip(&wants) {
+        let worker = req.worker.id.to_string();
+        let arch = &req.worker.arch;
+        let mut mine = Vec::new();
+        for c in pool.iter_mut() {
+            if mine.len() as i64 == want {
+                break;
+            }
+            if c.read_for.as_ref().is_none_or(|w| *w == worker) && take(c, &worker, arch, &mut held)
+            {
+                mine.push(c.unit);
+            }
+        }
+        // Rare: this worker holds most of the pool. Look past it, for this
+        // worker alone.
+        if (mine.len() as i64) < want && pool_is_full {
+            let after = pool.iter().map(|c| c.unit).max();
+            let more =
+                head_of_queue(tx, after, Some(&req.worker), want - mine.len() as i64).await?;
+            for mut fresh in more {
+                if mine.len() as i64 == want {
+                    break;
+                }
+                // An earlier request of this batch may have read it already.
+                let c = match pool.iter().position(|c| c.unit == fresh.unit) {
+                    Some(i) => &mut pool[i],
+                    None => {
+                        fresh.read_for = Some(worker.clone());
+                        pool.push(fresh);
+                        pool.last_mut().expect("just pushed")
+                    }
+                };
+                if take(c, &worker, arch, &mut held) {
+                    mine.push(c.unit);
+                }
+            }
+        }
+        chosen.push(mine);
+    }
+
+    // What the workers need to run their units.
+    let mut units: Vec<i64> = chosen.iter().flatten().copied().collect();
+    units.sort_unstable();
+    units.dedup();
+    let mut details: HashMap<i64, sqlx::sqlite::SqliteRow> = HashMap::new();
+    for chunk in units.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT u.id, u.job_id, u.input, j.module, j.fuel, j.memory_bytes, j.output_bytes,
+                    j.lease_secs
+             FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            details.insert(row.try_get("id")?, row);
+        }
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for (req, mine) in requests.iter().zip(&chosen) {
+        let mut leases = Vec::with_capacity(mine.len());
+        for unit in mine {
+            let r = details
+                .get(unit)
+                .ok_or_else(|| decode_err("lease", "a leased unit vanished"))?;
+            leases.push(LeaseRow {
+                replica_id: ReplicaId(0),
+                unit_id: UnitId(*unit),
+                job_id: job_id(r.try_get("job_id")?)?,
+                module: hash(r.try_get("module")?)?,
+                input: r.try_get("input")?,
+                limits: Limits {
+                    fuel: r.try_get::<i64, _>("fuel")? as u64,
+                    memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
+                    output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
+                },
+                deadline_ms: req.now + r.try_get::<i64, _>("lease_secs")? * 1000,
+            });
+        }
+        answers.push(leases);
+    }
+
+    // (unit, worker) is unique, so the pair names the replica.
+    let mut replica_ids: HashMap<(i64, String), i64> = HashMap::new();
+    let all: Vec<(&LeaseRow, String, i64)> = answers
+        .iter()
+        .zip(requests)
+        .flat_map(|(leases, req)| {
+            leases
+                .iter()
+                .map(|l| (l, req.worker.id.to_string(), req.now))
+        })
+        .collect();
+    for chunk in all.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO replicas (unit_id, worker_id, state, leased_ms, deadline_ms) ",
+        );
+        q.push_values(chunk, |mut b, (l, worker, now)| {
+            b.push_bind(l.unit_id.0)
+                .push_bind(worker.clone())
+                .push_bind("in_progress")
+                .push_bind(*now)
+                .push_bind(l.deadline_ms);
+        });
+        q.push(" RETURNING id, unit_id, worker_id");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            replica_ids.insert(
+                (row.try_get("unit_id")?, row.try_get("worker_id")?),
+                row.try_get("id")?,
+            );
+        }
+    }
+    let touched: Vec<&Candidate> = pool.iter().filter(|c| c.taken > 0).collect();
+    for chunk in touched.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch) AS (");
+        q.push_values(chunk, |mut b, c| {
+            b.push_bind(c.unit)
+                .push_bind(c.taken)
+                .push_bind(c.arch.clone());
+        });
+        q.push(
+            ") UPDATE units SET needed = units.needed - v.taken,
+                                arch = COALESCE(units.arch, v.arch)
+               FROM v WHERE units.id = v.id",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for (leases, req) in answers.iter_mut().zip(requests) {
+        let worker = req.worker.id.to_string();
+        for l in leases {
+            l.replica_id = ReplicaId(
+                *replica_ids
+                    .get(&(l.unit_id.0, worker.clone()))
+                    .ok_or_else(|| decode_err("lease insert", "a replica id was not returned"))?,
+            );
+        }
+    }
+    Ok(answers)
+}
+
+/// Gives one replica of `c` to `worker` if the unit still wants one, runs on
+/// the worker's architecture and is not held by the worker already.
+fn take(c: &mut Candidate, worker: &str, arch: &str, held: &mut HashSet<(i64, String)>) -> bool {
+    if c.needed <= 0
+        || c.arch.as_deref().is_some_and(|a| a != arch)
+        || !held.insert((c.unit, worker.to_string()))
+    {
+        return false;
+    }
+    c.needed -= 1;
+    c.taken += 1;
+    c.arch.get_or_insert_with(|| arch.to_string());
+    true
+}
+
+/// Units that want replicas, oldest first, after unit `after`; with
+/// `worker`, only those it may take (its architecture, not held by it).
+async fn head_of_queue(
+    tx: &mut Transaction<'_, Sqlite>,
+    after: Option<i64>,
+    worker: Option<&WorkerRow>,
+    limit: i64,
+) -> Result<Vec<Candidate>> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "SELECT u.id, u.needed, u.arch FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
+    );
+    q.push_bind(after.unwrap_or(i64::MIN));
+    if let Some(w) = worker {
+        q.push(" AND (u.arch IS NULL OR u.arch = ")
+            .push_bind(w.arch.clone())
+            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.worker_id = ")
+            .push_bind(w.id.to_string())
+            .push(")");
+    }
+    q.push(" ORDER BY u.id LIMIT ").push_bind(limit);
+    q.build()
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Candidate {
+                unit: r.try_get("id")?,
+                needed: r.try_get("needed")?,
+                arch: r.try_get("arch")?,
+                taken: 0,
+                read_for: None,
+            })
+        })
+        .collect()
 }
 
 /// What a replica's row says it returned, for telling a replay from a
@@ -745,12 +1012,12 @@ struct Returned {
     failure_kind: Option<String>,
 }
 
-/// Records a batch of uploads in one transaction. The effects (jobs to
+/// Records a batch of uploads and settles their units. The effects (jobs to
 /// reduce) go with the first accepted answer, so they are acted on once.
-async fn record_batch(
-    write: &SqlitePool,
-    batch: &[PendingUpload],
-) -> Result<Vec<Result<(UploadStatus, Effects), Refusal>>> {
+async fn record_uploads(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &[(&Upload, i64)],
+) -> Result<Vec<UploadAnswer>> {
     struct Found {
         unit_id: i64,
         worker_id: String,
@@ -759,9 +1026,11 @@ async fn record_batch(
         output_limit: u64,
         fuel_limit: u64,
     }
-    let mut tx = write.begin().await?;
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut found: HashMap<i64, Found> = HashMap::with_capacity(batch.len());
-    let mut ids: Vec<i64> = batch.iter().map(|p| p.upload.replica.0).collect();
+    let mut ids: Vec<i64> = batch.iter().map(|(u, _)| u.replica.0).collect();
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(IN_LIST_MAX) {
@@ -776,7 +1045,7 @@ async fn record_batch(
             list.push_bind(*id);
         }
         q.push(")");
-        for row in q.build().fetch_all(&mut *tx).await? {
+        for row in q.build().fetch_all(&mut **tx).await? {
             let fuel_used: Option<i64> = row.try_get("fuel_used")?;
             found.insert(
                 row.try_get("id")?,
@@ -803,8 +1072,7 @@ async fn record_batch(
     let mut answers = Vec::with_capacity(batch.len());
     let mut recorded = Vec::new();
     let mut settling = Settling::default();
-    for p in batch {
-        let u = &p.upload;
+    for &(u, now) in batch {
         let Some(f) = found.get_mut(&u.replica.0) else {
             answers.push(Err(Refusal::NoSuchReplica));
             continue;
@@ -853,7 +1121,7 @@ async fn record_batch(
         };
         f.returned = Some(returned.clone());
         settling.units.push(f.unit_id);
-        recorded.push((p, f.state, returned));
+        recorded.push((u, now, f.state, returned));
         answers.push(Ok((UploadStatus::Accepted, Effects::default())));
     }
 
@@ -861,14 +1129,14 @@ async fn record_batch(
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "WITH v(id, state, returned_ms, output, output_hash, fuel_used, failure_kind, message) AS (",
         );
-        q.push_values(chunk, |mut b, (p, state, returned)| {
-            let (output, message) = match &p.upload.outcome {
+        q.push_values(chunk, |mut b, (u, now, state, returned)| {
+            let (output, message) = match &u.outcome {
                 Outcome::Success { output } => (Some(output.to_vec()), None),
                 Outcome::Failure { message, .. } => (None, Some(message.clone())),
             };
-            b.push_bind(p.upload.replica.0)
+            b.push_bind(u.replica.0)
                 .push_bind(state.as_str())
-                .push_bind(p.now)
+                .push_bind(*now)
                 .push_bind(output)
                 .push_bind(returned.output_hash.clone())
                 .push_bind(returned.fuel_used)
@@ -881,11 +1149,10 @@ async fn record_batch(
                      failure_kind = v.failure_kind, message = v.message
                FROM v WHERE replicas.id = v.id AND replicas.state = 'in_progress'",
         );
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
-    let now = batch.iter().map(|p| p.now).max().unwrap_or_default();
-    let effects = settling.apply(&mut tx, now).await?;
-    tx.commit().await?;
+    let now = batch.iter().map(|(_, now)| *now).max().unwrap_or_default();
+    let effects = settling.apply(tx, now).await?;
     if let Some(Ok((_, first))) = answers.iter_mut().find(|a| a.is_ok()) {
         *first = effects;
     }
@@ -919,6 +1186,7 @@ async fn insert_units(
 /// well under SQLite's limit of 32,766 bound parameters per statement.
 const IN_LIST_MAX: usize = 500;
 const VALUES_MAX: usize = 500;
+const _: () = assert!(WRITE_BATCH <= IN_LIST_MAX);
 
 /// The counters of `workers` a settlement changes.
 #[derive(Clone, Copy, Debug)]

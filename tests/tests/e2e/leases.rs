@@ -84,3 +84,47 @@ async fn a_worker_holds_at_most_two_leases_per_slot() {
         "the rest of the queue is still there for others"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_is_served_past_the_units_it_already_returned() {
+    // Quorum 2 and one fast worker: every unit it returns stays at the head
+    // of the queue (it wants a second replica), but never for this worker.
+    // After a few rounds the head holds more of its units than the lease
+    // batch reads at once, and it must still get fresh units every time.
+    let c = TestCoordinator::start().await;
+    c.running_job(primes_wasm(), b"300000 300", quorum(2, 3))
+        .await;
+    let fast = ManualWorker::register(&c.url, "fast").await;
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..12 {
+        let leases = fast.take(16).await;
+        assert_eq!(
+            leases.len(),
+            16,
+            "round {round}: a full batch of fresh units"
+        );
+        for lease in &leases {
+            assert!(
+                seen.insert(lease.unit_id),
+                "round {round}: {} again",
+                lease.unit_id
+            );
+            let upload = ResultUpload {
+                outcome: Outcome::Success {
+                    output: b"x".to_vec().into(),
+                },
+                fuel_used: 1,
+            };
+            fast.client.upload(lease.replica_id, &upload).await.unwrap();
+        }
+    }
+    // Another worker gets the oldest units first: the fast worker's.
+    let other = ManualWorker::register(&c.url, "other").await;
+    let leases = other.take(16).await;
+    assert_eq!(leases.len(), 16);
+    let mut oldest: Vec<_> = seen.iter().copied().collect();
+    oldest.sort();
+    let mut got: Vec<_> = leases.iter().map(|l| l.unit_id).collect();
+    got.sort();
+    assert_eq!(got, oldest[..16]);
+}
