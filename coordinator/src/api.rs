@@ -10,7 +10,7 @@
 
 use crate::Coordinator;
 use crate::error::ApiError;
-use crate::store::{NewJob, Refusal, Upload, WorkerRow};
+use crate::store::{Effects, NewJob, Refusal, Upload, WorkerRow};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -19,8 +19,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::{
-    BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease, PROTOCOL_VERSION, Platform,
-    RegisterRequest, RegisterResponse, ReplicaId, ResultUpload, UnitStatus, UploadResponse,
+    BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease, MAX_RESULTS_PER_REQUEST,
+    PROTOCOL_VERSION, Platform, RegisterRequest, RegisterResponse, ReplicaAnswer, ReplicaId,
+    ResultBatch, ResultBatchResponse, ResultUpload, UnitStatus, UploadResponse, UploadStatus,
     WorkRequest, WorkResponse, WorkerId, WorkerStatus,
 };
 use serde::Deserialize;
@@ -55,6 +56,11 @@ pub fn router(c: Coordinator) -> Router {
         .route(
             "/replicas/{id}/result",
             put(put_result).layer(DefaultBodyLimit::max(max_result)),
+        )
+        // A batch carries at most as much as the largest single result.
+        .route(
+            "/results",
+            post(post_results).layer(DefaultBodyLimit::max(max_result)),
         );
     Router::new()
         .nest(protocol::API_PREFIX, api)
@@ -512,23 +518,78 @@ async fn put_result(
     let worker = require_worker(&c, &headers).await?;
     let replica: ReplicaId = parse(&id, "replica id")?;
     let Json(upload) = body?;
-    let recorded = c
-        .inner
-        .store
-        .record_result(
-            Upload {
-                worker: worker.id,
-                replica,
-                outcome: upload.outcome,
-                fuel_used: upload.fuel_used,
+    let upload = Upload {
+        worker: worker.id,
+        replica,
+        outcome: upload.outcome,
+        fuel_used: upload.fuel_used,
+    };
+    let status = answer_upload(
+        &c,
+        replica,
+        c.inner.store.record_result(upload, c.now_ms()).await,
+    )?;
+    Ok(Json(UploadResponse { status }))
+}
+
+/// Several results in one request: recorded together (usually in one
+/// transaction), each answered as `PUT /replicas/{id}/result` would.
+async fn post_results(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    body: Result<Json<ResultBatch>, JsonRejection>,
+) -> ApiResult<Json<ResultBatchResponse>> {
+    let worker = require_worker(&c, &headers).await?;
+    let Json(batch) = body?;
+    if batch.results.len() > MAX_RESULTS_PER_REQUEST {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} results in one request; at most {MAX_RESULTS_PER_REQUEST}",
+            batch.results.len()
+        )));
+    }
+    let ids: Vec<ReplicaId> = batch.results.iter().map(|r| r.replica_id).collect();
+    let uploads = batch
+        .results
+        .into_iter()
+        .map(|r| Upload {
+            worker: worker.id,
+            replica: r.replica_id,
+            outcome: r.result.outcome,
+            fuel_used: r.result.fuel_used,
+        })
+        .collect();
+    let recorded = c.inner.store.record_results(uploads, c.now_ms()).await;
+    let results = ids
+        .into_iter()
+        .zip(recorded)
+        .map(
+            |(replica_id, recorded)| match answer_upload(&c, replica_id, recorded) {
+                Ok(status) => ReplicaAnswer {
+                    replica_id,
+                    status: Some(status),
+                    error: None,
+                },
+                Err(e) => ReplicaAnswer {
+                    replica_id,
+                    status: None,
+                    error: Some(e.body()),
+                },
             },
-            c.now_ms(),
         )
-        .await?;
-    match recorded {
+        .collect();
+    Ok(Json(ResultBatchResponse { results }))
+}
+
+/// What the store made of an upload, as the API answers it.
+fn answer_upload(
+    c: &Coordinator,
+    replica: ReplicaId,
+    recorded: Result<Result<(UploadStatus, Effects), Refusal>, sqlx::Error>,
+) -> ApiResult<UploadStatus> {
+    match recorded? {
         Ok((status, effects)) => {
             c.apply(effects);
-            Ok(Json(UploadResponse { status }))
+            Ok(status)
         }
         Err(Refusal::NoSuchReplica) => Err(ApiError::NotFound(format!("no replica {replica}"))),
         Err(Refusal::NotYours) => Err(ApiError::Forbidden(format!(

@@ -80,23 +80,28 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
+impl ApiError {
+    /// The body this error is answered with (an internal error is logged
+    /// here, and its cause kept out of the body).
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        let message = match self {
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
                 "the coordinator hit an internal error; it has been logged".to_string()
             }
             other => other.to_string(),
         };
-        (
-            status,
-            Json(ErrorBody {
-                error: code.to_string(),
-                message,
-            }),
-        )
-            .into_response()
+        ErrorBody {
+            error: code.to_string(),
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        (status, Json(self.body())).into_response()
     }
 }

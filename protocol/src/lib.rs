@@ -191,6 +191,38 @@ pub struct UploadResponse {
     pub status: UploadStatus,
 }
 
+/// `POST /api/v1/results`: several results in one request (at most
+/// [`MAX_RESULTS_PER_REQUEST`]), each answered on its own, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultBatch {
+    pub results: Vec<ReplicaResult>,
+}
+
+/// The most results one [`ResultBatch`] may carry.
+pub const MAX_RESULTS_PER_REQUEST: usize = 256;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaResult {
+    pub replica_id: ReplicaId,
+    pub result: ResultUpload,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultBatchResponse {
+    pub results: Vec<ReplicaAnswer>,
+}
+
+/// The answer for one result of a batch: a status, or the error the
+/// single-result endpoint would have answered (same codes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaAnswer {
+    pub replica_id: ReplicaId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UploadStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
 /// The validation policy of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validation {

@@ -160,4 +160,13 @@ impl Client {
         )
         .await
     }
+
+    /// Uploads several results in one request; each gets its own answer.
+    pub async fn upload_many(
+        &self,
+        results: &protocol::ResultBatch,
+    ) -> Result<protocol::ResultBatchResponse, ClientError> {
+        self.json(self.http.post(self.url("/results")).json(results))
+            .await
+    }
 }

@@ -201,7 +201,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
-    use protocol::{JobState, Outcome, ResultUpload};
+    use protocol::{JobState, Outcome, ReplicaResult, ResultBatch, ResultUpload};
     use wasm_at_home_tests::{TestCoordinator, primes_wasm, quorum};
     let flag = |name: &str| {
         args.iter()
@@ -212,6 +212,14 @@ fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
     let workers = flag("--workers").unwrap_or(if smoke { 50 } else { 1000 }) as usize;
     let units = flag("--units").unwrap_or(if smoke { 2_000 } else { 100_000 });
     let batch = flag("--batch").unwrap_or(4) as u32;
+    // Results per upload request: 1 uses PUT /replicas/{id}/result, more
+    // POST /results.
+    let upload_batch = flag("--upload-batch").unwrap_or(u64::from(batch)).max(1) as usize;
+    // An offered load in replicas per second: each simulated worker then
+    // "computes" for workers/rate seconds per unit. Without it, workers
+    // ask again at once and the figures are the saturation throughput.
+    let rate = flag("--rate");
+    let think = rate.map(|r| Duration::from_secs_f64(workers as f64 / r.max(1) as f64));
     let limit = Duration::from_secs(if smoke { 30 } else { 120 });
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
@@ -240,16 +248,35 @@ fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
                     if resp.leases.is_empty() {
                         break; // every unit is leased or settled
                     }
-                    for lease in resp.leases {
-                        // Every replica of a unit returns the same bytes:
-                        // agreement, so quorum 2 accepts the unit.
-                        let upload = ResultUpload {
-                            outcome: Outcome::Success { output: lease.unit_id.0.to_le_bytes().to_vec().into() },
-                            fuel_used: 1,
-                        };
+                    if let Some(think) = think {
+                        tokio::time::sleep(think * resp.leases.len() as u32).await;
+                    }
+                    // Every replica of a unit returns the same bytes:
+                    // agreement, so quorum 2 accepts the unit.
+                    let results: Vec<ReplicaResult> = resp
+                        .leases
+                        .iter()
+                        .map(|lease| ReplicaResult {
+                            replica_id: lease.replica_id,
+                            result: ResultUpload {
+                                outcome: Outcome::Success {
+                                    output: lease.unit_id.0.to_le_bytes().to_vec().into(),
+                                },
+                                fuel_used: 1,
+                            },
+                        })
+                        .collect();
+                    for chunk in results.chunks(upload_batch) {
                         let t = Instant::now();
-                        if client.upload(lease.replica_id, &upload).await.is_ok() {
-                            uploaded += 1;
+                        if let [one] = chunk {
+                            if client.upload(one.replica_id, &one.result).await.is_ok() {
+                                uploaded += 1;
+                            }
+                        } else if let Ok(r) = client
+                            .upload_many(&ResultBatch { results: chunk.to_vec() })
+                            .await
+                        {
+                            uploaded += r.results.iter().filter(|a| a.status.is_some()).count() as u64;
                         }
                         upload_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
@@ -277,6 +304,8 @@ fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
             "bench": "coordinator",
             "workers": workers,
             "batch": batch,
+            "upload_batch": upload_batch,
+            "offered_rate": rate,
             "secs": (secs * 100.0).round() / 100.0,
             "replicas_per_sec": (uploaded as f64 / secs).round(),
             "units_per_sec": (status.units_accepted as f64 / secs).round(),

@@ -174,3 +174,68 @@ async fn a_result_beyond_the_jobs_limits_is_refused() {
         .unwrap();
     assert_eq!(ok.status, UploadStatus::Accepted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_results_is_answered_one_by_one_and_credited_once() {
+    use protocol::{ReplicaId, ReplicaResult, ResultBatch};
+    let c = TestCoordinator::start().await;
+    let job = c.running_job(primes_wasm(), b"1000 3", quorum(1, 2)).await;
+    let w = ManualWorker::register(&c.url, "w").await;
+    let other = ManualWorker::register(&c.url, "other").await;
+    let mine = w.take(2).await;
+    let theirs = other.take(1).await.remove(0);
+    let item = |replica_id, output: &[u8], fuel| ReplicaResult {
+        replica_id,
+        result: result(output, fuel),
+    };
+    let batch = ResultBatch {
+        results: vec![
+            item(mine[0].replica_id, b"a", 7),
+            // The same result twice in one batch: recorded once.
+            item(mine[0].replica_id, b"a", 7),
+            // A different result for it in the same batch: a conflict.
+            item(mine[0].replica_id, b"b", 7),
+            item(mine[1].replica_id, b"c", 5),
+            item(theirs.replica_id, b"d", 1),
+            item(ReplicaId(999_999), b"e", 1),
+        ],
+    };
+    let answers = w.client.upload_many(&batch).await.unwrap().results;
+    let got: Vec<_> = answers
+        .iter()
+        .map(|a| {
+            (
+                a.replica_id,
+                a.status,
+                a.error.as_ref().map(|e| e.error.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (mine[0].replica_id, Some(UploadStatus::Accepted), None),
+            (
+                mine[0].replica_id,
+                Some(UploadStatus::AlreadyReceived),
+                None
+            ),
+            (mine[0].replica_id, None, Some("conflict")),
+            (mine[1].replica_id, Some(UploadStatus::Accepted), None),
+            (theirs.replica_id, None, Some("forbidden")),
+            (ReplicaId(999_999), None, Some("not_found")),
+        ]
+    );
+    let me = c.worker(w.id).await;
+    assert_eq!((me.valid, me.credit), (2, 12), "each replica credited once");
+    assert_eq!(c.status(job).await.units_accepted, 2);
+
+    // More results than one request may carry: refused whole.
+    let too_many = ResultBatch {
+        results: (0..protocol::MAX_RESULTS_PER_REQUEST as i64 + 1)
+            .map(|i| item(ReplicaId(i + 1), b"x", 1))
+            .collect(),
+    };
+    let err = w.client.upload_many(&too_many).await.unwrap_err();
+    assert_eq!(err.status(), Some(413), "{err}");
+}
