@@ -70,7 +70,7 @@ impl ModuleCache {
             Ok(bytes) if BlobHash::of(&bytes) == hash => bytes,
             _ => {
                 let bytes = client.blob(hash).await.map_err(CacheError::Download)?;
-                write_atomic(&wasm_path, &bytes, false)
+                write_atomic(&wasm_path, &bytes, false, true)
                     .map_err(|e| CacheError::Local(e.to_string()))?;
                 bytes
             }
@@ -84,7 +84,7 @@ impl ModuleCache {
         tracing::info!(module = %hash.short(), "compiled module");
         match program.serialize() {
             Ok(bytes) => {
-                if let Err(e) = write_atomic(&compiled_path, &bytes, false) {
+                if let Err(e) = write_atomic(&compiled_path, &bytes, false, true) {
                     tracing::warn!(error = %e, "cannot cache compiled module");
                 }
             }

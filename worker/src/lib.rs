@@ -18,15 +18,23 @@ pub mod state;
 use anyhow::{Context as _, bail};
 use cache::ModuleCache;
 use client::{Client, ClientError};
-use protocol::{FailureKind, Lease, Outcome, ResultUpload};
+use protocol::{
+    FailureKind, Lease, MAX_RESULTS_PER_REQUEST, Outcome, ReplicaResult, ResultBatch, ResultUpload,
+};
 use sandbox::{Mode, Sandbox, Stdout};
 use state::{Identity, PendingResult, StateDir};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+/// The most result bytes (outputs, messages) one upload request carries;
+/// a larger result goes alone.
+const UPLOAD_BATCH_BYTES: usize = 4 << 20;
 
 /// How the worker runs.
 #[derive(Clone, Debug)]
@@ -197,51 +205,78 @@ impl Worker {
 
     async fn main_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> anyhow::Result<Stats> {
         let mut stats = Stats::default();
+        // Leased units wait here for a free slot: the coordinator lets a
+        // worker hold two per slot, so the next unit is at hand when one
+        // finishes, without a round trip in between.
+        let mut queue: VecDeque<Lease> = VecDeque::new();
         let mut runs: JoinSet<PendingResult> = JoinSet::new();
-        let mut uploads: JoinSet<bool> = JoinSet::new();
+        let (results, to_upload) = mpsc::unbounded_channel();
+        // Results handed to the uploader and not yet answered: their
+        // leases still count against this worker at the coordinator.
+        let unanswered = Arc::new(Unanswered::default());
+        let uploader = tokio::spawn(self.clone().uploader(
+            to_upload,
+            unanswered.clone(),
+            stop.clone(),
+        ));
+        let send = |results: &mpsc::UnboundedSender<PendingResult>, pending| {
+            unanswered.count.fetch_add(1, Ordering::SeqCst);
+            let _ = results.send(pending);
+        };
         for pending in self.state.pending_results()? {
             tracing::info!(replica = %pending.replica_id, "uploading a result from before the restart");
-            uploads.spawn(self.clone().deliver(pending, stop.clone()));
+            send(&results, pending);
         }
         let mut backoff = Backoff::new(self.config.max_backoff);
+        // When to ask for work again after the coordinator had none.
+        let mut idle_until: Option<tokio::time::Instant> = None;
+        let held = 2 * self.config.slots;
         let fatal = loop {
-            // Collect what finished.
+            // Collect what finished; start what waits.
             while let Some(done) = runs.try_join_next() {
                 stats.units_run += 1;
-                uploads.spawn(
-                    self.clone()
-                        .deliver(done.context("a unit task panicked")?, stop.clone()),
-                );
-            }
-            while let Some(done) = uploads.try_join_next() {
-                stats.uploaded += u64::from(done.unwrap_or(false));
+                send(&results, done.context("a unit task panicked")?);
             }
             if *stop.borrow() {
                 break None;
             }
-            if runs.len() >= self.config.slots {
+            while runs.len() < self.config.slots {
+                let Some(lease) = queue.pop_front() else {
+                    break;
+                };
+                runs.spawn(self.clone().compute(lease));
+            }
+            let want = held
+                .saturating_sub(runs.len() + queue.len() + unanswered.count.load(Ordering::SeqCst))
+                as u32;
+            let may_ask = idle_until.is_none_or(|t| tokio::time::Instant::now() >= t);
+            if want == 0 || !may_ask {
+                // Wait for a finished unit (its slot is free), the end of
+                // the idle wait, or the stop.
+                let idle = idle_until
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
                 tokio::select! {
                     Some(done) = runs.join_next() => {
                         stats.units_run += 1;
-                        uploads.spawn(self.clone().deliver(done.context("a unit task panicked")?, stop.clone()));
+                        send(&results, done.context("a unit task panicked")?);
                     }
+                    _ = unanswered.answered.notified() => {}
+                    _ = tokio::time::sleep_until(idle), if want > 0 => {}
                     _ = stop.changed() => {}
                 }
                 continue;
             }
-            let free = (self.config.slots - runs.len()) as u32;
-            let wait = match self.client.work(free).await {
+            idle_until = None;
+            match self.client.work(want).await {
                 Ok(resp) => {
                     backoff.reset();
-                    let got = resp.leases.len();
-                    for lease in resp.leases {
-                        runs.spawn(self.clone().compute(lease));
+                    if resp.leases.is_empty() {
+                        idle_until = Some(
+                            tokio::time::Instant::now()
+                                + Duration::from_millis(resp.retry_after_ms.max(10)),
+                        );
                     }
-                    if got > 0 {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_millis(resp.retry_after_ms.max(10))
-                    }
+                    queue.extend(resp.leases);
                 }
                 Err(ClientError::Refused {
                     status: 426,
@@ -263,42 +298,31 @@ impl Worker {
                 Err(e) => {
                     let d = backoff.step();
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot get work");
-                    d
-                }
-            };
-            if !wait.is_zero() {
-                // Wait, but wake for a finished unit: its slot is free.
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    Some(done) = runs.join_next() => {
-                        stats.units_run += 1;
-                        uploads.spawn(self.clone().deliver(done.context("a unit task panicked")?, stop.clone()));
-                    }
-                    _ = stop.changed() => {}
+                    idle_until = Some(tokio::time::Instant::now() + d);
                 }
             }
         };
 
         // Stopping: let running units finish and uploads drain, within the
-        // grace period. Whatever is left stays on disk for the next start.
-        tracing::info!(running = runs.len(), uploading = uploads.len(), "stopping");
+        // grace period. Whatever is left stays on disk for the next start;
+        // queued units not started are the coordinator's to reissue.
+        tracing::info!(running = runs.len(), queued = queue.len(), "stopping");
         let drained = tokio::time::timeout(self.config.grace, async {
             while let Some(done) = runs.join_next().await {
                 stats.units_run += 1;
                 if let Ok(pending) = done {
-                    // The stop flag is set: one attempt each.
-                    uploads.spawn(self.clone().deliver(pending, stop.clone()));
+                    send(&results, pending);
                 }
             }
-            while let Some(done) = uploads.join_next().await {
-                stats.uploaded += u64::from(done.unwrap_or(false));
-            }
+            drop(results);
+            uploader.await.unwrap_or_default()
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!(
+        match drained {
+            Ok(uploaded) => stats.uploaded = uploaded,
+            Err(_) => tracing::warn!(
                 "grace period over; unfinished units will be reissued by the coordinator"
-            );
+            ),
         }
         stats.compilations = self.cache.compilations();
         match fatal {
@@ -310,39 +334,58 @@ impl Worker {
     /// Runs one leased unit and saves its result to disk.
     async fn compute(self: Arc<Self>, lease: Lease) -> PendingResult {
         let replica = lease.replica_id;
-        let (outcome, fuel_used) = match self.cache.get(&self.client, lease.module).await {
-            Ok(program) => {
-                let sandbox = self.sandbox.clone();
-                let limits = lease.limits;
-                let input = lease.input;
-                let report = tokio::task::spawn_blocking(move || {
-                    sandbox.run(&program, Mode::Run, &input, &limits, Stdout::Capture)
-                })
-                .await;
-                match report {
-                    Ok(report) => {
-                        let fuel = report.fuel_used;
-                        match report.into_output() {
-                            Ok(output) => (
-                                Outcome::Success {
-                                    output: output.into(),
-                                },
-                                fuel,
-                            ),
-                            Err(f) => (
-                                Outcome::Failure {
-                                    kind: f.kind,
-                                    message: f.message,
-                                },
-                                fuel,
-                            ),
-                        }
-                    }
-                    Err(e) => worker_error(format!("the sandbox thread failed: {e}")),
+        let deadline_ms = lease.deadline_ms;
+        let program = match self.cache.get(&self.client, lease.module).await {
+            Ok(program) => program,
+            Err(e) => {
+                return self
+                    .finish(replica, deadline_ms, worker_error(e.to_string()))
+                    .await;
+            }
+        };
+        let sandbox = self.sandbox.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            sandbox.run(
+                &program,
+                Mode::Run,
+                &lease.input,
+                &lease.limits,
+                Stdout::Capture,
+            )
+        })
+        .await;
+        let result = match report {
+            Ok(report) => {
+                let fuel = report.fuel_used;
+                match report.into_output() {
+                    Ok(output) => (
+                        Outcome::Success {
+                            output: output.into(),
+                        },
+                        fuel,
+                    ),
+                    Err(f) => (
+                        Outcome::Failure {
+                            kind: f.kind,
+                            message: f.message,
+                        },
+                        fuel,
+                    ),
                 }
             }
-            Err(e) => worker_error(e.to_string()),
+            Err(e) => worker_error(format!("the sandbox thread failed: {e}")),
         };
+        self.finish(replica, deadline_ms, result).await
+    }
+
+    /// Logs a unit's result and writes it to the state directory (off the
+    /// async threads), so it survives until the coordinator acknowledges it.
+    async fn finish(
+        self: Arc<Self>,
+        replica: protocol::ReplicaId,
+        deadline_ms: i64,
+        (outcome, fuel_used): (Outcome, u64),
+    ) -> PendingResult {
         match &outcome {
             Outcome::Success { output } => {
                 tracing::debug!(%replica, bytes = output.len(), fuel = fuel_used, "unit done")
@@ -353,44 +396,143 @@ impl Worker {
         }
         let pending = PendingResult {
             replica_id: replica,
-            deadline_ms: lease.deadline_ms,
+            deadline_ms,
             result: ResultUpload { outcome, fuel_used },
         };
-        if let Err(e) = self.state.save_result(&pending) {
-            tracing::warn!(%replica, error = %e, "cannot save the result to disk; uploading it anyway");
+        let me = self.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let saved = me.state.save_result(&pending);
+            (pending, saved)
+        })
+        .await;
+        match saved {
+            Ok((pending, saved)) => {
+                if let Err(e) = saved {
+                    tracing::warn!(%replica, error = %e, "cannot save the result to disk; uploading it anyway");
+                }
+                pending
+            }
+            Err(e) => panic!("saving a result panicked: {e}"),
         }
-        pending
     }
 
-    /// Uploads a result until the coordinator takes or refuses it. Returns
-    /// whether it was acknowledged. When stopping, tries once.
-    async fn deliver(
+    /// Uploads results as they come, every result waiting in one request
+    /// (up to [`MAX_RESULTS_PER_REQUEST`] and [`UPLOAD_BATCH_BYTES`]), until
+    /// the coordinator takes or refuses each. When the coordinator is away,
+    /// retries with backoff; when stopping, tries once more and leaves the
+    /// rest on disk. Returns how many results were acknowledged.
+    async fn uploader(
         self: Arc<Self>,
-        pending: PendingResult,
+        mut incoming: mpsc::UnboundedReceiver<PendingResult>,
+        unanswered: Arc<Unanswered>,
         mut stop: watch::Receiver<bool>,
-    ) -> bool {
-        let replica = pending.replica_id;
+    ) -> u64 {
+        let mut uploaded = 0;
+        let mut waiting: VecDeque<PendingResult> = VecDeque::new();
         let mut backoff = Backoff::new(self.config.max_backoff);
         loop {
-            match self.client.upload(replica, &pending.result).await {
-                Ok(_) => {
-                    self.state.remove_result(replica);
-                    return true;
+            if waiting.is_empty() {
+                match incoming.recv().await {
+                    Some(p) => waiting.push_back(p),
+                    None => return uploaded,
                 }
-                Err(ClientError::Refused { status, message }) => {
-                    tracing::warn!(%replica, status, %message, "result refused; dropping it");
-                    self.state.remove_result(replica);
-                    return false;
+            }
+            while let Ok(p) = incoming.try_recv() {
+                waiting.push_back(p);
+            }
+            // The next request: as many results as fit.
+            let mut take = 0;
+            let mut bytes = 0;
+            for p in &waiting {
+                let size = match &p.result.outcome {
+                    Outcome::Success { output } => output.len(),
+                    Outcome::Failure { message, .. } => message.len(),
+                };
+                if take > 0
+                    && (take == MAX_RESULTS_PER_REQUEST || bytes + size > UPLOAD_BATCH_BYTES)
+                {
+                    break;
                 }
-                Err(ClientError::Unavailable(e)) => {
+                take += 1;
+                bytes += size;
+            }
+            let sent = if take == 1 {
+                let p = &waiting[0];
+                self.client
+                    .upload(p.replica_id, &p.result)
+                    .await
+                    .map(|r| vec![Ok(r.status)])
+            } else {
+                let batch = ResultBatch {
+                    results: waiting
+                        .iter()
+                        .take(take)
+                        .map(|p| ReplicaResult {
+                            replica_id: p.replica_id,
+                            result: p.result.clone(),
+                        })
+                        .collect(),
+                };
+                self.client.upload_many(&batch).await.map(|r| {
+                    r.results
+                        .into_iter()
+                        .map(|a| a.status.ok_or(a.error))
+                        .collect()
+                })
+            };
+            match sent {
+                Ok(answers) => {
+                    backoff.reset();
+                    for (p, answer) in waiting.drain(..take).zip(answers) {
+                        match answer {
+                            Ok(_) => uploaded += 1,
+                            Err(error) => {
+                                let (code, message) = error
+                                    .map_or(("unknown".into(), String::new()), |e| {
+                                        (e.error, e.message)
+                                    });
+                                tracing::warn!(replica = %p.replica_id, %code, %message, "result refused; dropping it");
+                            }
+                        }
+                        self.state.remove_result(p.replica_id);
+                        unanswered.answer();
+                    }
+                }
+                Err(ClientError::Refused { status, message }) if take == 1 => {
+                    let p = waiting.pop_front().expect("one was sent");
+                    tracing::warn!(replica = %p.replica_id, status, %message, "result refused; dropping it");
+                    self.state.remove_result(p.replica_id);
+                    unanswered.answer();
+                }
+                Err(e) => {
+                    // The coordinator is away, or refused the request as a
+                    // whole: keep the results (on disk too) and retry.
                     let d = backoff.step();
-                    tracing::warn!(%replica, error = %e, retry_in_ms = d.as_millis() as u64, "cannot upload yet");
+                    tracing::warn!(results = take, error = %e, retry_in_ms = d.as_millis() as u64, "cannot upload yet");
                     if pause(d, &mut stop).await {
-                        return false;
+                        // Stopping with the coordinator away: what waits
+                        // stays on disk for the next start.
+                        return uploaded;
                     }
                 }
             }
         }
+    }
+}
+
+/// Results the uploader holds that the coordinator has not answered yet,
+/// and a wake-up for the main loop when one is answered (its lease no
+/// longer counts against this worker).
+#[derive(Debug, Default)]
+struct Unanswered {
+    count: AtomicUsize,
+    answered: tokio::sync::Notify,
+}
+
+impl Unanswered {
+    fn answer(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.answered.notify_one();
     }
 }
 

@@ -36,8 +36,10 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+/// Writes `bytes` to `path` atomically: readers see the old file or the new
+/// one. `durable` also flushes it to the disk before the rename, so it
+/// survives a power loss, not just a crash of this process.
+pub fn write_atomic(path: &Path, bytes: &[u8], private: bool, durable: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
@@ -49,7 +51,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
 }
@@ -87,17 +91,27 @@ impl StateDir {
     }
 
     pub fn save_identity(&self, id: &Identity) -> anyhow::Result<()> {
-        write_atomic(&self.identity_path(), &serde_json::to_vec_pretty(id)?, true)
+        write_atomic(
+            &self.identity_path(),
+            &serde_json::to_vec_pretty(id)?,
+            true,
+            true,
+        )
     }
 
     fn result_path(&self, replica: ReplicaId) -> PathBuf {
         self.root.join("results").join(format!("{replica}.json"))
     }
 
+    /// Not flushed to the disk: a result outlives a crash of the worker
+    /// (the kernel holds the write), and one lost with the machine is
+    /// reissued by the coordinator after its deadline; a flush per unit
+    /// would cost more than a small unit.
     pub fn save_result(&self, pending: &PendingResult) -> anyhow::Result<()> {
         write_atomic(
             &self.result_path(pending.replica_id),
             &serde_json::to_vec(pending)?,
+            false,
             false,
         )
     }

@@ -146,11 +146,52 @@ fn overhead(smoke: bool) -> serde_json::Value {
     eprintln!(
         "trivial WAT module: {wat_us:.1} us per unit; Rust task (std start-up, `noop`): {rust_us:.1} us per unit"
     );
+    let (e2e_units, e2e_ms) = end_to_end(smoke);
+    eprintln!(
+        "end to end, real worker (2 slots) and local coordinator: {e2e_units} trivial units, {e2e_ms:.3} ms per unit"
+    );
     serde_json::json!({
         "bench": "overhead",
         "units": n,
         "per_unit_us": (wat_us * 10.0).round() / 10.0,
         "rust_task_per_unit_us": (rust_us * 10.0).round() / 10.0,
+        "e2e_units": e2e_units,
+        "e2e_per_unit_ms": (e2e_ms * 1000.0).round() / 1000.0,
+    })
+}
+
+/// Trivial units through the whole path: a real coordinator (SQLite) and a
+/// real worker (2 slots) in this process over loopback HTTP: lease, run in
+/// the sandbox, write the result to disk, upload, validate (quorum 1).
+/// Timed from the worker's start (registration, module download and
+/// compilation included) to the job's completion; returns (units, ms per
+/// unit).
+fn end_to_end(smoke: bool) -> (usize, f64) {
+    use wasm_at_home_tests::{TestCoordinator, TestWorker, default_limits, quorum};
+    let units = if smoke { 200 } else { 10_000 };
+    let trivial =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = TestCoordinator::start().await;
+        let job = c
+            .submit_units(
+                trivial,
+                vec![Vec::new(); units],
+                quorum(1, 1),
+                default_limits(),
+            )
+            .await;
+        c.wait_until(job, |s| s.state == protocol::JobState::Running)
+            .await;
+        let started = Instant::now();
+        let worker = TestWorker::start(&c.url, 2);
+        let status = c.wait_for_job(job).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0 / units as f64;
+        assert_eq!(status.units_accepted, units as u64, "{status:?}");
+        worker.stop().await;
+        (units, ms)
     })
 }
 
@@ -238,9 +279,14 @@ fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
         let started = Instant::now();
         let deadline = started + limit;
         let mut tasks = tokio::task::JoinSet::new();
-        for client in clients {
+        for (i, client) in clients.into_iter().enumerate() {
             tasks.spawn(async move {
                 let (mut lease_ms, mut upload_ms, mut uploaded) = (Vec::new(), Vec::new(), 0u64);
+                // Paced workers start spread over one cycle, as volunteers'
+                // machines would be, instead of all in step.
+                if let Some(think) = think {
+                    tokio::time::sleep(think * batch * i as u32 / workers as u32).await;
+                }
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     let Ok(resp) = client.work(batch).await else { break };
