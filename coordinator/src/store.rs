@@ -160,9 +160,7 @@ impl Store {
             // Batched statements differ in their number of rows, so each
             // size is its own prepared statement: keep many.
             .statement_cache_capacity(1024)
-            // 64 MiB of page cache per connection (negative: KiB), and
-            // statement journals in memory.
-            .pragma("cache_size", "-65536")
+            // Statement journals in memory.
             .pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -170,7 +168,9 @@ impl Store {
             // database thread; a broken local file shows at the next
             // statement anyway.
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            // The writer's page cache: 16 MiB (negative: KiB) instead of
+            // SQLite's 2 MiB; readers keep the default.
+            .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
         let read = SqlitePoolOptions::new()
