@@ -19,10 +19,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::{
-    BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease, MAX_RESULTS_PER_REQUEST,
-    PROTOCOL_VERSION, Platform, RegisterRequest, RegisterResponse, ReplicaAnswer, ReplicaId,
-    ResultBatch, ResultBatchResponse, ResultUpload, UnitStatus, UploadResponse, UploadStatus,
-    WorkRequest, WorkResponse, WorkerId, WorkerStatus,
+    AccountStatus, BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease,
+    MAX_RESULTS_PER_REQUEST, PROTOCOL_VERSION, Platform, RegisterRequest, RegisterResponse,
+    ReplicaAnswer, ReplicaId, ResultBatch, ResultBatchResponse, ResultUpload, UnitStatus,
+    UploadResponse, UploadStatus, WorkRequest, WorkResponse, WorkerId, WorkerStatus,
 };
 use serde::Deserialize;
 
@@ -52,6 +52,7 @@ pub fn router(c: Coordinator) -> Router {
         .route("/jobs/{id}/units", get(job_units))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/workers", post(register).get(list_workers))
+        .route("/accounts", get(list_accounts))
         .route("/work", post(work))
         .route(
             "/replicas/{id}/result",
@@ -430,6 +431,26 @@ async fn register(
     let name: String = req.name.chars().take(100).collect();
     let id = WorkerId::random();
     let token = random_secret();
+    let now = c.now_ms();
+    let (account_id, account_key) = match &req.account_key {
+        Some(key) => match c.inner.store.account_by_key(&hash_secret(key)).await? {
+            Some(account) => (account, None),
+            None => {
+                return Err(ApiError::Forbidden(
+                    "no account has this key: check the --account value, or leave it out to create a new account".into(),
+                ));
+            }
+        },
+        None => {
+            let account = uuid::Uuid::new_v4().to_string();
+            let key = random_secret();
+            c.inner
+                .store
+                .create_account(&account, &name, &hash_secret(&key), now)
+                .await?;
+            (account, Some(key))
+        }
+    };
     c.inner
         .store
         .register_worker(
@@ -438,16 +459,19 @@ async fn register(
             &hash_secret(&token),
             &req.platform,
             req.slots,
-            c.now_ms(),
+            &account_id,
+            now,
         )
         .await?;
-    tracing::info!(worker = %id, name = %name, arch = %req.platform.arch, "worker registered");
+    tracing::info!(worker = %id, name = %name, arch = %req.platform.arch, account = %account_id, "worker registered");
     c.changed();
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
             worker_id: id,
             token,
+            account_id,
+            account_key,
         }),
     ))
 }
@@ -459,7 +483,19 @@ async fn list_workers(
     Ok(Json(
         c.inner
             .store
-            .workers(q.limit.unwrap_or(100).min(10_000))
+            .workers(q.limit.unwrap_or(100).min(10_000), c.now_ms())
+            .await?,
+    ))
+}
+
+async fn list_accounts(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<AccountStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .accounts(q.limit.unwrap_or(100).min(10_000), c.now_ms())
             .await?,
     ))
 }

@@ -64,6 +64,8 @@ pub struct Config {
     pub expiry_interval_ms: i64,
     /// How long a worker that got no work should wait before asking again.
     pub idle_retry_ms: u64,
+    /// Whom to trust: adaptive replication, spot checks, quotas.
+    pub trust: store::Trust,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             },
             expiry_interval_ms: 1000,
             idle_retry_ms: 1000,
+            trust: store::Trust::default(),
         }
     }
 }
@@ -129,7 +132,7 @@ impl Coordinator {
             None => load_or_create_api_key(&config.data_dir)?,
         };
         let db = config.data_dir.join("coordinator.sqlite");
-        let store = Store::open_sqlite(&db)
+        let store = Store::open_sqlite(&db, config.trust.clone())
             .await
             .with_context(|| format!("cannot open database {}", db.display()))?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;

@@ -63,6 +63,8 @@ impl Default for ManifestLimits {
 struct ManifestValidation {
     quorum: u32,
     max_replicas: u32,
+    adaptive: bool,
+    compare: bool,
 }
 
 impl Default for ManifestValidation {
@@ -70,6 +72,8 @@ impl Default for ManifestValidation {
         ManifestValidation {
             quorum: 2,
             max_replicas: 5,
+            adaptive: false,
+            compare: false,
         }
     }
 }
@@ -136,6 +140,8 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
         validation: Validation {
             quorum: m.validation.quorum,
             max_replicas: m.validation.max_replicas,
+            adaptive: m.validation.adaptive,
+            compare: m.validation.compare,
         },
     })
 }

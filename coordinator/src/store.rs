@@ -12,13 +12,15 @@
 
 use crate::validator::{self, Decision, Policy, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{
-    BlobHash, FailureKind, JobId, JobState, JobStatus, Limits, Outcome, Platform, ReplicaId,
-    UnitId, UnitStatus, UploadStatus, Validation, WorkerId, WorkerStatus,
+    AccountStatus, BlobHash, FUEL_PER_CREDIT, FailureKind, JobId, JobState, JobStatus, Limits,
+    Outcome, Platform, ReplicaId, UnitId, UnitStatus, UploadStatus, Validation, WorkerId,
+    WorkerStatus,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +40,7 @@ const HOLD_BATCHES: usize = 8;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    trust: Arc<TrustState>,
     /// The queue of the group-commit task that applies uploads and leases.
     writes: mpsc::Sender<Pending>,
 }
@@ -82,7 +85,11 @@ pub struct LeaseRow {
 pub struct WorkerRow {
     pub id: WorkerId,
     pub arch: String,
+    /// Its volunteer account (its own id if it has none).
+    pub account: String,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// Why an upload was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +109,73 @@ pub enum Refusal {
 pub struct Effects {
     /// Jobs whose every unit is now settled: ready to reduce.
     pub jobs_to_reduce: Vec<JobId>,
+    /// Accepted units reopened by backtracking.
+    pub reopened: u64,
+}
+
+/// How the coordinator learns whom to trust (ARCHITECTURE.md, "Trust").
+#[derive(Clone, Debug)]
+pub struct Trust {
+    /// Valid results in a row after which a worker may get a unit of an
+    /// adaptive job alone.
+    pub threshold: u64,
+    /// The probability that a unit returned by a worker alone is secretly
+    /// given a second replica.
+    pub spot_check: f64,
+    /// A worker's daily lease quota at most, per slot; each error, invalid
+    /// result or timeout halves its quota, each valid result doubles it.
+    pub daily_quota_per_slot: u64,
+    /// Seed of the spot-check draws, for reproducible simulations; `None`
+    /// draws the seed from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            threshold: 10,
+            spot_check: 0.1,
+            daily_quota_per_slot: 10_000,
+            seed: None,
+        }
+    }
+}
+
+/// [`Trust`] and the random source of its spot checks.
+#[derive(Debug)]
+struct TrustState {
+    config: Trust,
+    rng: std::sync::Mutex<u64>,
+}
+
+impl TrustState {
+    fn new(config: Trust) -> TrustState {
+        let seed = config.seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS random source works");
+            u64::from_le_bytes(b)
+        });
+        TrustState {
+            config,
+            rng: std::sync::Mutex::new(seed),
+        }
+    }
+
+    /// Whether this unit gets a spot check: SplitMix64, never visible to
+    /// workers.
+    fn spot_check(&self) -> bool {
+        let mut state = self.rng.lock().expect("not poisoned");
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.config.spot_check
+    }
+
+    fn trusted(&self, consecutive_valid: i64) -> bool {
+        consecutive_valid >= self.config.threshold as i64
+    }
 }
 
 fn decode_err(what: &str, value: &str) -> sqlx::Error {
@@ -148,7 +222,8 @@ fn verdict(row: &sqlx::sqlite::SqliteRow) -> Result<Option<Verdict>> {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and brings
     /// its schema up to date.
-    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+    pub async fn open_sqlite(path: &Path, trust: Trust) -> Result<Store> {
+        let trust = Arc::new(TrustState::new(trust));
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -183,6 +258,7 @@ impl Store {
         // request tasks before the next statement goes out (measured:
         // milliseconds per statement under load).
         let pool = write.clone();
+        let writer_trust = trust.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -190,7 +266,7 @@ impl Store {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(writer(pool, queue)),
+                    Ok(rt) => rt.block_on(writer(pool, writer_trust, queue)),
                     Err(e) => tracing::error!(error = %e, "cannot start the store's writer"),
                 }
             })
@@ -198,6 +274,7 @@ impl Store {
         Ok(Store {
             write,
             read,
+            trust,
             writes,
         })
     }
@@ -236,6 +313,32 @@ impl Store {
 
     // ---- workers ----
 
+    /// The account whose key hashes to `key_hash`.
+    pub async fn account_by_key(&self, key_hash: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT id FROM accounts WHERE key_hash = ?")
+            .bind(key_hash)
+            .fetch_optional(&self.write)
+            .await
+    }
+
+    pub async fn create_account(
+        &self,
+        id: &str,
+        name: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO accounts (id, name, key_hash, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(key_hash)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub async fn register_worker(
         &self,
         id: WorkerId,
@@ -243,11 +346,13 @@ impl Store {
         token_hash: &str,
         platform: &Platform,
         slots: u32,
+        account: &str,
         now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO workers (id, name, token_hash, arch, os, engine, slots, created_ms, last_seen_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO workers (id, name, token_hash, arch, os, engine, slots, created_ms,
+                                  last_seen_ms, account_id, quota)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
         .bind(name)
@@ -258,13 +363,17 @@ impl Store {
         .bind(slots as i64)
         .bind(now)
         .bind(now)
+        .bind(account)
+        .bind(i64::from(slots) * self.trust.config.daily_quota_per_slot as i64)
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
     pub async fn worker_by_token(&self, token_hash: &str) -> Result<Option<WorkerRow>> {
-        let row = sqlx::query("SELECT id, arch FROM workers WHERE token_hash = ?")
+        let row = sqlx::query(
+            "SELECT id, arch, COALESCE(account_id, id) AS account FROM workers WHERE token_hash = ?",
+        )
             .bind(token_hash)
             .fetch_optional(&self.read)
             .await?;
@@ -273,26 +382,35 @@ impl Store {
             Ok(WorkerRow {
                 id: WorkerId(id.parse().map_err(|_| decode_err("worker id", &id))?),
                 arch: r.try_get("arch")?,
+                account: r.try_get("account")?,
             })
         })
         .transpose()
     }
 
     /// Workers, most recently seen first.
-    pub async fn workers(&self, limit: u32) -> Result<Vec<WorkerStatus>> {
+    pub async fn workers(&self, limit: u32, now: i64) -> Result<Vec<WorkerStatus>> {
         let rows = sqlx::query(
             "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
-                    error_count, timeout_count, consecutive_valid, credit,
+                    error_count, timeout_count, consecutive_valid, credit, recent_credit,
+                    account_id, quota, quota_day, leased_today,
                     (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
              FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
         )
         .bind(limit as i64)
         .fetch_all(&self.read)
         .await?;
+        let today = now.div_euclid(DAY_MS);
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id")?;
-                let count = |c: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(c)? as u64) };
+                let count = |c: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+                let credit = count("credit")?;
+                let used = if r.try_get::<i64, _>("quota_day")? == today {
+                    count("leased_today")?
+                } else {
+                    0
+                };
                 Ok(WorkerStatus {
                     id: WorkerId(id.parse().map_err(|_| decode_err("worker id", &id))?),
                     name: r.try_get("name")?,
@@ -306,8 +424,38 @@ impl Store {
                     errors: count("error_count")?,
                     timeouts: count("timeout_count")?,
                     consecutive_valid: count("consecutive_valid")?,
-                    credit: count("credit")?,
+                    trusted: self.trust.trusted(r.try_get("consecutive_valid")?),
+                    credit_fuel: credit,
+                    credit: credit as f64 / FUEL_PER_CREDIT,
+                    recent_credit: recent_credit_per_day(r.try_get("recent_credit")?, now),
                     running: count("running")?,
+                    account_id: r.try_get("account_id")?,
+                    quota_left: count("quota")?.saturating_sub(used),
+                })
+            })
+            .collect()
+    }
+
+    /// Accounts by total credit, highest first.
+    pub async fn accounts(&self, limit: u32, now: i64) -> Result<Vec<AccountStatus>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.name, a.credit, a.recent_credit,
+                    (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS workers
+             FROM accounts a ORDER BY a.credit DESC, a.created_ms LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let credit = r.try_get::<i64, _>("credit")?.max(0) as u64;
+                Ok(AccountStatus {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    workers: r.try_get::<i64, _>("workers")? as u64,
+                    credit_fuel: credit,
+                    credit: credit as f64 / FUEL_PER_CREDIT,
+                    recent_credit: recent_credit_per_day(r.try_get("recent_credit")?, now),
                 })
             })
             .collect()
@@ -331,8 +479,9 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
-                               lease_secs, quorum, max_replicas, units_total, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               lease_secs, quorum, max_replicas, adaptive, compare, units_total,
+                               created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -345,6 +494,8 @@ impl Store {
         .bind(job.lease_secs as i64)
         .bind(job.validation.quorum as i64)
         .bind(job.validation.max_replicas as i64)
+        .bind(job.validation.adaptive)
+        .bind(job.validation.compare)
         .bind(units.map_or(0, |u| u.len() as i64))
         .bind(now)
         .execute(&mut *tx)
@@ -475,12 +626,16 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE jobs SET state = 'done', output = ?, finished_ms = ? WHERE id = ? AND state = 'reducing'")
-            .bind(h.to_string())
-            .bind(now)
-            .bind(job.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', output = ?, finished_ms = ?,
+                    output_version = output_version + 1
+             WHERE id = ? AND state = 'reducing'",
+        )
+        .bind(h.to_string())
+        .bind(now)
+        .bind(job.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     }
 
@@ -616,7 +771,7 @@ impl Store {
                 .broke_streak(Counter::Timeouts);
             settling.units.push(r.try_get("unit_id")?);
         }
-        let effects = settling.apply(&mut tx, now).await?;
+        let effects = settling.apply(&mut tx, &self.trust, now).await?;
         tx.commit().await?;
         Ok((expired.len(), effects))
     }
@@ -724,7 +879,7 @@ impl Pending {
 /// The group-commit loop: takes every write waiting (up to `WRITE_BATCH`),
 /// applies them in one transaction, answers each after the commit. Ends
 /// when every `Store` handle is gone.
-async fn writer(write: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+async fn writer(write: SqlitePool, trust: Arc<TrustState>, mut queue: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let mut conn = match write.acquire().await {
@@ -742,7 +897,7 @@ async fn writer(write: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
         // busy runtime). Give it back at least every HOLD_BATCHES batches
         // so splits, expiry and the other writers get their turn.
         for _ in 0..HOLD_BATCHES {
-            apply_batch(&mut conn, &mut batch).await;
+            apply_batch(&mut conn, &trust, &mut batch).await;
             while batch.len() < WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(p) => batch.push(p),
@@ -766,14 +921,14 @@ async fn writer(write: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
                     continue;
                 }
             };
-            apply_batch(&mut conn, &mut batch).await;
+            apply_batch(&mut conn, &trust, &mut batch).await;
         }
     }
 }
 
 /// Applies `batch` and answers every write in it, leaving it empty.
-async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Pending>) {
-    match write_batch(conn, batch).await {
+async fn apply_batch(conn: &mut SqliteConnection, trust: &TrustState, batch: &mut Vec<Pending>) {
+    match write_batch(conn, trust, batch).await {
         Ok(answers) => {
             for (pending, answer) in batch.drain(..).zip(answers) {
                 pending.answer(Ok(answer));
@@ -784,7 +939,7 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Pending>) {
         Err(e) if batch.len() > 1 => {
             tracing::warn!(error = %e, writes = batch.len(), "batch failed; applying its writes one at a time");
             for pending in batch.drain(..) {
-                let answer = write_batch(conn, std::slice::from_ref(&pending))
+                let answer = write_batch(conn, trust, std::slice::from_ref(&pending))
                     .await
                     .map(|mut a| a.remove(0));
                 pending.answer(answer);
@@ -800,7 +955,11 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Pending>) {
 
 /// Applies a batch of writes in one transaction: uploads first (they free
 /// capacity and settle units), then work requests in arrival order.
-async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<Answer>> {
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    trust: &TrustState,
+    batch: &[Pending],
+) -> Result<Vec<Answer>> {
     let mut uploads = Vec::new();
     let mut requests = Vec::new();
     for p in batch {
@@ -810,8 +969,8 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<V
         }
     }
     let mut tx = conn.begin().await?;
-    let mut upload_answers = record_uploads(&mut tx, &uploads).await?.into_iter();
-    let mut lease_answers = lease_batch(&mut tx, &requests).await?.into_iter();
+    let mut upload_answers = record_uploads(&mut tx, trust, &uploads).await?.into_iter();
+    let mut lease_answers = lease_batch(&mut tx, trust, &requests).await?.into_iter();
     tx.commit().await?;
     Ok(batch
         .iter()
@@ -831,7 +990,13 @@ struct Candidate {
     /// Replicas it still wants, less those this batch has taken.
     needed: i64,
     arch: Option<String>,
+    /// Its job uses adaptive replication.
+    adaptive: bool,
+    /// No replica of it was ever issued.
+    fresh: bool,
     taken: i64,
+    /// Given to a trusted worker alone.
+    alone: bool,
     /// `None`: read with the batch's pool, whose replicas held by any
     /// requesting worker are known. `Some(w)`: read for worker `w` alone,
     /// so only `w` is known not to hold it.
@@ -845,6 +1010,7 @@ struct Candidate {
 /// are inserted, and their units updated, with one statement each.
 async fn lease_batch(
     tx: &mut Transaction<'_, Sqlite>,
+    trust: &TrustState,
     requests: &[&LeaseRequest],
 ) -> Result<Vec<Vec<LeaseRow>>> {
     if requests.is_empty() {
@@ -852,12 +1018,15 @@ async fn lease_batch(
     }
     // A worker holds at most two leases per slot it declared: one running
     // and one queued. A host that takes work and never answers cannot drain
-    // the queue beyond that before its leases expire.
+    // the queue beyond that before its leases expire. It also takes at most
+    // its daily quota.
     let mut room: HashMap<String, i64> = HashMap::new();
+    let mut trusted: HashSet<String> = HashSet::new();
     let mut workers: Vec<String> = requests.iter().map(|r| r.worker.id.to_string()).collect();
     workers.sort_unstable();
     workers.dedup();
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let today = now.div_euclid(DAY_MS);
     for chunk in workers.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE workers SET last_seen_ms = ");
         q.push_bind(now).push(" WHERE id IN (");
@@ -866,11 +1035,27 @@ async fn lease_batch(
             list.push_bind(id.clone());
         }
         q.push(
-            ") RETURNING id, 2 * slots - (SELECT COUNT(*) FROM replicas r
+            ") RETURNING id, slots, quota, quota_day, leased_today, consecutive_valid,
+                 2 * slots - (SELECT COUNT(*) FROM replicas r
                      WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS room",
         );
         for row in q.build().fetch_all(&mut **tx).await? {
-            room.insert(row.try_get("id")?, row.try_get("room")?);
+            let id: String = row.try_get("id")?;
+            let mut quota: i64 = row.try_get("quota")?;
+            if quota <= 0 {
+                // Registered before quotas: the full quota.
+                quota = row.try_get::<i64, _>("slots")? * trust.config.daily_quota_per_slot as i64;
+            }
+            let used = if row.try_get::<i64, _>("quota_day")? == today {
+                row.try_get::<i64, _>("leased_today")?
+            } else {
+                0
+            };
+            let slot_room: i64 = row.try_get("room")?;
+            room.insert(id.clone(), slot_room.min(quota - used));
+            if trust.trusted(row.try_get("consecutive_valid")?) {
+                trusted.insert(id);
+            }
         }
     }
     let mut wants = Vec::with_capacity(requests.len());
@@ -886,46 +1071,53 @@ async fn lease_batch(
     }
 
     // The pool: enough units for every request even if each worker already
-    // holds some of them, and which of them the requesting workers hold.
+    // holds some of them, and which of them the requesting workers'
+    // accounts hold (no two replicas of a unit go to one account).
     let limit = 2 * total + 64;
     let mut pool = head_of_queue(tx, None, None, limit).await?;
     let pool_is_full = pool.len() as i64 == limit;
     let mut held: HashSet<(i64, String)> = HashSet::new();
+    let mut accounts: Vec<&str> = requests.iter().map(|r| r.worker.account.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
     if let (Some(first), Some(last)) = (pool.first(), pool.last()) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT unit_id, worker_id FROM replicas WHERE unit_id BETWEEN ",
+            "SELECT unit_id, account_id FROM replicas WHERE unit_id BETWEEN ",
         );
         q.push_bind(first.unit)
             .push(" AND ")
             .push_bind(last.unit)
-            .push(" AND worker_id IN (");
+            .push(" AND account_id IN (");
         let mut list = q.separated(", ");
-        // One list carries every worker of a batch (WRITE_BATCH <= IN_LIST_MAX).
-        for id in &workers {
-            list.push_bind(id.clone());
+        // One list carries every account of a batch (WRITE_BATCH <= IN_LIST_MAX).
+        for a in &accounts {
+            list.push_bind(a.to_string());
         }
         q.push(")");
         for row in q.build().fetch_all(&mut **tx).await? {
-            held.insert((row.try_get("unit_id")?, row.try_get("worker_id")?));
+            held.insert((row.try_get("unit_id")?, row.try_get("account_id")?));
         }
     }
 
     let mut chosen: Vec<Vec<i64>> = Vec::with_capacity(requests.len());
     for (req, &want) in requests.iter().zip(&wants) {
         let worker = req.worker.id.to_string();
-        let arch = &req.worker.arch;
+        let taker = Taker {
+            account: &req.worker.account,
+            arch: &req.worker.arch,
+            trusted: trusted.contains(&worker),
+        };
         let mut mine = Vec::new();
         for c in pool.iter_mut() {
             if mine.len() as i64 == want {
                 break;
             }
-            if c.read_for.as_ref().is_none_or(|w| *w == worker) && take(c, &worker, arch, &mut held)
-            {
+            if c.read_for.as_ref().is_none_or(|w| *w == worker) && take(c, &taker, &mut held) {
                 mine.push(c.unit);
             }
         }
-        // Rare: this worker holds most of the pool. Look past it, for this
-        // worker alone.
+        // Rare: this worker's account holds most of the pool. Look past it,
+        // for this worker alone.
         if (mine.len() as i64) < want && pool_is_full {
             let after = pool.iter().map(|c| c.unit).max();
             let more =
@@ -943,7 +1135,7 @@ async fn lease_batch(
                         pool.last_mut().expect("just pushed")
                     }
                 };
-                if take(c, &worker, arch, &mut held) {
+                if take(c, &taker, &mut held) {
                     mine.push(c.unit);
                 }
             }
@@ -997,24 +1189,21 @@ async fn lease_batch(
 
     // (unit, worker) is unique, so the pair names the replica.
     let mut replica_ids: HashMap<(i64, String), i64> = HashMap::new();
-    let all: Vec<(&LeaseRow, String, i64)> = answers
+    let all: Vec<(&LeaseRow, &LeaseRequest)> = answers
         .iter()
         .zip(requests)
-        .flat_map(|(leases, req)| {
-            leases
-                .iter()
-                .map(|l| (l, req.worker.id.to_string(), req.now))
-        })
+        .flat_map(|(leases, req)| leases.iter().map(move |l| (l, *req)))
         .collect();
     for chunk in all.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO replicas (unit_id, worker_id, state, leased_ms, deadline_ms) ",
+            "INSERT INTO replicas (unit_id, worker_id, account_id, state, leased_ms, deadline_ms) ",
         );
-        q.push_values(chunk, |mut b, (l, worker, now)| {
+        q.push_values(chunk, |mut b, (l, req)| {
             b.push_bind(l.unit_id.0)
-                .push_bind(worker.clone())
+                .push_bind(req.worker.id.to_string())
+                .push_bind(req.worker.account.clone())
                 .push_bind("in_progress")
-                .push_bind(*now)
+                .push_bind(req.now)
                 .push_bind(l.deadline_ms);
         });
         q.push(" RETURNING id, unit_id, worker_id");
@@ -1027,17 +1216,43 @@ async fn lease_batch(
     }
     let touched: Vec<&Candidate> = pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch) AS (");
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch, alone) AS (");
         q.push_values(chunk, |mut b, c| {
             b.push_bind(c.unit)
                 .push_bind(c.taken)
-                .push_bind(c.arch.clone());
+                .push_bind(c.arch.clone())
+                .push_bind(c.alone);
         });
         q.push(
-            ") UPDATE units SET needed = units.needed - v.taken,
+            ") UPDATE units SET needed = CASE WHEN v.alone THEN 0 ELSE units.needed - v.taken END,
+                                quorum = CASE WHEN v.alone THEN 1 ELSE units.quorum END,
                                 arch = COALESCE(units.arch, v.arch)
                FROM v WHERE units.id = v.id",
         );
+        q.build().execute(&mut **tx).await?;
+    }
+    // Count the leases against the workers' daily quotas.
+    let mut leased: Vec<(String, i64)> = Vec::new();
+    for (req, mine) in requests.iter().zip(&chosen) {
+        if mine.is_empty() {
+            continue;
+        }
+        let id = req.worker.id.to_string();
+        match leased.iter_mut().find(|(w, _)| *w == id) {
+            Some((_, n)) => *n += mine.len() as i64,
+            None => leased.push((id, mine.len() as i64)),
+        }
+    }
+    for chunk in leased.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n) AS (");
+        q.push_values(chunk, |mut b, (id, n)| {
+            b.push_bind(id.clone()).push_bind(*n);
+        });
+        q.push(") UPDATE workers SET leased_today = CASE WHEN quota_day = ");
+        q.push_bind(today)
+            .push(" THEN leased_today + v.n ELSE v.n END, quota_day = ")
+            .push_bind(today)
+            .push(" FROM v WHERE workers.id = v.id");
         q.build().execute(&mut **tx).await?;
     }
     for (leases, req) in answers.iter_mut().zip(requests) {
@@ -1053,18 +1268,32 @@ async fn lease_batch(
     Ok(answers)
 }
 
-/// Gives one replica of `c` to `worker` if the unit still wants one, runs on
-/// the worker's architecture and is not held by the worker already.
-fn take(c: &mut Candidate, worker: &str, arch: &str, held: &mut HashSet<(i64, String)>) -> bool {
+/// Who is taking units from the pool.
+#[derive(Debug)]
+struct Taker<'a> {
+    account: &'a str,
+    arch: &'a str,
+    trusted: bool,
+}
+
+/// Gives one replica of `c` to a worker if the unit still wants one, runs
+/// on the worker's architecture and has no replica in the worker's account.
+/// A trusted worker taking a fresh unit of an adaptive job takes it alone.
+fn take(c: &mut Candidate, taker: &Taker<'_>, held: &mut HashSet<(i64, String)>) -> bool {
     if c.needed <= 0
-        || c.arch.as_deref().is_some_and(|a| a != arch)
-        || !held.insert((c.unit, worker.to_string()))
+        || c.arch.as_deref().is_some_and(|a| a != taker.arch)
+        || !held.insert((c.unit, taker.account.to_string()))
     {
         return false;
     }
-    c.needed -= 1;
+    if taker.trusted && c.adaptive && c.fresh && c.taken == 0 {
+        c.needed = 0;
+        c.alone = true;
+    } else {
+        c.needed -= 1;
+    }
     c.taken += 1;
-    c.arch.get_or_insert_with(|| arch.to_string());
+    c.arch.get_or_insert_with(|| taker.arch.to_string());
     true
 }
 
@@ -1077,15 +1306,17 @@ async fn head_of_queue(
     limit: i64,
 ) -> Result<Vec<Candidate>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT u.id, u.needed, u.arch FROM units u JOIN jobs j ON j.id = u.job_id
+        "SELECT u.id, u.needed, u.arch, j.adaptive,
+                NOT EXISTS (SELECT 1 FROM replicas f WHERE f.unit_id = u.id) AS fresh
+         FROM units u JOIN jobs j ON j.id = u.job_id
          WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
     );
     q.push_bind(after.unwrap_or(i64::MIN));
     if let Some(w) = worker {
         q.push(" AND (u.arch IS NULL OR u.arch = ")
             .push_bind(w.arch.clone())
-            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.worker_id = ")
-            .push_bind(w.id.to_string())
+            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.account_id = ")
+            .push_bind(w.account.clone())
             .push(")");
     }
     q.push(" ORDER BY u.id LIMIT ").push_bind(limit);
@@ -1098,7 +1329,10 @@ async fn head_of_queue(
                 unit: r.try_get("id")?,
                 needed: r.try_get("needed")?,
                 arch: r.try_get("arch")?,
+                adaptive: r.try_get("adaptive")?,
+                fresh: r.try_get("fresh")?,
                 taken: 0,
+                alone: false,
                 read_for: None,
             })
         })
@@ -1118,6 +1352,7 @@ struct Returned {
 /// reduce) go with the first accepted answer, so they are acted on once.
 async fn record_uploads(
     tx: &mut Transaction<'_, Sqlite>,
+    trust: &TrustState,
     batch: &[(&Upload, i64)],
 ) -> Result<Vec<UploadAnswer>> {
     struct Found {
@@ -1254,7 +1489,7 @@ async fn record_uploads(
         q.build().execute(&mut **tx).await?;
     }
     let now = batch.iter().map(|(_, now)| *now).max().unwrap_or_default();
-    let effects = settling.apply(tx, now).await?;
+    let effects = settling.apply(tx, trust, now).await?;
     if let Some(Ok((_, first))) = answers.iter_mut().find(|a| a.is_ok()) {
         *first = effects;
     }
@@ -1299,8 +1534,9 @@ enum Counter {
 }
 
 /// What one transaction changes in one worker's row, written once at the
-/// end: `+=` on the counters, and the streak of consecutive valid results
-/// either extended or restarted.
+/// end: `+=` on the counters, the streak of consecutive valid results
+/// either extended or restarted, and the daily quota halved per break and
+/// doubled per valid result.
 #[derive(Clone, Copy, Debug, Default)]
 struct WorkerDelta {
     valid: i64,
@@ -1312,6 +1548,9 @@ struct WorkerDelta {
     broken: bool,
     /// Valid results since the last break (or since the start).
     streak: i64,
+    breaks: u32,
+    /// Valid results granted (not counting refunds), for the quota.
+    gains: u32,
 }
 
 impl WorkerDelta {
@@ -1319,6 +1558,13 @@ impl WorkerDelta {
         self.valid += 1;
         self.credit += credit;
         self.streak += 1;
+        self.gains += 1;
+    }
+
+    /// Takes back a valid judgement that backtracking reopened.
+    fn refund(&mut self, credit: i64) {
+        self.valid -= 1;
+        self.credit -= credit;
     }
 
     fn broke_streak(&mut self, counter: Counter) {
@@ -1329,6 +1575,7 @@ impl WorkerDelta {
         }
         self.broken = true;
         self.streak = 0;
+        self.breaks += 1;
     }
 }
 
@@ -1352,26 +1599,69 @@ struct Judged {
     fuel: i64,
 }
 
+/// What deciding a batch of units changes.
+#[derive(Debug, Default)]
+struct Decisions {
+    judged: Vec<Judged>,
+    needed: Vec<(i64, i64)>,
+    /// (unit, winner, error, accepted alone)
+    closed: Vec<(i64, Option<i64>, Option<String>, bool)>,
+    /// (unit, quorum it needs from now on)
+    quorum: Vec<(i64, i64)>,
+}
+
 impl Settling {
     fn worker(&mut self, id: String) -> &mut WorkerDelta {
         self.workers.entry(id).or_default()
     }
 
-    async fn apply(mut self, tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<Effects> {
+    async fn apply(
+        mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        trust: &TrustState,
+        now: i64,
+    ) -> Result<Effects> {
         let mut effects = Effects::default();
-        self.units.sort_unstable();
-        self.units.dedup();
-        let mut judged: Vec<Judged> = Vec::new();
-        let mut needed: Vec<(i64, i64)> = Vec::new();
-        // (unit, winner, error)
-        let mut closed: Vec<(i64, Option<i64>, Option<String>)> = Vec::new();
-        for chunk in self.units.chunks(IN_LIST_MAX) {
+        // Backtracking reopens units, which are then settled again: a loop,
+        // bounded because each round only reopens accepted units.
+        while !self.units.is_empty() {
+            let mut units = std::mem::take(&mut self.units);
+            units.sort_unstable();
+            units.dedup();
+            let caught = self
+                .settle_round(tx, &units, trust, now, &mut effects)
+                .await?;
+            if !caught.is_empty() {
+                self.units = self.backtrack(tx, &caught, trust, now).await?;
+                if !self.units.is_empty() {
+                    tracing::warn!(workers = ?caught, units = self.units.len(), "caught returning a wrong result: reopening the units accepted on their word");
+                    effects.reopened += self.units.len() as u64;
+                }
+            }
+        }
+        self.write_workers(tx, trust, now).await?;
+        Ok(effects)
+    }
+
+    /// Decides `units` and applies the decisions. Returns the workers just
+    /// caught with an invalid result.
+    async fn settle_round(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        units: &[i64],
+        trust: &TrustState,
+        now: i64,
+        effects: &mut Effects,
+    ) -> Result<Vec<String>> {
+        let mut d = Decisions::default();
+        for chunk in units.chunks(IN_LIST_MAX) {
             // The units, their jobs' policies and every replica, in one
             // statement.
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
                         r.failure_kind, u.state AS unit_state, u.accepted_replica,
-                        j.quorum, j.max_replicas
+                        COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
+                        j.max_replicas
                  FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
                  WHERE r.unit_id IN (",
             );
@@ -1384,11 +1674,12 @@ impl Settling {
             for unit_rows in rows.chunk_by(|a, b| {
                 a.try_get::<i64, _>("unit_id").ok() == b.try_get::<i64, _>("unit_id").ok()
             }) {
-                decide_unit(unit_rows, &mut judged, &mut needed, &mut closed)?;
+                decide_unit(unit_rows, trust, &mut d)?;
             }
         }
 
-        for chunk in judged.chunks(VALUES_MAX) {
+        let mut caught = Vec::new();
+        for chunk in d.judged.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, state) AS (");
             q.push_values(chunk, |mut b, j| {
                 b.push_bind(j.replica).push_bind(if j.valid {
@@ -1411,11 +1702,26 @@ impl Settling {
                     w.valid(j.fuel);
                 } else {
                     w.broke_streak(Counter::Invalid);
+                    if !caught.contains(&j.worker) {
+                        caught.push(j.worker.clone());
+                    }
                 }
             }
         }
 
-        for chunk in needed.chunks(VALUES_MAX) {
+        for chunk in d.quorum.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, quorum) AS (");
+            q.push_values(chunk, |mut b, (unit, n)| {
+                b.push_bind(*unit).push_bind(*n);
+            });
+            q.push(
+                ") UPDATE units SET quorum = v.quorum FROM v
+                   WHERE units.id = v.id AND units.state = 'open'",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+
+        for chunk in d.needed.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, needed) AS (");
             q.push_values(chunk, |mut b, (unit, n)| {
                 b.push_bind(*unit).push_bind(*n);
@@ -1429,11 +1735,11 @@ impl Settling {
 
         // Per job: units newly accepted and failed.
         let mut counts: Vec<(String, i64, i64)> = Vec::new();
-        for chunk in closed.chunks(VALUES_MAX) {
+        for chunk in d.closed.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "WITH v(id, state, accepted_replica, error) AS (",
+                "WITH v(id, state, accepted_replica, error, alone) AS (",
             );
-            q.push_values(chunk, |mut b, (unit, winner, error)| {
+            q.push_values(chunk, |mut b, (unit, winner, error, alone)| {
                 b.push_bind(*unit)
                     .push_bind(if winner.is_some() {
                         "accepted"
@@ -1441,11 +1747,12 @@ impl Settling {
                         "failed"
                     })
                     .push_bind(*winner)
-                    .push_bind(error.clone());
+                    .push_bind(error.clone())
+                    .push_bind(*alone);
             });
             q.push(
                 ") UPDATE units SET state = v.state, needed = 0,
-                          accepted_replica = v.accepted_replica, error = v.error
+                          accepted_replica = v.accepted_replica, error = v.error, alone = v.alone
                    FROM v WHERE units.id = v.id AND units.state = 'open'
                    RETURNING units.job_id, units.state",
             );
@@ -1476,13 +1783,119 @@ impl Settling {
             .bind(&job)
             .execute(&mut **tx)
             .await?;
-            complete_if_settled(tx, job_id(&job)?, now, &mut effects).await?;
+            complete_if_settled(tx, job_id(&job)?, now, effects).await?;
         }
+        Ok(caught)
+    }
 
+    /// Reopens every accepted unit that one of `caught` vouched for without
+    /// a trusted worker confirming it: its valid replicas go back to
+    /// `returned` (their credit taken back) and it needs a quorum of at
+    /// least two again. A job already reducing or done runs again; its
+    /// output version goes up when it is reduced anew. Returns the units.
+    async fn backtrack(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        caught: &[String],
+        trust: &TrustState,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
+             WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for w in caught {
+            list.push_bind(w.clone());
+        }
+        q.push(
+            ") AND NOT EXISTS (
+                 SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
+                 WHERE o.unit_id = r.unit_id AND o.state = 'valid'
+                   AND o.worker_id <> r.worker_id AND w.consecutive_valid >= ",
+        );
+        q.push_bind(trust.config.threshold as i64);
+        q.push(" AND o.worker_id NOT IN (");
+        let mut list = q.separated(", ");
+        for w in caught {
+            list.push_bind(w.clone());
+        }
+        q.push("))");
+        let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+        if units.is_empty() {
+            return Ok(units);
+        }
+        let mut reopened = Vec::new();
+        for chunk in units.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE replicas SET state = 'returned' WHERE state = 'valid' AND unit_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") RETURNING worker_id, fuel_used");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let fuel: Option<i64> = row.try_get("fuel_used")?;
+                self.worker(row.try_get("worker_id")?)
+                    .refund(fuel.unwrap_or(0));
+            }
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
+                        quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
+                                  FROM jobs j WHERE j.id = units.job_id)
+                 WHERE state = 'accepted' AND id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") RETURNING id, job_id");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                reopened.push((
+                    row.try_get::<i64, _>("id")?,
+                    row.try_get::<String, _>("job_id")?,
+                ));
+            }
+        }
+        let mut jobs: Vec<(String, i64)> = Vec::new();
+        for (_, job) in &reopened {
+            match jobs.iter_mut().find(|(j, _)| j == job) {
+                Some((_, n)) => *n += 1,
+                None => jobs.push((job.clone(), 1)),
+            }
+        }
+        for (job, n) in jobs {
+            sqlx::query(
+                "UPDATE jobs SET units_accepted = units_accepted - ?,
+                        state = CASE WHEN state IN ('reducing', 'done') THEN 'running' ELSE state END,
+                        finished_ms = CASE WHEN state IN ('reducing', 'done') THEN NULL ELSE finished_ms END
+                 WHERE id = ?",
+            )
+            .bind(n)
+            .bind(&job)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let _ = now;
+        Ok(reopened.into_iter().map(|(u, _)| u).collect())
+    }
+
+    /// Writes the worker counters, quotas and credit, and the credit of
+    /// their accounts.
+    async fn write_workers(
+        self,
+        tx: &mut Transaction<'_, Sqlite>,
+        trust: &TrustState,
+        now: i64,
+    ) -> Result<()> {
+        let growth = recent_credit_growth(now);
+        let per_slot = trust.config.daily_quota_per_slot as i64;
         let workers: Vec<(String, WorkerDelta)> = self.workers.into_iter().collect();
+        let mut accounts: HashMap<String, (i64, f64)> = HashMap::new();
         for chunk in workers.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "WITH v(id, valid, invalid, errors, timeouts, credit, broken, streak) AS (",
+                "WITH v(id, valid, invalid, errors, timeouts, credit, recent, broken, streak, div, mul) AS (",
             );
             q.push_values(chunk, |mut b, (id, d)| {
                 b.push_bind(id.clone())
@@ -1491,8 +1904,11 @@ impl Settling {
                     .push_bind(d.errors)
                     .push_bind(d.timeouts)
                     .push_bind(d.credit)
+                    .push_bind(d.credit as f64 / FUEL_PER_CREDIT * growth)
                     .push_bind(d.broken)
-                    .push_bind(d.streak);
+                    .push_bind(d.streak)
+                    .push_bind(1i64 << d.breaks.min(30))
+                    .push_bind(1i64 << d.gains.min(30));
             });
             q.push(
                 ") UPDATE workers SET valid_count = valid_count + v.valid,
@@ -1500,23 +1916,78 @@ impl Settling {
                           error_count = error_count + v.errors,
                           timeout_count = timeout_count + v.timeouts,
                           credit = workers.credit + v.credit,
+                          recent_credit = workers.recent_credit + v.recent,
                           consecutive_valid = CASE WHEN v.broken THEN v.streak
-                                                   ELSE consecutive_valid + v.streak END
-                   FROM v WHERE workers.id = v.id",
+                                                   ELSE consecutive_valid + v.streak END,
+                          quota = CASE
+                              WHEN quota / v.div * v.mul > slots * ",
+            );
+            q.push_bind(per_slot)
+                .push(" THEN slots * ")
+                .push_bind(per_slot)
+                .push(
+                    " WHEN quota / v.div * v.mul < slots THEN slots
+                      ELSE quota / v.div * v.mul END
+                   FROM v WHERE workers.id = v.id
+                   RETURNING workers.id, workers.account_id",
+                );
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let Some(account) = row.try_get::<Option<String>, _>("account_id")? else {
+                    continue;
+                };
+                let id: String = row.try_get("id")?;
+                if let Some((_, d)) = chunk.iter().find(|(w, _)| *w == id) {
+                    let e = accounts.entry(account).or_default();
+                    e.0 += d.credit;
+                    e.1 += d.credit as f64 / FUEL_PER_CREDIT * growth;
+                }
+            }
+        }
+        let accounts: Vec<(String, (i64, f64))> =
+            accounts.into_iter().filter(|(_, (c, _))| *c != 0).collect();
+        for chunk in accounts.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, credit, recent) AS (");
+            q.push_values(chunk, |mut b, (id, (credit, recent))| {
+                b.push_bind(id.clone())
+                    .push_bind(*credit)
+                    .push_bind(*recent);
+            });
+            q.push(
+                ") UPDATE accounts SET credit = accounts.credit + v.credit,
+                          recent_credit = accounts.recent_credit + v.recent
+                   FROM v WHERE accounts.id = v.id",
             );
             q.build().execute(&mut **tx).await?;
         }
-        Ok(effects)
+        Ok(())
     }
+}
+
+/// Recent-average credit with a half-life of 7 days, kept as one growing
+/// number per row so that adding credit needs no read: a credit granted at
+/// time t is stored as `credit × 2^((t − EPOCH) / H)`, and the sum is
+/// scaled back by `2^(−(now − EPOCH) / H)` when read.
+const RECENT_HALF_LIFE_MS: f64 = 7.0 * 86_400_000.0;
+/// 2026-01-01T00:00:00Z.
+const RECENT_EPOCH_MS: f64 = 1_767_225_600_000.0;
+
+fn recent_credit_growth(now: i64) -> f64 {
+    ((now as f64 - RECENT_EPOCH_MS) / RECENT_HALF_LIFE_MS).exp2()
+}
+
+/// Credits per day, from the stored recent-credit sum, as of `now`.
+pub fn recent_credit_per_day(stored: f64, now: i64) -> f64 {
+    // The decayed sum of credits, divided by the mean age weight of an
+    // exponential average with half-life H: ln 2 / H per day.
+    stored / recent_credit_growth(now) * std::f64::consts::LN_2 / 7.0
 }
 
 /// Decides one unit from its rows (one per replica, with the unit's and
 /// job's columns) and notes what to change.
 fn decide_unit(
     rows: &[sqlx::sqlite::SqliteRow],
-    judged: &mut Vec<Judged>,
-    needed: &mut Vec<(i64, i64)>,
-    closed: &mut Vec<(i64, Option<i64>, Option<String>)>,
+    trust: &TrustState,
+    d: &mut Decisions,
 ) -> Result<()> {
     let Some(unit) = rows.first() else {
         return Ok(());
@@ -1532,6 +2003,7 @@ fn decide_unit(
         });
         workers.push(r.try_get::<String, _>("worker_id")?);
     }
+    let judged = &mut d.judged;
     let mut judge = |decision: &Decision| {
         for (ids, valid) in [(&decision.valid, true), (&decision.invalid, false)] {
             for id in ids {
@@ -1581,16 +2053,35 @@ fn decide_unit(
         return Ok(());
     }
 
+    let mut quorum = unit.try_get::<i64, _>("quorum")? as u32;
+    let job_quorum = (unit.try_get::<i64, _>("job_quorum")? as u32).max(2);
+    if quorum == 1 && unit.try_get::<i64, _>("job_quorum")? > 1 {
+        // Given to a trusted worker alone. Its output is accepted on its
+        // word, unless this is one of the secret spot checks; anything else
+        // (a failure, an error, a timeout) goes back to the job's quorum.
+        let output_back = replicas
+            .iter()
+            .any(|r| matches!(r.verdict, Some(Verdict::Output { .. })));
+        let settled_alone = output_back && !trust.spot_check();
+        if !settled_alone
+            && (output_back || replicas.iter().any(|r| r.state != ReplicaState::InProgress))
+        {
+            quorum = job_quorum;
+            d.quorum.push((unit_id, quorum as i64));
+        }
+    }
     let policy = Policy {
-        quorum: unit.try_get::<i64, _>("quorum")? as u32,
+        quorum,
         max_replicas: unit.try_get::<i64, _>("max_replicas")? as u32,
     };
     let decision = validator::decide(policy, &replicas);
     judge(&decision);
     match decision.outcome {
-        UnitOutcome::Open { needed: n } => needed.push((unit_id, n as i64)),
-        UnitOutcome::Accepted { winner } => closed.push((unit_id, Some(winner.0), None)),
-        UnitOutcome::Failed { reason } => closed.push((unit_id, None, Some(reason))),
+        UnitOutcome::Open { needed: n } => d.needed.push((unit_id, n as i64)),
+        UnitOutcome::Accepted { winner } => {
+            d.closed.push((unit_id, Some(winner.0), None, quorum == 1))
+        }
+        UnitOutcome::Failed { reason } => d.closed.push((unit_id, None, Some(reason), false)),
     }
     Ok(())
 }
@@ -1631,8 +2122,8 @@ async fn complete_if_settled(
 
 const JOB_STATUS_SELECT: &str = "
     SELECT j.id, j.name, j.state, j.module, j.units_total, j.units_accepted, j.units_failed,
-           j.quorum, j.max_replicas, j.fuel, j.memory_bytes, j.output_bytes, j.created_ms,
-           j.finished_ms, j.output, j.error,
+           j.quorum, j.max_replicas, j.adaptive, j.compare, j.fuel, j.memory_bytes,
+           j.output_bytes, j.created_ms, j.finished_ms, j.output, j.error, j.output_version,
            (SELECT COUNT(*) FROM replicas r JOIN units u ON u.id = r.unit_id
              WHERE u.job_id = j.id AND r.state = 'in_progress') AS in_progress,
            (SELECT u.error FROM units u WHERE u.job_id = j.id AND u.state = 'failed' LIMIT 1) AS unit_error
@@ -1654,6 +2145,8 @@ fn job_status(r: &sqlx::sqlite::SqliteRow) -> Result<JobStatus> {
         validation: Validation {
             quorum: r.try_get::<i64, _>("quorum")? as u32,
             max_replicas: r.try_get::<i64, _>("max_replicas")? as u32,
+            adaptive: r.try_get("adaptive")?,
+            compare: r.try_get("compare")?,
         },
         limits: Limits {
             fuel: r.try_get::<i64, _>("fuel")? as u64,
@@ -1664,5 +2157,6 @@ fn job_status(r: &sqlx::sqlite::SqliteRow) -> Result<JobStatus> {
         finished_ms: r.try_get("finished_ms")?,
         output: output.as_deref().map(hash).transpose()?,
         error: error.or(unit_error.map(|e| format!("some units failed; for example: {e}"))),
+        output_version: r.try_get::<i64, _>("output_version")? as u64,
     })
 }

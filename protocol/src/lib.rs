@@ -54,6 +54,10 @@ pub struct RegisterRequest {
     pub platform: Platform,
     /// How many units this worker runs at once.
     pub slots: u32,
+    /// The key of the volunteer account this worker joins; without it a new
+    /// account is created and its key returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<String>,
 }
 
 /// The answer to [`RegisterRequest`]. The token is shown once; the
@@ -62,6 +66,12 @@ pub struct RegisterRequest {
 pub struct RegisterResponse {
     pub worker_id: WorkerId,
     pub token: String,
+    /// The volunteer account the worker belongs to.
+    pub account_id: String,
+    /// The new account's key (shown once): give it to the other machines
+    /// of the same volunteer (`worker run --account KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<String>,
 }
 
 /// `POST /api/v1/work`: a worker asks for up to `max_units` leases.
@@ -230,7 +240,31 @@ pub struct Validation {
     pub quorum: u32,
     /// How many replicas a unit may use in all before it fails.
     pub max_replicas: u32,
+    /// Adaptive replication: a unit leased to a trusted worker may be
+    /// accepted on its result alone, except for the secret spot checks.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// Replicas agree when the module's `compare` mode says their outputs
+    /// are equivalent, instead of when the bytes are equal.
+    #[serde(default)]
+    pub compare: bool,
 }
+
+impl Validation {
+    /// Plain voting: `quorum` agreeing replicas, at most `max_replicas`.
+    pub fn quorum(quorum: u32, max_replicas: u32) -> Validation {
+        Validation {
+            quorum,
+            max_replicas,
+            adaptive: false,
+            compare: false,
+        }
+    }
+}
+
+/// Credit is fuel: one credit is 10^9 units of fuel, roughly a second of
+/// one core of a current machine.
+pub const FUEL_PER_CREDIT: f64 = 1e9;
 
 /// `POST /api/v1/jobs`: what a scientist submits, once the module (and the
 /// job input, if any) are stored as blobs with `POST /api/v1/blobs`.
@@ -330,6 +364,10 @@ pub struct JobStatus {
     pub output: Option<BlobHash>,
     /// Why the job failed, or why units failed (an example).
     pub error: Option<String>,
+    /// How often the output was produced: above 1 when backtracking
+    /// reopened units of a finished job and it was reduced again.
+    #[serde(default)]
+    pub output_version: u64,
 }
 
 /// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.
@@ -361,10 +399,35 @@ pub struct WorkerStatus {
     /// Leases that ran out.
     pub timeouts: u64,
     pub consecutive_valid: u64,
+    /// Whether it may get units alone (adaptive replication).
+    #[serde(default)]
+    pub trusted: bool,
     /// The agreed fuel of every valid replica.
-    pub credit: u64,
+    pub credit_fuel: u64,
+    /// `credit_fuel` in credits ([`FUEL_PER_CREDIT`]).
+    pub credit: f64,
+    /// Credits per day, averaged with a half-life of 7 days.
+    #[serde(default)]
+    pub recent_credit: f64,
     /// Replicas leased now.
     pub running: u64,
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Leases it may still take today (a worker with errors gets fewer).
+    #[serde(default)]
+    pub quota_left: u64,
+}
+
+/// `GET /api/v1/accounts`: a volunteer account, for the leaderboard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountStatus {
+    pub id: String,
+    pub name: String,
+    pub workers: u64,
+    pub credit_fuel: u64,
+    pub credit: f64,
+    /// Credits per day, averaged with a half-life of 7 days.
+    pub recent_credit: f64,
 }
 
 /// The body of every error answer: a stable code and a sentence for people.

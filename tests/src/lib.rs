@@ -5,7 +5,7 @@
 //! Nothing here sleeps to synchronise: [`TestCoordinator::wait_for_job`]
 //! wakes on the coordinator's change notifications.
 
-use coordinator::clock::ManualClock;
+use coordinator::clock::{Clock as _, ManualClock};
 use coordinator::{Config, Coordinator};
 use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};
 use std::path::{Path, PathBuf};
@@ -202,7 +202,11 @@ impl TestCoordinator {
     }
 
     pub async fn workers(&self) -> Vec<WorkerStatus> {
-        self.coordinator.store().workers(1000).await.unwrap()
+        self.coordinator
+            .store()
+            .workers(1000, self.clock.now_ms())
+            .await
+            .unwrap()
     }
 
     pub async fn worker(&self, id: protocol::WorkerId) -> WorkerStatus {
@@ -223,10 +227,7 @@ pub fn default_limits() -> Limits {
 }
 
 pub fn quorum(quorum: u32, max_replicas: u32) -> Validation {
-    Validation {
-        quorum,
-        max_replicas,
-    }
+    Validation::quorum(quorum, max_replicas)
 }
 
 /// A real worker running in this process.

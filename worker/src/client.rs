@@ -112,11 +112,23 @@ impl Client {
             .map_err(|e| ClientError::Unavailable(format!("bad answer: {e}")))
     }
 
+    /// Registers a worker in a new volunteer account.
     pub async fn register(&self, name: &str, slots: u32) -> Result<RegisterResponse, ClientError> {
+        self.register_in(name, slots, None).await
+    }
+
+    /// Registers a worker, in the account with `account_key` if given.
+    pub async fn register_in(
+        &self,
+        name: &str,
+        slots: u32,
+        account_key: Option<&str>,
+    ) -> Result<RegisterResponse, ClientError> {
         let req = RegisterRequest {
             name: name.to_string(),
             platform: platform(),
             slots,
+            account_key: account_key.map(str::to_string),
         };
         self.json(self.http.post(self.url("/workers")).json(&req))
             .await

@@ -47,6 +47,9 @@ pub struct Config {
     pub slots: usize,
     /// The name shown on the dashboard.
     pub name: String,
+    /// The key of the volunteer account to join on registration; without
+    /// it a new account is created.
+    pub account: Option<String>,
     /// The longest wait between attempts to reach an absent coordinator.
     pub max_backoff: Duration,
     /// How long a stopping worker lets running units finish and uploads
@@ -61,6 +64,7 @@ impl Config {
             state_dir: state_dir.into(),
             slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             name: host_name(),
+            account: None,
             max_backoff: Duration::from_secs(30),
             grace: Duration::from_secs(30),
         }
@@ -171,7 +175,10 @@ impl Worker {
                 let client = Client::new(&config.coordinator);
                 let mut backoff = Backoff::new(config.max_backoff);
                 let registered = loop {
-                    match client.register(&config.name, config.slots as u32).await {
+                    match client
+                        .register_in(&config.name, config.slots as u32, config.account.as_deref())
+                        .await
+                    {
                         Ok(r) => break r,
                         Err(ClientError::Unavailable(e)) => {
                             tracing::warn!(error = %e, "cannot register yet; retrying");
@@ -186,9 +193,17 @@ impl Worker {
                     coordinator: config.coordinator.clone(),
                     worker_id: registered.worker_id,
                     token: registered.token,
+                    account_id: Some(registered.account_id),
+                    account_key: registered.account_key,
                 };
                 state.save_identity(&id)?;
-                tracing::info!(worker = %id.worker_id, coordinator = %config.coordinator, "registered");
+                tracing::info!(worker = %id.worker_id, coordinator = %config.coordinator, account = ?id.account_id, "registered");
+                if let Some(key) = &id.account_key {
+                    tracing::info!(
+                        "a new volunteer account was created; to add your other machines to it, run them with --account {key} (also kept in {})",
+                        config.state_dir.join("worker.json").display()
+                    );
+                }
                 id
             }
         };

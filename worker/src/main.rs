@@ -36,6 +36,11 @@ enum Command {
         /// The name shown on the coordinator's dashboard (default: host name).
         #[arg(long, env = "WASM_AT_HOME_NAME")]
         name: Option<String>,
+        /// The key of your volunteer account, to add this machine to it (a
+        /// first machine registered without it creates the account and
+        /// prints the key).
+        #[arg(long, env = "WASM_AT_HOME_ACCOUNT")]
+        account: Option<String>,
     },
 }
 
@@ -53,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             state_dir,
             slots,
             name,
+            account,
         } => {
             let mut config = worker::Config::new(&coordinator, state_dir);
             if let Some(s) = slots {
@@ -61,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(n) = name {
                 config.name = n;
             }
+            config.account = account;
             let stats = worker::run(config, shutdown_signal()).await?;
             tracing::info!(
                 units = stats.units_run,

@@ -21,6 +21,12 @@ pub struct Identity {
     pub coordinator: String,
     pub worker_id: WorkerId,
     pub token: String,
+    /// The volunteer account, and its key if this worker created it (give
+    /// the key to your other machines: `worker run --account KEY`).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<String>,
 }
 
 /// A result on disk, waiting for upload.

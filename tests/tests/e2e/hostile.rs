@@ -37,10 +37,10 @@ async fn a_dishonest_worker_is_outvoted_and_its_replicas_are_marked_invalid() {
     let liar_record = c.worker(liar.id).await;
     assert_eq!(liar_record.valid, 0);
     assert_eq!(liar_record.invalid, 10);
-    assert_eq!(liar_record.credit, 0);
+    assert_eq!(liar_record.credit_fuel, 0);
     for w in c.workers().await.into_iter().filter(|w| w.id != liar.id) {
         assert_eq!(w.invalid, 0, "{w:?}");
-        assert!(w.credit > 0, "{w:?}");
+        assert!(w.credit_fuel > 0, "{w:?}");
     }
 }
 

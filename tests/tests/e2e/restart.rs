@@ -36,7 +36,7 @@ async fn a_coordinator_restart_loses_no_acknowledged_result_and_the_job_complete
     let record = c.worker(w.id).await;
     assert_eq!(record.valid, 4);
     assert_eq!(
-        record.credit, fuel,
+        record.credit_fuel, fuel,
         "each valid replica credited exactly once"
     );
 }

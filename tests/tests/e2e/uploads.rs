@@ -32,15 +32,15 @@ async fn a_replayed_upload_is_answered_as_already_received_and_changes_nothing()
     }
     let after = (c.worker(w.id).await, c.status(job).await);
     assert_eq!(
-        (before.0.valid, before.0.credit),
-        (after.0.valid, after.0.credit)
+        (before.0.valid, before.0.credit_fuel),
+        (after.0.valid, after.0.credit_fuel)
     );
     assert_eq!(before.1.units_accepted, after.1.units_accepted);
     assert_eq!(
         after.0.valid, 1,
         "quorum 1: the first upload was accepted and credited once"
     );
-    assert_eq!(after.0.credit, 10);
+    assert_eq!(after.0.credit_fuel, 10);
     // A different result for the same replica is a conflict.
     let err = w
         .client
@@ -138,6 +138,7 @@ async fn a_worker_with_another_engine_is_told_to_upgrade() {
             name: "old".into(),
             platform,
             slots: 1,
+            account_key: None,
         })
         .send()
         .await
@@ -227,7 +228,11 @@ async fn a_batch_of_results_is_answered_one_by_one_and_credited_once() {
         ]
     );
     let me = c.worker(w.id).await;
-    assert_eq!((me.valid, me.credit), (2, 12), "each replica credited once");
+    assert_eq!(
+        (me.valid, me.credit_fuel),
+        (2, 12),
+        "each replica credited once"
+    );
     assert_eq!(c.status(job).await.units_accepted, 2);
 
     // More results than one request may carry: refused whole.

@@ -22,6 +22,8 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
             coordinator: c.url.clone(),
             worker_id: registered.worker_id,
             token: registered.token.clone(),
+            account_id: Some(registered.account_id.clone()),
+            account_key: registered.account_key.clone(),
         })
         .unwrap();
     let client = client.with_token(registered.token);
