@@ -286,17 +286,28 @@ impl TestWorker {
 pub struct ManualWorker {
     pub id: protocol::WorkerId,
     pub client: worker::client::Client,
+    pub account_id: String,
+    /// Set when registering created the account.
+    pub account_key: Option<String>,
     token: String,
 }
 
 impl ManualWorker {
+    /// Registers a worker with eight slots (room for sixteen leases) in a
+    /// new account.
     pub async fn register(url: &str, name: &str) -> ManualWorker {
+        Self::register_in(url, name, None).await
+    }
+
+    /// Registers a worker in the account with `account_key`, or a new one.
+    pub async fn register_in(url: &str, name: &str, account_key: Option<&str>) -> ManualWorker {
         let client = worker::client::Client::new(url);
-        // Eight slots: room for sixteen leases at once.
-        let r = client.register(name, 8).await.unwrap();
+        let r = client.register_in(name, 8, account_key).await.unwrap();
         ManualWorker {
             id: r.worker_id,
             client: client.with_token(r.token.clone()),
+            account_id: r.account_id,
+            account_key: r.account_key,
             token: r.token,
         }
     }
@@ -307,6 +318,8 @@ impl ManualWorker {
         ManualWorker {
             id: self.id,
             client: worker::client::Client::new(url).with_token(self.token.clone()),
+            account_id: self.account_id.clone(),
+            account_key: self.account_key.clone(),
             token: self.token.clone(),
         }
     }
@@ -323,6 +336,17 @@ impl ManualWorker {
     pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {
         self.client.work(n).await.unwrap().leases
     }
+}
+
+/// What a clever cheat returns for a `primes` lease: the fuel of an honest
+/// run (so fuel gives it away not), and a prime count off by 1,000.
+pub fn primes_cheat_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {
+    let mut result = honest_result(module, lease);
+    if let protocol::Outcome::Success { output } = &mut result.outcome {
+        let count = u64::from_le_bytes(output[..8].try_into().unwrap());
+        *output = (count + 1000).to_le_bytes().to_vec().into();
+    }
+    result
 }
 
 /// What an honest worker returns for `lease`: `module` run in a real sandbox.

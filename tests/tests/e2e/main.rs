@@ -6,5 +6,6 @@ mod hostile;
 mod leases;
 mod restart;
 mod submissions;
+mod trust;
 mod uploads;
 mod worker_restart;

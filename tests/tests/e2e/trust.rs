@@ -1,0 +1,183 @@
+//! Trust: accounts against collusion, adaptive replication, spot checks and
+//! backtracking.
+
+use protocol::{JobState, Validation};
+use wasm_at_home_tests::*;
+
+fn adaptive(quorum: u32, max_replicas: u32) -> Validation {
+    Validation {
+        adaptive: true,
+        ..Validation::quorum(quorum, max_replicas)
+    }
+}
+
+/// Runs every lease `w` gets honestly; returns how many it ran.
+async fn work_honestly(w: &ManualWorker) -> usize {
+    let leases = w.take(16).await;
+    for lease in &leases {
+        w.compute_and_upload(lease).await;
+    }
+    leases.len()
+}
+
+/// Runs leases as a cheat would: right fuel, wrong prime count.
+async fn work_as_cheat(w: &ManualWorker, module: &[u8]) -> usize {
+    let leases = w.take(16).await;
+    for lease in &leases {
+        w.client
+            .upload(lease.replica_id, &primes_cheat_result(module, lease))
+            .await
+            .unwrap();
+    }
+    leases.len()
+}
+
+/// Honest workers take turns until `job` is done (bounded).
+async fn finish_honestly(c: &TestCoordinator, job: protocol::JobId, workers: &[&ManualWorker]) {
+    for _ in 0..100 {
+        let mut ran = 0;
+        for w in workers {
+            ran += work_honestly(w).await;
+        }
+        if ran == 0 {
+            let status = c.wait_until(job, |s| s.state != JobState::Reducing).await;
+            if status.state == JobState::Done {
+                return;
+            }
+            assert_eq!(status.state, JobState::Running, "{status:?}");
+            // Nothing to lease and not done: a unit waits for a replica
+            // only a fourth account could take.
+            panic!("job stuck: {status:?}");
+        }
+    }
+    panic!("the job did not finish in 100 rounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_of_one_account_never_hold_replicas_of_one_unit() {
+    let c = TestCoordinator::start().await;
+    c.running_job(primes_wasm(), b"10000 10", quorum(2, 3))
+        .await;
+    let a = ManualWorker::register(&c.url, "colluder-a").await;
+    let key = a.account_key.clone().expect("a new account's key");
+    let b = ManualWorker::register_in(&c.url, "colluder-b", Some(&key)).await;
+    assert_eq!(a.account_id, b.account_id);
+    assert_eq!(b.account_key, None, "joining shows no key");
+    assert_eq!(a.take(16).await.len(), 10, "one replica of every unit");
+    assert!(
+        b.take(16).await.is_empty(),
+        "its account already holds a replica of every unit"
+    );
+    let honest = ManualWorker::register(&c.url, "honest").await;
+    assert_eq!(honest.take(16).await.len(), 10);
+
+    let err = worker::client::Client::new(&c.url)
+        .register_in("intruder", 1, Some("not-a-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trusted_worker_that_starts_cheating_is_caught_and_its_units_are_redone() {
+    let c = TestCoordinator::start_with(|config| {
+        config.trust.threshold = 3;
+        config.trust.spot_check = 0.3;
+        config.trust.seed = Some(11);
+    })
+    .await;
+    let module = primes_wasm();
+    let job = c
+        .running_job(module.clone(), b"100000 40", adaptive(2, 6))
+        .await;
+    let cheat = ManualWorker::register(&c.url, "cheat").await;
+    let b = ManualWorker::register(&c.url, "b").await;
+    let d = ManualWorker::register(&c.url, "d").await;
+
+    // Trust is earned: the cheat and b agree on four units.
+    for lease in &cheat.take(4).await {
+        cheat.compute_and_upload(lease).await;
+    }
+    let second = b.take(4).await;
+    assert_eq!(second.len(), 4);
+    for lease in &second {
+        b.compute_and_upload(lease).await;
+    }
+    assert!(c.worker(cheat.id).await.trusted);
+    assert_eq!(c.status(job).await.units_accepted, 4);
+
+    // Trusted, it gets fresh units alone, and lies about all of them.
+    assert_eq!(work_as_cheat(&cheat, &module).await, 16);
+    let after_lies = c.status(job).await;
+    assert!(
+        after_lies.units_accepted > 4,
+        "some lies were accepted on the cheat's word: {after_lies:?}"
+    );
+    assert!(
+        after_lies.units_accepted < 20,
+        "some were secretly spot-checked: {after_lies:?}"
+    );
+
+    // Honest workers do the spot checks (and the rest); the first check
+    // catches the cheat, which reopens every unit it vouched for alone.
+    finish_honestly(&c, job, &[&d, &b]).await;
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
+    let record = c.worker(cheat.id).await;
+    assert!(record.invalid >= 16, "every lie judged invalid: {record:?}");
+    assert!(!record.trusted);
+    let status = c.status(job).await;
+    assert_eq!(status.units_accepted, 40);
+    assert_eq!(status.output_version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catching_a_cheat_reopens_a_finished_job_and_bumps_its_output_version() {
+    let c = TestCoordinator::start_with(|config| {
+        config.trust.threshold = 2;
+        // No spot checks: the lies of the first job all stand at first.
+        config.trust.spot_check = 0.0;
+    })
+    .await;
+    let module = primes_wasm();
+    let cheat = ManualWorker::register(&c.url, "cheat").await;
+    let b = ManualWorker::register(&c.url, "b").await;
+    let d = ManualWorker::register(&c.url, "d").await;
+
+    // Trust, earned honestly on a plain job.
+    let warmup = c.running_job(module.clone(), b"1000 2", quorum(2, 3)).await;
+    let mut honest_fuel = 0;
+    for lease in &cheat.take(16).await {
+        honest_fuel += cheat.compute_and_upload(lease).await;
+    }
+    work_honestly(&b).await;
+    c.wait_for_job(warmup).await;
+    assert!(c.worker(cheat.id).await.trusted);
+
+    // An adaptive job the cheat does alone, lying: done, and wrong.
+    let job = c
+        .running_job(module.clone(), b"100000 4", adaptive(2, 6))
+        .await;
+    assert_eq!(work_as_cheat(&cheat, &module).await, 4);
+    let done = c.wait_for_job(job).await;
+    assert_eq!(done.state, JobState::Done);
+    assert_eq!(done.output_version, 1);
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "13592\n");
+
+    // Caught lying on a plain job, the cheat's alone units are redone.
+    let trap = c.running_job(module.clone(), b"1000 1", quorum(2, 3)).await;
+    work_as_cheat(&cheat, &module).await;
+    work_honestly(&b).await;
+    work_honestly(&d).await;
+    c.wait_for_job(trap).await;
+    let reopened = c.status(job).await;
+    assert_eq!(reopened.state, JobState::Running, "{reopened:?}");
+    finish_honestly(&c, job, &[&b, &d]).await;
+    let redone = c.status(job).await;
+    assert_eq!(redone.output_version, 2);
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
+    assert_eq!(
+        c.worker(cheat.id).await.credit_fuel,
+        honest_fuel,
+        "the credit for its lies was taken back; its honest replicas keep theirs"
+    );
+}
