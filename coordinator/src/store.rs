@@ -673,6 +673,17 @@ impl Store {
         .transpose()
     }
 
+    /// How many replicas were ever issued for a job's units.
+    pub async fn replicas_issued(&self, job: JobId) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM replicas r JOIN units u ON u.id = r.unit_id WHERE u.job_id = ?",
+        )
+        .bind(job.to_string())
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n as u64)
+    }
+
     /// The accepted outputs of a job's units, in unit order.
     pub async fn accepted_outputs(&self, job: JobId) -> Result<Vec<Vec<u8>>> {
         sqlx::query_scalar(
@@ -1827,18 +1838,32 @@ impl Settling {
         }
         let mut reopened = Vec::new();
         for chunk in units.chunks(IN_LIST_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE replicas SET state = 'returned' WHERE state = 'valid' AND unit_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(") RETURNING worker_id, fuel_used");
-            for row in q.build().fetch_all(&mut **tx).await? {
-                let fuel: Option<i64> = row.try_get("fuel_used")?;
-                self.worker(row.try_get("worker_id")?)
-                    .refund(fuel.unwrap_or(0));
+            // The caught workers' replicas stop being votes; every other
+            // judged replica is judged again (an honest one outvoted by
+            // colluders included). Credit granted is taken back.
+            for judged_as in ["valid", "invalid"] {
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                    "UPDATE replicas SET state = CASE WHEN worker_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for w in caught {
+                    list.push_bind(w.clone());
+                }
+                q.push(") THEN 'discarded' ELSE 'returned' END WHERE state = ")
+                    .push_bind(judged_as)
+                    .push(" AND unit_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(") RETURNING worker_id, fuel_used");
+                for row in q.build().fetch_all(&mut **tx).await? {
+                    if judged_as == "valid" {
+                        let fuel: Option<i64> = row.try_get("fuel_used")?;
+                        self.worker(row.try_get("worker_id")?)
+                            .refund(fuel.unwrap_or(0));
+                    }
+                }
             }
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
@@ -1996,9 +2021,15 @@ fn decide_unit(
     let mut replicas = Vec::with_capacity(rows.len());
     let mut workers = Vec::with_capacity(rows.len());
     for r in rows {
+        let state = replica_state(r.try_get("state")?)?;
+        if state == ReplicaState::Discarded {
+            // Not a vote, and not counted against max_replicas: its worker
+            // was caught cheating elsewhere.
+            continue;
+        }
         replicas.push(Replica {
             id: ReplicaId(r.try_get("id")?),
-            state: replica_state(r.try_get("state")?)?,
+            state,
             verdict: verdict(r)?,
         });
         workers.push(r.try_get::<String, _>("worker_id")?);

@@ -31,6 +31,9 @@ pub enum ReplicaState {
     /// The worker could not run it (a non-deterministic failure).
     Errored,
     TimedOut,
+    /// Its worker was caught cheating on another unit; not a vote any more
+    /// (backtracking).
+    Discarded,
 }
 
 impl ReplicaState {
@@ -42,6 +45,7 @@ impl ReplicaState {
             ReplicaState::Invalid => "invalid",
             ReplicaState::Errored => "errored",
             ReplicaState::TimedOut => "timed_out",
+            ReplicaState::Discarded => "discarded",
         }
     }
 
@@ -53,6 +57,7 @@ impl ReplicaState {
             ReplicaState::Invalid,
             ReplicaState::Errored,
             ReplicaState::TimedOut,
+            ReplicaState::Discarded,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

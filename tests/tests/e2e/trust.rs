@@ -123,7 +123,9 @@ async fn a_trusted_worker_that_starts_cheating_is_caught_and_its_units_are_redon
     finish_honestly(&c, job, &[&d, &b]).await;
     assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
     let record = c.worker(cheat.id).await;
-    assert!(record.invalid >= 16, "every lie judged invalid: {record:?}");
+    // Caught once, its other lies were discarded as votes and redone.
+    assert!(record.invalid >= 1, "caught: {record:?}");
+    assert_eq!(record.valid, 4, "only its honest replicas stay valid");
     assert!(!record.trusted);
     let status = c.status(job).await;
     assert_eq!(status.units_accepted, 40);

@@ -16,7 +16,13 @@
 //!   coordinator (SQLite): `split_secs`, and the process's peak memory
 //!   (`peak_rss_mb`).
 //!
+//! - `integrity`: the real scheduler and validator against simulated
+//!   saboteurs, one JSON line per scenario (`accepted_wrong_rate`,
+//!   `replicas_per_unit`, `open_units`), then all of them.
+//!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
+
+mod integrity;
 
 use protocol::Limits;
 use sandbox::{Mode, Sandbox, Stdout};
@@ -35,9 +41,10 @@ fn main() {
         "overhead" => overhead(smoke),
         "bigjob" => bigjob(smoke),
         "coordinator" => coordinator_throughput(smoke, &args),
+        "integrity" => integrity::run(smoke),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob) [--smoke]"
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity) [--smoke]"
             );
             std::process::exit(2);
         }

@@ -1,0 +1,265 @@
+//! `bench -- integrity`: the coordinator's real scheduler and validator
+//! (its `Store`, on SQLite, through the same group-commit path the HTTP
+//! handlers use) against simulated workers, some of them saboteurs.
+//!
+//! Each unit's true output names the unit and ends in 1; a wrong output
+//! ends in 0 (random bytes after it, or, for colluders, bytes they agree
+//! on). At the end the accepted outputs are checked against the truth.
+
+use coordinator::store::{NewJob, Store, Trust, Upload, WorkerRow};
+use protocol::{BlobHash, FUEL_PER_CREDIT, JobId, Limits, Outcome, Validation, WorkerId};
+use std::collections::HashMap;
+
+/// How a simulated worker behaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Honest,
+    /// Returns a random wrong output with this probability.
+    Saboteur(f64),
+    /// Honest while untrusted; always wrong (random) while trusted. It is
+    /// told when it is trusted: a stronger adversary than any real worker.
+    TrustThenCheat,
+    /// Always returns the wrong output every colluder returns for the unit.
+    Colluder,
+}
+
+#[derive(Debug)]
+struct Scenario {
+    name: &'static str,
+    adaptive: bool,
+    bad: Kind,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "saboteurs_quorum2",
+        adaptive: false,
+        bad: Kind::Saboteur(0.3),
+    },
+    Scenario {
+        name: "saboteurs_adaptive",
+        adaptive: true,
+        bad: Kind::Saboteur(0.3),
+    },
+    Scenario {
+        name: "rare_saboteurs_adaptive",
+        adaptive: true,
+        bad: Kind::Saboteur(0.02),
+    },
+    Scenario {
+        name: "trust_then_cheat_adaptive",
+        adaptive: true,
+        bad: Kind::TrustThenCheat,
+    },
+    Scenario {
+        name: "colluders_quorum2",
+        adaptive: false,
+        bad: Kind::Colluder,
+    },
+    Scenario {
+        name: "colluders_adaptive",
+        adaptive: true,
+        bad: Kind::Colluder,
+    },
+];
+
+/// SplitMix64: the simulation's own reproducible randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+pub fn run(smoke: bool) -> serde_json::Value {
+    let units: u64 = if smoke { 4_000 } else { 100_000 };
+    let workers: usize = if smoke { 40 } else { 200 };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut results = Vec::new();
+    for scenario in SCENARIOS {
+        let figures = rt.block_on(simulate(scenario, units, workers));
+        println!("{figures}");
+        results.push(figures);
+    }
+    serde_json::json!({ "bench": "integrity", "units": units, "workers": workers, "scenarios": results })
+}
+
+async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let trust = Trust {
+        seed: Some(42),
+        ..Trust::default()
+    };
+    let store = Store::open_sqlite(&dir.path().join("sim.db"), trust.clone())
+        .await
+        .unwrap();
+    let mut now: i64 = 1_800_000_000_000;
+    let module = store.put_blob(b"\0asm simulated", now).await.unwrap();
+    let job = JobId::random();
+    let inputs: Vec<Vec<u8>> = (0..units).map(|i| i.to_le_bytes().to_vec()).collect();
+    let new_job = NewJob {
+        id: job,
+        name: scenario.name.into(),
+        module,
+        input: None::<BlobHash>,
+        limits: Limits {
+            fuel: 1 << 40,
+            memory_bytes: 1 << 20,
+            output_bytes: 1 << 10,
+        },
+        lease_secs: 3600,
+        validation: Validation {
+            adaptive: scenario.adaptive,
+            ..Validation::quorum(2, 10)
+        },
+    };
+    store
+        .create_job(&new_job, Some(&inputs), now)
+        .await
+        .unwrap();
+
+    // 10% of the workers are bad, spread evenly; each in its own account.
+    let platform = worker::client::platform();
+    let mut crowd = Vec::new();
+    for i in 0..workers {
+        let id = WorkerId::random();
+        let account = format!("account-{i}");
+        store
+            .create_account(&account, &account, &format!("key-{i}"), now)
+            .await
+            .unwrap();
+        store
+            .register_worker(
+                id,
+                &format!("sim-{i}"),
+                &format!("token-{i}"),
+                &platform,
+                2,
+                &account,
+                now,
+            )
+            .await
+            .unwrap();
+        let kind = if i % 10 == 9 {
+            scenario.bad
+        } else {
+            Kind::Honest
+        };
+        crowd.push((
+            WorkerRow {
+                id,
+                arch: platform.arch.clone(),
+                account,
+            },
+            kind,
+        ));
+    }
+
+    let mut rng = Rng(7);
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        now += 1_000;
+        let trusted: HashMap<WorkerId, bool> = store
+            .workers(10_000, now)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| (w.id, w.trusted))
+            .collect();
+        // Every worker asks at once, as over the network (one group
+        // commit), in a random order: who pairs with whom is chance.
+        for i in (1..crowd.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            crowd.swap(i, j);
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (w, kind) in &crowd {
+            let (store, w, kind) = (store.clone(), w.clone(), *kind);
+            asks.spawn(async move { (store.lease(&w, 4, now).await.unwrap(), w, kind) });
+        }
+        let mut uploads = Vec::new();
+        let mut leased = 0;
+        while let Some(done) = asks.join_next().await {
+            let (leases, w, kind) = done.unwrap();
+            leased += leases.len();
+            for l in leases {
+                let index = u64::from_le_bytes(l.input[..8].try_into().unwrap());
+                let cheat = match kind {
+                    Kind::Honest => false,
+                    Kind::Saboteur(p) => rng.chance(p),
+                    Kind::TrustThenCheat => trusted.get(&w.id).copied().unwrap_or(false),
+                    Kind::Colluder => true,
+                };
+                let mut output = index.to_le_bytes().to_vec();
+                if !cheat {
+                    output.push(1);
+                } else if kind == Kind::Colluder {
+                    output.extend([0, 0xC0]);
+                } else {
+                    output.push(0);
+                    output.extend(rng.next().to_le_bytes());
+                }
+                uploads.push(Upload {
+                    worker: w.id,
+                    replica: l.replica_id,
+                    outcome: Outcome::Success {
+                        output: output.into(),
+                    },
+                    fuel_used: 1_000,
+                });
+            }
+        }
+        for answer in store.record_results(uploads, now).await {
+            answer.unwrap().unwrap();
+        }
+        let status = store.job_status(job).await.unwrap().unwrap();
+        if status.units_accepted + status.units_failed == status.units_total
+            || leased == 0
+            || rounds > 100_000
+        {
+            break;
+        }
+    }
+
+    let status = store.job_status(job).await.unwrap().unwrap();
+    let outputs = store.accepted_outputs(job).await.unwrap();
+    let wrong = outputs.iter().filter(|o| o.get(8) != Some(&1)).count() as u64;
+    let replicas = store.replicas_issued(job).await.unwrap();
+    let credit: f64 = store
+        .workers(10_000, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.credit)
+        .sum();
+    let accepted = status.units_accepted.max(1);
+    eprintln!(
+        "{}: {} units, {} accepted ({wrong} wrong), {} failed, {:.3} replicas/unit, {rounds} rounds, {:.1} s, credit {credit:.6}",
+        scenario.name,
+        units,
+        status.units_accepted,
+        status.units_failed,
+        replicas as f64 / units as f64,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = FUEL_PER_CREDIT;
+    serde_json::json!({
+        "scenario": scenario.name,
+        "accepted_wrong_rate": wrong as f64 / accepted as f64,
+        "accepted_wrong": wrong,
+        "replicas_per_unit": ((replicas as f64 / units as f64) * 1000.0).round() / 1000.0,
+        "open_units": units - status.units_accepted,
+        "failed_units": status.units_failed,
+    })
+}
