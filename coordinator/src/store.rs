@@ -10,6 +10,8 @@
 //! The SQL is kept to what SQLite and PostgreSQL share, so a PostgreSQL
 //! backend changes this module only.
 
+mod dashboard;
+
 use crate::validator::{self, Decision, Policy, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{
     AccountStatus, BlobHash, FUEL_PER_CREDIT, FailureKind, JobId, JobState, JobStatus, Limits,
