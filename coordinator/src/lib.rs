@@ -58,8 +58,11 @@ pub struct Config {
     pub max_output_bytes: u64,
     /// Limits of the `split` run on the coordinator.
     pub split_limits: Limits,
-    /// Limits of the `reduce` (and `compare`) runs on the coordinator.
+    /// Limits of the `reduce` runs on the coordinator.
     pub reduce_limits: Limits,
+    /// Limits of the `compare` runs: small, since they run on the thread
+    /// that records results.
+    pub compare_limits: Limits,
     /// How often expired leases are looked for, in milliseconds.
     pub expiry_interval_ms: i64,
     /// How long a worker that got no work should wait before asking again.
@@ -85,6 +88,11 @@ impl Config {
                 fuel: 1_000_000_000_000,
                 memory_bytes: 1 << 30,
                 output_bytes: 256 << 20,
+            },
+            compare_limits: Limits {
+                fuel: 1_000_000_000,
+                memory_bytes: 256 << 20,
+                output_bytes: 1 << 10,
             },
             expiry_interval_ms: 1000,
             idle_retry_ms: 1000,
@@ -136,6 +144,7 @@ impl Coordinator {
             .await
             .with_context(|| format!("cannot open database {}", db.display()))?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        store.set_comparator(comparator(sandbox.clone(), config.compare_limits));
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 store,
@@ -221,6 +230,43 @@ impl Coordinator {
             .insert(program.hash(), program.clone());
         Ok(program)
     }
+}
+
+/// The `compare` mode of job modules, run in the sandbox with `limits`:
+/// exit 0 is equivalent, 1 is not; anything else (no `compare` mode, a
+/// failure) tells nothing. Compiled modules are kept by hash.
+fn comparator(sandbox: Sandbox, limits: protocol::Limits) -> store::Comparator {
+    let programs: Mutex<HashMap<BlobHash, sandbox::Program>> = Mutex::new(HashMap::new());
+    Arc::new(move |hash, wasm, a, b| {
+        let cached = programs.lock().expect("not poisoned").get(hash).cloned();
+        let program = match cached {
+            Some(p) => p,
+            None => {
+                let p = sandbox.compile(wasm).ok()?;
+                programs
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(*hash, p.clone());
+                p
+            }
+        };
+        let input = protocol::frame::encode([a, b]);
+        let report = sandbox.run(
+            &program,
+            sandbox::Mode::Compare,
+            &input,
+            &limits,
+            sandbox::Stdout::Capture,
+        );
+        match report.result {
+            Ok(0) => Some(true),
+            Ok(1) => Some(false),
+            other => {
+                tracing::warn!(module = %hash, result = ?other, "compare gave no answer; comparing bytes");
+                None
+            }
+        }
+    })
 }
 
 /// Reads `dir/api-key`, creating it (mode 0600) with a fresh random key if

@@ -144,10 +144,20 @@ impl Default for Trust {
 }
 
 /// [`Trust`] and the random source of its spot checks.
-#[derive(Debug)]
 struct TrustState {
     config: Trust,
     rng: std::sync::Mutex<u64>,
+    /// Set by the coordinator, which owns the sandbox.
+    comparator: std::sync::OnceLock<Comparator>,
+}
+
+impl std::fmt::Debug for TrustState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustState")
+            .field("config", &self.config)
+            .field("comparator", &self.comparator.get().is_some())
+            .finish()
+    }
 }
 
 impl TrustState {
@@ -160,6 +170,7 @@ impl TrustState {
         TrustState {
             config,
             rng: std::sync::Mutex::new(seed),
+            comparator: std::sync::OnceLock::new(),
         }
     }
 
@@ -204,8 +215,15 @@ fn replica_state(s: &str) -> Result<ReplicaState> {
 fn verdict(row: &sqlx::sqlite::SqliteRow) -> Result<Option<Verdict>> {
     let fuel: Option<i64> = row.try_get("fuel_used")?;
     let Some(fuel) = fuel else { return Ok(None) };
-    let fuel = fuel as u64;
-    let output_hash: Option<String> = row.try_get("output_hash")?;
+    let mut fuel = fuel as u64;
+    let mut output_hash: Option<String> = row.try_get("output_hash")?;
+    if row.try_get::<bool, _>("compare")? {
+        // Equivalent outputs are one vote, and equivalent outputs may take
+        // different paths: the class alone must agree.
+        let class: Option<String> = row.try_get("output_class")?;
+        output_hash = class.or(output_hash);
+        fuel = 0;
+    }
     let kind: Option<String> = row.try_get("failure_kind")?;
     Ok(match (output_hash, kind) {
         (Some(h), _) => Some(Verdict::Output {
@@ -314,6 +332,11 @@ impl Store {
     }
 
     // ---- workers ----
+
+    /// How outputs of jobs validated with `compare` are compared; set once.
+    pub fn set_comparator(&self, comparator: Comparator) {
+        let _ = self.trust.comparator.set(comparator);
+    }
 
     /// The account whose key hashes to `key_hash`.
     pub async fn account_by_key(&self, key_hash: &str) -> Result<Option<String>> {
@@ -1005,6 +1028,9 @@ struct Candidate {
     arch: Option<String>,
     /// Its job uses adaptive replication.
     adaptive: bool,
+    /// Its job compares outputs with `compare`, so replicas may run on any
+    /// architecture.
+    any_arch: bool,
     /// No replica of it was ever issued.
     fresh: bool,
     taken: i64,
@@ -1294,7 +1320,7 @@ struct Taker<'a> {
 /// A trusted worker taking a fresh unit of an adaptive job takes it alone.
 fn take(c: &mut Candidate, taker: &Taker<'_>, held: &mut HashSet<(i64, String)>) -> bool {
     if c.needed <= 0
-        || c.arch.as_deref().is_some_and(|a| a != taker.arch)
+        || (!c.any_arch && c.arch.as_deref().is_some_and(|a| a != taker.arch))
         || !held.insert((c.unit, taker.account.to_string()))
     {
         return false;
@@ -1319,14 +1345,14 @@ async fn head_of_queue(
     limit: i64,
 ) -> Result<Vec<Candidate>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT u.id, u.needed, u.arch, j.adaptive,
+        "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare,
                 NOT EXISTS (SELECT 1 FROM replicas f WHERE f.unit_id = u.id) AS fresh
          FROM units u JOIN jobs j ON j.id = u.job_id
          WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
     );
     q.push_bind(after.unwrap_or(i64::MIN));
     if let Some(w) = worker {
-        q.push(" AND (u.arch IS NULL OR u.arch = ")
+        q.push(" AND (u.arch IS NULL OR j.compare OR u.arch = ")
             .push_bind(w.arch.clone())
             .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.account_id = ")
             .push_bind(w.account.clone())
@@ -1343,6 +1369,7 @@ async fn head_of_queue(
                 needed: r.try_get("needed")?,
                 arch: r.try_get("arch")?,
                 adaptive: r.try_get("adaptive")?,
+                any_arch: r.try_get("compare")?,
                 fresh: r.try_get("fresh")?,
                 taken: 0,
                 alone: false,
@@ -1350,6 +1377,69 @@ async fn head_of_queue(
             })
         })
         .collect()
+}
+
+/// Recorded uploads of a batch, not yet written: (upload, time, state,
+/// what it returned, its output class, its unit).
+type Recorded<'a> = Vec<(&'a Upload, i64, ReplicaState, Returned, Option<String>, i64)>;
+
+/// Runs a job module's `compare` mode on two outputs: `Some(equivalent)`,
+/// or `None` when the module cannot tell (no `compare` mode, a failure).
+pub type Comparator = Arc<dyn Fn(&BlobHash, &[u8], &[u8], &[u8]) -> Option<bool> + Send + Sync>;
+
+/// The equivalence class of `output` among the unit's outputs (in the
+/// database and earlier in this batch): the class of the first
+/// representative the module's `compare` finds equivalent, or a class of
+/// its own (its hash). Runs on the writer's thread, so two uploads of one
+/// unit are never classified at once. Without a comparator, or when the
+/// module cannot compare, classes are byte equality.
+async fn classify(
+    tx: &mut Transaction<'_, Sqlite>,
+    trust: &TrustState,
+    module: &str,
+    unit: i64,
+    output: &[u8],
+    recorded: &Recorded<'_>,
+) -> Result<String> {
+    let own = BlobHash::of(output).to_string();
+    let Some(compare) = trust.comparator.get() else {
+        return Ok(own);
+    };
+    // One representative per class: the replicas that head their class.
+    let mut reps: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT output_hash, output FROM replicas
+         WHERE unit_id = ? AND output IS NOT NULL AND output_class = output_hash
+         ORDER BY id",
+    )
+    .bind(unit)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (u, _, _, returned, class, of_unit) in recorded {
+        if *of_unit == unit
+            && class.is_some()
+            && *class == returned.output_hash
+            && let Outcome::Success { output } = &u.outcome
+        {
+            reps.push((class.clone().unwrap_or_default(), output.to_vec()));
+        }
+    }
+    if reps.iter().any(|(h, _)| *h == own) {
+        return Ok(own);
+    }
+    let module_hash = hash(module)?;
+    let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM blobs WHERE hash = ?")
+        .bind(module)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(bytes) = bytes else {
+        return Ok(own);
+    };
+    for (class, rep) in &reps {
+        if compare(&module_hash, &bytes, rep, output) == Some(true) {
+            return Ok(class.clone());
+        }
+    }
+    Ok(own)
 }
 
 /// What a replica's row says it returned, for telling a replay from a
@@ -1375,6 +1465,8 @@ async fn record_uploads(
         returned: Option<Returned>,
         output_limit: u64,
         fuel_limit: u64,
+        /// The job's module, when it is validated with `compare`.
+        compare_with: Option<String>,
     }
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -1386,7 +1478,7 @@ async fn record_uploads(
     for chunk in ids.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
-                    r.failure_kind, j.output_bytes, j.fuel
+                    r.failure_kind, j.output_bytes, j.fuel, j.compare, j.module
              FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
              WHERE r.id IN (",
         );
@@ -1414,6 +1506,11 @@ async fn record_uploads(
                         .transpose()?,
                     output_limit: row.try_get::<i64, _>("output_bytes")? as u64,
                     fuel_limit: row.try_get::<i64, _>("fuel")? as u64,
+                    compare_with: if row.try_get("compare")? {
+                        Some(row.try_get("module")?)
+                    } else {
+                        None
+                    },
                 },
             );
         }
@@ -1471,15 +1568,22 @@ async fn record_uploads(
         };
         f.returned = Some(returned.clone());
         settling.units.push(f.unit_id);
-        recorded.push((u, now, f.state, returned));
+        let class = match (&f.compare_with, &u.outcome) {
+            (Some(module), Outcome::Success { output }) => {
+                Some(classify(tx, trust, module, f.unit_id, output, &recorded).await?)
+            }
+            _ => None,
+        };
+        recorded.push((u, now, f.state, returned, class, f.unit_id));
         answers.push(Ok((UploadStatus::Accepted, Effects::default())));
     }
 
     for chunk in recorded.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "WITH v(id, state, returned_ms, output, output_hash, fuel_used, failure_kind, message) AS (",
+            "WITH v(id, state, returned_ms, output, output_hash, fuel_used, failure_kind, message,
+                    output_class) AS (",
         );
-        q.push_values(chunk, |mut b, (u, now, state, returned)| {
+        q.push_values(chunk, |mut b, (u, now, state, returned, class, _)| {
             let (output, message) = match &u.outcome {
                 Outcome::Success { output } => (Some(output.to_vec()), None),
                 Outcome::Failure { message, .. } => (None, Some(message.clone())),
@@ -1491,12 +1595,14 @@ async fn record_uploads(
                 .push_bind(returned.output_hash.clone())
                 .push_bind(returned.fuel_used)
                 .push_bind(returned.failure_kind.clone())
-                .push_bind(message);
+                .push_bind(message)
+                .push_bind(class.clone());
         });
         q.push(
             ") UPDATE replicas SET state = v.state, returned_ms = v.returned_ms, output = v.output,
                      output_hash = v.output_hash, fuel_used = v.fuel_used,
-                     failure_kind = v.failure_kind, message = v.message
+                     failure_kind = v.failure_kind, message = v.message,
+                     output_class = v.output_class
                FROM v WHERE replicas.id = v.id AND replicas.state = 'in_progress'",
         );
         q.build().execute(&mut **tx).await?;
@@ -1672,7 +1778,8 @@ impl Settling {
             // statement.
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
-                        r.failure_kind, u.state AS unit_state, u.accepted_replica,
+                        r.failure_kind, r.output_class, j.compare,
+                        u.state AS unit_state, u.accepted_replica,
                         COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
                         j.max_replicas
                  FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id

@@ -160,6 +160,17 @@ impl task_sdk::Task for Kernels {
             .map_err(|e| format!("SIZE: {e}"))?;
         run(name, size).map(String::into_bytes)
     }
+
+    /// Two outputs are equivalent when both are numbers within a relative
+    /// 1e-6 of each other (floats from different CPUs may differ in the
+    /// last digits), or when their bytes are equal.
+    fn compare(&self, a: &[u8], b: &[u8]) -> Result<bool, String> {
+        let number = |x: &[u8]| std::str::from_utf8(x).ok()?.trim().parse::<f64>().ok();
+        Ok(match (number(a), number(b)) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0),
+            _ => a == b,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +182,14 @@ mod tests {
         assert_eq!(sieve(1000), 168);
         assert_eq!(format!("{:.9}", nbody(1000)), "-0.169087605");
         assert!(mandelbrot(16) > 0);
+    }
+
+    #[test]
+    fn compare_allows_a_relative_1e6() {
+        use task_sdk::Task as _;
+        assert_eq!(Kernels.compare(b"-0.169087605", b"-0.169087606"), Ok(true));
+        assert_eq!(Kernels.compare(b"-0.169087605", b"-0.170000000"), Ok(false));
+        assert_eq!(Kernels.compare(b"abc", b"abc"), Ok(true));
+        assert_eq!(Kernels.compare(b"abc", b"abd"), Ok(false));
     }
 }
