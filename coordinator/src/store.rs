@@ -1747,15 +1747,17 @@ impl Settling {
             let mut units = std::mem::take(&mut self.units);
             units.sort_unstable();
             units.dedup();
-            let caught = self
+            let (caught, audited) = self
                 .settle_round(tx, &units, trust, now, &mut effects)
                 .await?;
+            self.units = audited;
             if !caught.is_empty() {
-                self.units = self.backtrack(tx, &caught, trust, now).await?;
-                if !self.units.is_empty() {
-                    tracing::warn!(workers = ?caught, units = self.units.len(), "caught returning a wrong result: reopening the units accepted on their word");
-                    effects.reopened += self.units.len() as u64;
+                let reopened = self.backtrack(tx, &caught, trust, now).await?;
+                if !reopened.is_empty() {
+                    tracing::warn!(workers = ?caught, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
+                    effects.reopened += reopened.len() as u64;
                 }
+                self.units.extend(reopened);
             }
         }
         self.write_workers(tx, trust, now).await?;
@@ -1763,7 +1765,7 @@ impl Settling {
     }
 
     /// Decides `units` and applies the decisions. Returns the workers just
-    /// caught with an invalid result.
+    /// caught with an invalid result, and units reopened by an audit.
     async fn settle_round(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
@@ -1771,7 +1773,7 @@ impl Settling {
         trust: &TrustState,
         now: i64,
         effects: &mut Effects,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Vec<i64>)> {
         let mut d = Decisions::default();
         for chunk in units.chunks(IN_LIST_MAX) {
             // The units, their jobs' policies and every replica, in one
@@ -1855,6 +1857,7 @@ impl Settling {
 
         // Per job: units newly accepted and failed.
         let mut counts: Vec<(String, i64, i64)> = Vec::new();
+        let mut audited = Vec::new();
         for chunk in d.closed.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "WITH v(id, state, accepted_replica, error, alone) AS (",
@@ -1903,9 +1906,74 @@ impl Settling {
             .bind(&job)
             .execute(&mut **tx)
             .await?;
-            complete_if_settled(tx, job_id(&job)?, now, effects).await?;
+            let reopened = self.audit(tx, &job).await?;
+            if reopened.is_empty() {
+                complete_if_settled(tx, job_id(&job)?, now, effects).await?;
+            }
+            audited.extend(reopened);
         }
-        Ok(caught)
+        Ok((caught, audited))
+    }
+
+    /// Once per adaptive job, when its last unit settles and before its
+    /// output is produced: the last unit each worker vouched for alone gets
+    /// a second replica. A worker that cheats whenever it is trusted is
+    /// caught by it before the output exists, and backtracking redoes its
+    /// other units; it costs at most one replica per worker and job.
+    async fn audit(&mut self, tx: &mut Transaction<'_, Sqlite>, job: &str) -> Result<Vec<i64>> {
+        let due: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE id = ? AND adaptive AND NOT audited
+               AND state = 'running' AND units_accepted + units_failed = units_total",
+        )
+        .bind(job)
+        .fetch_one(&mut **tx)
+        .await?;
+        if due == 0 {
+            return Ok(Vec::new());
+        }
+        let units: Vec<i64> = sqlx::query_scalar(
+            "SELECT MAX(u.id) FROM units u JOIN replicas r ON r.id = u.accepted_replica
+             WHERE u.job_id = ? AND u.state = 'accepted' AND u.alone GROUP BY r.worker_id",
+        )
+        .bind(job)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut reopened = 0;
+        for chunk in units.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE replicas SET state = 'returned' WHERE state = 'valid' AND unit_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") RETURNING worker_id, fuel_used");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let fuel: Option<i64> = row.try_get("fuel_used")?;
+                self.worker(row.try_get("worker_id")?)
+                    .refund(fuel.unwrap_or(0));
+            }
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
+                        quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
+                                  FROM jobs j WHERE j.id = units.job_id)
+                 WHERE state = 'accepted' AND id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            reopened += q.build().execute(&mut **tx).await?.rows_affected() as i64;
+        }
+        sqlx::query(
+            "UPDATE jobs SET audited = TRUE, units_accepted = units_accepted - ? WHERE id = ?",
+        )
+        .bind(reopened)
+        .bind(job)
+        .execute(&mut **tx)
+        .await?;
+        Ok(units)
     }
 
     /// Reopens every accepted unit that one of `caught` vouched for without

@@ -155,15 +155,25 @@ async fn catching_a_cheat_reopens_a_finished_job_and_bumps_its_output_version() 
     c.wait_for_job(warmup).await;
     assert!(c.worker(cheat.id).await.trusted);
 
-    // An adaptive job the cheat does alone, lying: done, and wrong.
+    // An adaptive job the cheat does alone, lying on all but its last unit
+    // (the one the audit before the output checks): done, and wrong.
     let job = c
         .running_job(module.clone(), b"100000 4", adaptive(2, 6))
         .await;
-    assert_eq!(work_as_cheat(&cheat, &module).await, 4);
+    let mut leases = cheat.take(16).await;
+    assert_eq!(leases.len(), 4);
+    leases.sort_by_key(|l| l.unit_id);
+    for lease in &leases[..3] {
+        let lie = primes_cheat_result(&module, lease);
+        cheat.client.upload(lease.replica_id, &lie).await.unwrap();
+    }
+    // Confirmed by a trusted worker, this one keeps its credit.
+    honest_fuel += cheat.compute_and_upload(&leases[3]).await;
+    assert_eq!(work_honestly(&b).await, 1, "the audit: one unit checked");
     let done = c.wait_for_job(job).await;
     assert_eq!(done.state, JobState::Done);
     assert_eq!(done.output_version, 1);
-    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "13592\n");
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "12592\n");
 
     // Caught lying on a plain job, the cheat's alone units are redone.
     let trap = c.running_job(module.clone(), b"1000 1", quorum(2, 3)).await;
