@@ -71,6 +71,24 @@ pub fn router(c: Coordinator) -> Router {
         .with_state(c)
 }
 
+/// The network a peer address belongs to, for placement: its /24 (IPv4)
+/// or /48 (IPv6).
+pub fn network_prefix(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_prefix(std::net::IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+    }
+}
+
 /// The sha256 of a secret, as stored.
 pub fn hash_secret(secret: &str) -> String {
     BlobHash::of(secret.as_bytes()).to_string()
@@ -503,9 +521,16 @@ async fn list_accounts(
 async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Result<Json<WorkRequest>, JsonRejection>,
 ) -> ApiResult<Json<WorkResponse>> {
-    let worker = require_worker(&c, &headers).await?;
+    let mut worker = require_worker(&c, &headers).await?;
+    if c.config().trust.distinct_networks {
+        let peer = extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        worker.net = peer.map(network_prefix);
+    }
     let Json(req) = body?;
     check_platform(&req.platform)?;
     if req.platform.arch != worker.arch {

@@ -172,6 +172,7 @@ impl Coordinator {
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(jobs::run_background(self.clone(), stop_rx));
         let app = api::router(self.clone());
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

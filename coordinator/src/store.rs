@@ -89,6 +89,9 @@ pub struct WorkerRow {
     pub arch: String,
     /// Its volunteer account (its own id if it has none).
     pub account: String,
+    /// The network prefix of the request, when replicas of a unit must come
+    /// from distinct networks ([`Trust::distinct_networks`]).
+    pub net: Option<String>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -130,6 +133,9 @@ pub struct Trust {
     /// Seed of the spot-check draws, for reproducible simulations; `None`
     /// draws the seed from the OS.
     pub seed: Option<u64>,
+    /// Replicas of a unit also go to distinct networks (/24 for IPv4, /48
+    /// for IPv6), against one person's many accounts on one network.
+    pub distinct_networks: bool,
 }
 
 impl Default for Trust {
@@ -139,6 +145,7 @@ impl Default for Trust {
             spot_check: 0.1,
             daily_quota_per_slot: 10_000,
             seed: None,
+            distinct_networks: false,
         }
     }
 }
@@ -408,6 +415,7 @@ impl Store {
                 id: WorkerId(id.parse().map_err(|_| decode_err("worker id", &id))?),
                 arch: r.try_get("arch")?,
                 account: r.try_get("account")?,
+                net: None,
             })
         })
         .transpose()
@@ -1116,25 +1124,40 @@ async fn lease_batch(
     let mut pool = head_of_queue(tx, None, None, limit).await?;
     let pool_is_full = pool.len() as i64 == limit;
     let mut held: HashSet<(i64, String)> = HashSet::new();
-    let mut accounts: Vec<&str> = requests.iter().map(|r| r.worker.account.as_str()).collect();
-    accounts.sort_unstable();
-    accounts.dedup();
+    // Placement keys: every account, and every network prefix when those
+    // must differ too.
+    let mut keys: Vec<String> = requests
+        .iter()
+        .flat_map(|r| {
+            std::iter::once(account_key(&r.worker.account))
+                .chain(r.worker.net.as_deref().map(net_key))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
     if let (Some(first), Some(last)) = (pool.first(), pool.last()) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT unit_id, account_id FROM replicas WHERE unit_id BETWEEN ",
-        );
-        q.push_bind(first.unit)
-            .push(" AND ")
-            .push_bind(last.unit)
-            .push(" AND account_id IN (");
-        let mut list = q.separated(", ");
-        // One list carries every account of a batch (WRITE_BATCH <= IN_LIST_MAX).
-        for a in &accounts {
-            list.push_bind(a.to_string());
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut **tx).await? {
-            held.insert((row.try_get("unit_id")?, row.try_get("account_id")?));
+        for (column, prefix) in [("account_id", "a:"), ("net", "n:")] {
+            let wanted: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(prefix)).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
+                "SELECT unit_id, {column} AS k FROM replicas WHERE unit_id BETWEEN "
+            ));
+            q.push_bind(first.unit)
+                .push(" AND ")
+                .push_bind(last.unit)
+                .push(format!(" AND {column} IN ("));
+            // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
+            let mut list = q.separated(", ");
+            for k in &wanted {
+                list.push_bind(k.to_string());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let k: String = row.try_get("k")?;
+                held.insert((row.try_get("unit_id")?, format!("{prefix}{k}")));
+            }
         }
     }
 
@@ -1142,7 +1165,9 @@ async fn lease_batch(
     for (req, &want) in requests.iter().zip(&wants) {
         let worker = req.worker.id.to_string();
         let taker = Taker {
-            account: &req.worker.account,
+            keys: std::iter::once(account_key(&req.worker.account))
+                .chain(req.worker.net.as_deref().map(net_key))
+                .collect(),
             arch: &req.worker.arch,
             trusted: trusted.contains(&worker),
         };
@@ -1235,12 +1260,13 @@ async fn lease_batch(
         .collect();
     for chunk in all.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO replicas (unit_id, worker_id, account_id, state, leased_ms, deadline_ms) ",
+            "INSERT INTO replicas (unit_id, worker_id, account_id, net, state, leased_ms, deadline_ms) ",
         );
         q.push_values(chunk, |mut b, (l, req)| {
             b.push_bind(l.unit_id.0)
                 .push_bind(req.worker.id.to_string())
                 .push_bind(req.worker.account.clone())
+                .push_bind(req.worker.net.clone())
                 .push_bind("in_progress")
                 .push_bind(req.now)
                 .push_bind(l.deadline_ms);
@@ -1310,9 +1336,18 @@ async fn lease_batch(
 /// Who is taking units from the pool.
 #[derive(Debug)]
 struct Taker<'a> {
-    account: &'a str,
+    /// Its placement keys: a unit has at most one replica per key.
+    keys: Vec<String>,
     arch: &'a str,
     trusted: bool,
+}
+
+fn account_key(account: &str) -> String {
+    format!("a:{account}")
+}
+
+fn net_key(net: &str) -> String {
+    format!("n:{net}")
 }
 
 /// Gives one replica of `c` to a worker if the unit still wants one, runs
@@ -1321,9 +1356,15 @@ struct Taker<'a> {
 fn take(c: &mut Candidate, taker: &Taker<'_>, held: &mut HashSet<(i64, String)>) -> bool {
     if c.needed <= 0
         || (!c.any_arch && c.arch.as_deref().is_some_and(|a| a != taker.arch))
-        || !held.insert((c.unit, taker.account.to_string()))
+        || taker
+            .keys
+            .iter()
+            .any(|k| held.contains(&(c.unit, k.clone())))
     {
         return false;
+    }
+    for k in &taker.keys {
+        held.insert((c.unit, k.clone()));
     }
     if taker.trusted && c.adaptive && c.fresh && c.taken == 0 {
         c.needed = 0;
@@ -1354,9 +1395,11 @@ async fn head_of_queue(
     if let Some(w) = worker {
         q.push(" AND (u.arch IS NULL OR j.compare OR u.arch = ")
             .push_bind(w.arch.clone())
-            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.account_id = ")
+            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND (r.account_id = ")
             .push_bind(w.account.clone())
-            .push(")");
+            .push(" OR r.net = ")
+            .push_bind(w.net.clone())
+            .push("))");
     }
     q.push(" ORDER BY u.id LIMIT ").push_bind(limit);
     q.build()
@@ -1640,9 +1683,9 @@ async fn insert_units(
 
 /// How many ids one `IN (...)` list carries, and rows one `VALUES` list:
 /// well under SQLite's limit of 32,766 bound parameters per statement.
-const IN_LIST_MAX: usize = 500;
+const IN_LIST_MAX: usize = 512;
 const VALUES_MAX: usize = 500;
-const _: () = assert!(WRITE_BATCH <= IN_LIST_MAX);
+const _: () = assert!(2 * WRITE_BATCH <= IN_LIST_MAX);
 
 /// The counters of `workers` a settlement changes.
 #[derive(Clone, Copy, Debug)]

@@ -193,3 +193,26 @@ async fn catching_a_cheat_reopens_a_finished_job_and_bumps_its_output_version() 
         "the credit for its lies was taken back; its honest replicas keep theirs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_distinct_networks_one_network_holds_one_replica_of_a_unit() {
+    let c = TestCoordinator::start_with(|config| config.trust.distinct_networks = true).await;
+    c.running_job(primes_wasm(), b"10000 4", quorum(2, 3)).await;
+    // Two accounts, one network (127.0.0.0/24).
+    let a = ManualWorker::register(&c.url, "a").await;
+    let b = ManualWorker::register(&c.url, "b").await;
+    assert_ne!(a.account_id, b.account_id);
+    assert_eq!(a.take(16).await.len(), 4);
+    assert!(
+        b.take(16).await.is_empty(),
+        "the second replicas must come from another network"
+    );
+    assert_eq!(
+        coordinator::api::network_prefix("192.0.2.77".parse().unwrap()),
+        "192.0.2.0/24"
+    );
+    assert_eq!(
+        coordinator::api::network_prefix("2001:db8:1:2::9".parse().unwrap()),
+        "2001:db8:1::/48"
+    );
+}

@@ -160,6 +160,7 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
                 id,
                 arch: platform.arch.clone(),
                 account,
+                net: None,
             },
             kind,
         ));
