@@ -1795,7 +1795,7 @@ impl Settling {
                 .await?;
             self.units = audited;
             if !caught.is_empty() {
-                let reopened = self.backtrack(tx, &caught, trust, now).await?;
+                let reopened = self.backtrack(tx, &caught, trust).await?;
                 if !reopened.is_empty() {
                     tracing::warn!(workers = ?caught, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
                     effects.reopened += reopened.len() as u64;
@@ -1974,6 +1974,10 @@ impl Settling {
         if due == 0 {
             return Ok(Vec::new());
         }
+        sqlx::query("UPDATE jobs SET audited = TRUE WHERE id = ?")
+            .bind(job)
+            .execute(&mut **tx)
+            .await?;
         let units: Vec<i64> = sqlx::query_scalar(
             "SELECT MAX(u.id) FROM units u JOIN replicas r ON r.id = u.accepted_replica
              WHERE u.job_id = ? AND u.state = 'accepted' AND u.alone GROUP BY r.worker_id",
@@ -1981,55 +1985,16 @@ impl Settling {
         .bind(job)
         .fetch_all(&mut **tx)
         .await?;
-        let mut reopened = 0;
-        for chunk in units.chunks(IN_LIST_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE replicas SET state = 'returned' WHERE state = 'valid' AND unit_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(") RETURNING worker_id, fuel_used");
-            for row in q.build().fetch_all(&mut **tx).await? {
-                let fuel: Option<i64> = row.try_get("fuel_used")?;
-                self.worker(row.try_get("worker_id")?)
-                    .refund(fuel.unwrap_or(0));
-            }
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
-                        quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
-                                  FROM jobs j WHERE j.id = units.job_id)
-                 WHERE state = 'accepted' AND id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            reopened += q.build().execute(&mut **tx).await?.rows_affected() as i64;
-        }
-        sqlx::query(
-            "UPDATE jobs SET audited = TRUE, units_accepted = units_accepted - ? WHERE id = ?",
-        )
-        .bind(reopened)
-        .bind(job)
-        .execute(&mut **tx)
-        .await?;
-        Ok(units)
+        self.reopen(tx, &units, &[]).await
     }
 
-    /// Reopens every accepted unit that one of `caught` vouched for without
-    /// a trusted worker confirming it: its valid replicas go back to
-    /// `returned` (their credit taken back) and it needs a quorum of at
-    /// least two again. A job already reducing or done runs again; its
-    /// output version goes up when it is reduced anew. Returns the units.
+    /// Reopens every accepted unit that one of `caught` voted for without a
+    /// trusted worker confirming it (see [`Settling::reopen`]).
     async fn backtrack(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         caught: &[String],
         trust: &TrustState,
-        now: i64,
     ) -> Result<Vec<i64>> {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
@@ -2053,20 +2018,31 @@ impl Settling {
         }
         q.push("))");
         let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
-        if units.is_empty() {
-            return Ok(units);
-        }
+        self.reopen(tx, &units, caught).await
+    }
+
+    /// Reopens accepted `units`: the replicas of `discard` (caught workers)
+    /// stop being votes, every other judged replica is judged again (an
+    /// honest one outvoted by colluders included), credit granted is taken
+    /// back, and each unit needs a quorum of at least two. A job already
+    /// reducing or done runs again; its output version goes up when it is
+    /// reduced anew. Returns the units reopened.
+    async fn reopen(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        units: &[i64],
+        discard: &[String],
+    ) -> Result<Vec<i64>> {
         let mut reopened = Vec::new();
         for chunk in units.chunks(IN_LIST_MAX) {
-            // The caught workers' replicas stop being votes; every other
-            // judged replica is judged again (an honest one outvoted by
-            // colluders included). Credit granted is taken back.
             for judged_as in ["valid", "invalid"] {
                 let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                     "UPDATE replicas SET state = CASE WHEN worker_id IN (",
                 );
                 let mut list = q.separated(", ");
-                for w in caught {
+                // An empty list would not be SQL everywhere; '' is no worker.
+                list.push_bind(String::new());
+                for w in discard {
                     list.push_bind(w.clone());
                 }
                 q.push(") THEN 'discarded' ELSE 'returned' END WHERE state = ")
@@ -2122,7 +2098,6 @@ impl Settling {
             .execute(&mut **tx)
             .await?;
         }
-        let _ = now;
         Ok(reopened.into_iter().map(|(u, _)| u).collect())
     }
 
