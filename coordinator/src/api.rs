@@ -567,6 +567,7 @@ async fn work(
     Ok(Json(WorkResponse {
         leases,
         retry_after_ms,
+        now_ms: now,
     }))
 }
 

@@ -87,6 +87,11 @@ pub struct WorkRequest {
 pub struct WorkResponse {
     pub leases: Vec<Lease>,
     pub retry_after_ms: u64,
+    /// The coordinator's clock when it answered: a worker measures what is
+    /// left of each lease as `deadline_ms - now_ms`, whatever its own clock
+    /// says.
+    #[serde(default)]
+    pub now_ms: i64,
 }
 
 /// One replica of one unit, leased to one worker until `deadline_ms`.

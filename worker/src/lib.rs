@@ -86,6 +86,8 @@ pub struct Stats {
     pub uploaded: u64,
     /// Modules compiled from wasm (not loaded from the compiled cache).
     pub compilations: u64,
+    /// Leases dropped unstarted because their deadline had passed.
+    pub dropped: u64,
 }
 
 /// Exponential backoff with jitter: 0.5 to 1 times a doubling delay.
@@ -223,7 +225,7 @@ impl Worker {
         // Leased units wait here for a free slot: the coordinator lets a
         // worker hold two per slot, so the next unit is at hand when one
         // finishes, without a round trip in between.
-        let mut queue: VecDeque<Lease> = VecDeque::new();
+        let mut queue: VecDeque<(Lease, tokio::time::Instant)> = VecDeque::new();
         let mut runs: JoinSet<PendingResult> = JoinSet::new();
         let (results, to_upload) = mpsc::unbounded_channel();
         // Results handed to the uploader and not yet answered: their
@@ -256,9 +258,15 @@ impl Worker {
                 break None;
             }
             while runs.len() < self.config.slots {
-                let Some(lease) = queue.pop_front() else {
+                let Some((lease, deadline)) = queue.pop_front() else {
                     break;
                 };
+                if tokio::time::Instant::now() >= deadline {
+                    // The coordinator has given it to someone else by now.
+                    tracing::info!(replica = %lease.replica_id, "lease ran out before the unit started; dropped");
+                    stats.dropped += 1;
+                    continue;
+                }
                 runs.spawn(self.clone().compute(lease));
             }
             let want = held
@@ -291,7 +299,11 @@ impl Worker {
                                 + Duration::from_millis(resp.retry_after_ms.max(10)),
                         );
                     }
-                    queue.extend(resp.leases);
+                    let received = tokio::time::Instant::now();
+                    queue.extend(resp.leases.into_iter().map(|lease| {
+                        let left = (lease.deadline_ms - resp.now_ms).max(0) as u64;
+                        (lease, received + Duration::from_millis(left))
+                    }));
                 }
                 Err(ClientError::Refused {
                     status: 426,

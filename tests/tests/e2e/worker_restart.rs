@@ -52,3 +52,35 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
     assert!(state.pending_results().unwrap().is_empty());
     assert_eq!(c.worker(registered.worker_id).await.valid, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_that_runs_out_while_queued_is_dropped_not_computed() {
+    let c = TestCoordinator::start().await;
+    let module = c.client.upload_blob(kernels_wasm()).await.unwrap();
+    // Two units of about three seconds each (a 3000×3000 Mandelbrot), and
+    // leases of one second: a one-slot worker holds both, runs the first,
+    // and finds the second's lease gone when the slot frees.
+    let spec = protocol::JobSpec {
+        name: "slow".into(),
+        module,
+        input: None,
+        units: Some(vec![
+            b"mandelbrot 3000".to_vec().into(),
+            b"mandelbrot 3001".to_vec().into(),
+        ]),
+        limits: protocol::Limits {
+            fuel: 1 << 40,
+            ..default_limits()
+        },
+        lease_secs: 1,
+        validation: quorum(1, 2),
+    };
+    let job = c.client.submit(&spec).await.unwrap();
+    let w = TestWorker::start(&c.url, 1);
+    // The first unit is accepted (the coordinator's clock stands still, so
+    // its lease never runs out there).
+    c.wait_until(job, |s| s.units_accepted == 1).await;
+    let stats = w.stop().await;
+    assert_eq!(stats.units_run, 1, "{stats:?}");
+    assert_eq!(stats.dropped, 1, "{stats:?}");
+}
