@@ -71,10 +71,88 @@ impl Config {
     }
 }
 
+/// Settings as a volunteer gives them: flags and environment variables
+/// (through clap) or a TOML file. Every one is optional.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub coordinator: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub slots: Option<usize>,
+    pub name: Option<String>,
+    pub account: Option<String>,
+}
+
+impl Settings {
+    /// Reads a TOML settings file; unknown keys are an error (a typo
+    /// should not be ignored).
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+    }
+
+    /// These settings, with `other`'s where these have none.
+    pub fn or(self, other: Settings) -> Settings {
+        Settings {
+            coordinator: self.coordinator.or(other.coordinator),
+            state_dir: self.state_dir.or(other.state_dir),
+            slots: self.slots.or(other.slots),
+            name: self.name.or(other.name),
+            account: self.account.or(other.account),
+        }
+    }
+
+    /// The worker's configuration: these settings over the defaults.
+    pub fn into_config(self) -> Config {
+        let mut config = Config::new(
+            self.coordinator
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:8080"),
+            self.state_dir
+                .unwrap_or_else(|| PathBuf::from("worker-state")),
+        );
+        if let Some(slots) = self.slots {
+            config.slots = slots;
+        }
+        if let Some(name) = self.name {
+            config.name = name;
+        }
+        config.account = self.account;
+        config
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "worker".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_environment_win_over_the_file_and_the_file_over_defaults() {
+        let file: Settings = toml::from_str(
+            "coordinator = \"https://file.example\"\nslots = 3\nname = \"from-file\"",
+        )
+        .unwrap();
+        let given = Settings {
+            slots: Some(1),
+            ..Settings::default()
+        };
+        let config = given.or(file).into_config();
+        assert_eq!(config.coordinator, "https://file.example");
+        assert_eq!(config.slots, 1);
+        assert_eq!(config.name, "from-file");
+        assert_eq!(config.state_dir, PathBuf::from("worker-state"));
+        assert!(
+            toml::from_str::<Settings>("slot = 2").is_err(),
+            "a typo is an error"
+        );
+    }
 }
 
 /// What a worker did before it stopped.

@@ -8,9 +8,21 @@ use std::path::PathBuf;
     version,
     about = "The wasm@home worker: runs units for a coordinator in a WebAssembly sandbox."
 )]
-#[command(after_help = "Examples:
+#[command(
+    after_help = "Settings come from flags, then environment variables, then the config file, then defaults.
+
+Examples:
   worker run --coordinator http://127.0.0.1:8080 --state-dir worker-state
-  worker run --coordinator https://science.example.org --slots 2")]
+  worker run --coordinator https://science.example.org --slots 2 --account KEY
+  WASM_AT_HOME_SLOTS=1 worker run --config /etc/wasm-at-home/worker.toml
+
+A config file (TOML; every key optional):
+  coordinator = \"https://science.example.org\"
+  state_dir = \"/var/lib/wasm-at-home\"
+  slots = 2
+  name = \"lab-desktop\"
+  account = \"KEY\""
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,16 +32,17 @@ struct Cli {
 enum Command {
     /// Register (on first start) and run units until stopped (Ctrl-C or SIGTERM).
     Run {
-        /// The coordinator's URL.
-        #[arg(
-            long,
-            env = "WASM_AT_HOME_COORDINATOR",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        coordinator: String,
-        /// Where the worker keeps its identity, pending results and caches.
-        #[arg(long, env = "WASM_AT_HOME_STATE_DIR", default_value = "worker-state")]
-        state_dir: PathBuf,
+        /// A TOML file with any of: coordinator, state_dir, slots, name,
+        /// account. Flags and environment variables win over it.
+        #[arg(long, env = "WASM_AT_HOME_CONFIG")]
+        config: Option<PathBuf>,
+        /// The coordinator's URL [default: http://127.0.0.1:8080].
+        #[arg(long, env = "WASM_AT_HOME_COORDINATOR")]
+        coordinator: Option<String>,
+        /// Where the worker keeps its identity, pending results and caches
+        /// [default: worker-state].
+        #[arg(long, env = "WASM_AT_HOME_STATE_DIR")]
+        state_dir: Option<PathBuf>,
         /// Units to run at once (default: the number of cores).
         #[arg(long, env = "WASM_AT_HOME_SLOTS")]
         slots: Option<usize>,
@@ -54,20 +67,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run {
+            config,
             coordinator,
             state_dir,
             slots,
             name,
             account,
         } => {
-            let mut config = worker::Config::new(&coordinator, state_dir);
-            if let Some(s) = slots {
-                config.slots = s;
-            }
-            if let Some(n) = name {
-                config.name = n;
-            }
-            config.account = account;
+            let given = worker::Settings {
+                coordinator,
+                state_dir,
+                slots,
+                name,
+                account,
+            };
+            let file = match &config {
+                Some(path) => worker::Settings::read(path)?,
+                None => worker::Settings::default(),
+            };
+            let config = given.or(file).into_config();
             let stats = worker::run(config, shutdown_signal()).await?;
             tracing::info!(
                 units = stats.units_run,
