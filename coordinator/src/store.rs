@@ -2350,9 +2350,13 @@ const JOB_STATUS_SELECT: &str = "
     SELECT j.id, j.name, j.state, j.module, j.units_total, j.units_accepted, j.units_failed,
            j.quorum, j.max_replicas, j.adaptive, j.compare, j.fuel, j.memory_bytes,
            j.output_bytes, j.created_ms, j.finished_ms, j.output, j.error, j.output_version,
-           (SELECT COUNT(*) FROM replicas r JOIN units u ON u.id = r.unit_id
-             WHERE u.job_id = j.id AND r.state = 'in_progress') AS in_progress,
-           (SELECT u.error FROM units u WHERE u.job_id = j.id AND u.state = 'failed' LIMIT 1) AS unit_error
+           -- From the leases in flight (a partial index), never from all of
+           -- a job's units; CROSS JOIN keeps SQLite's planner in that order.
+           (SELECT COUNT(*) FROM replicas r CROSS JOIN units u
+             WHERE r.state = 'in_progress' AND u.id = r.unit_id AND u.job_id = j.id) AS in_progress,
+           CASE WHEN j.units_failed > 0 THEN
+               (SELECT u.error FROM units u WHERE u.job_id = j.id AND u.state = 'failed' LIMIT 1)
+           END AS unit_error
     FROM jobs j";
 
 fn job_status(r: &sqlx::sqlite::SqliteRow) -> Result<JobStatus> {

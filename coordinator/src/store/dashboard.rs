@@ -1,6 +1,293 @@
 //! Read-only queries behind the web dashboard (`crate::dashboard`): each an
 //! aggregate or a page, never a full scan per refresh.
+//!
+//! What each one reads, so that it stays fast with 100,000-unit jobs and
+//! 1,000 workers:
+//! - jobs: the `jobs` table (one row per job, a page of them); leases in
+//!   flight through the partial index `replicas_leases`, which holds only
+//!   replicas in progress (at most two per worker slot);
+//! - workers and accounts: their own small tables;
+//! - throughput: one range of `replicas_returned` (migration 0004);
+//! - one job's replica outcomes, errors and accepted units over time: that
+//!   job's units and their replicas (by `units (job_id, idx)` and
+//!   `replicas (unit_id, ...)`), an aggregate the dashboard throttles.
 
-use super::Store;
+use super::{Result, Store, recent_credit_per_day};
+use crate::dashboard::{DashboardJob, Fleet, Leader, Rank, ReplicaGroup, RunningReplica};
+use protocol::FUEL_PER_CREDIT;
+use sqlx::Row;
+use std::collections::HashMap;
 
-impl Store {}
+const JOB_SELECT: &str = "SELECT id, name, state, units_total, units_accepted, units_failed,
+        quorum, max_replicas, adaptive, created_ms, finished_ms, output, output_version, error
+ FROM jobs";
+
+fn count(r: &sqlx::sqlite::SqliteRow, c: &str) -> Result<u64> {
+    Ok(r.try_get::<Option<i64>, _>(c)?.unwrap_or(0).max(0) as u64)
+}
+
+fn dashboard_job(r: &sqlx::sqlite::SqliteRow) -> Result<DashboardJob> {
+    Ok(DashboardJob {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        state: r.try_get("state")?,
+        units_total: count(r, "units_total")?,
+        units_accepted: count(r, "units_accepted")?,
+        units_failed: count(r, "units_failed")?,
+        units_in_progress: 0,
+        replicas_in_progress: 0,
+        quorum: count(r, "quorum")? as u32,
+        max_replicas: count(r, "max_replicas")? as u32,
+        adaptive: r.try_get("adaptive")?,
+        created_ms: r.try_get("created_ms")?,
+        finished_ms: r.try_get("finished_ms")?,
+        output: r.try_get("output")?,
+        output_version: count(r, "output_version")?,
+        error: r.try_get("error")?,
+    })
+}
+
+impl Store {
+    /// The newest `limit` jobs, with their leases in flight.
+    pub(crate) async fn dashboard_jobs(&self, limit: u32) -> Result<Vec<DashboardJob>> {
+        let rows = sqlx::query(&format!("{JOB_SELECT} ORDER BY created_ms DESC LIMIT ?"))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+        let mut jobs = rows.iter().map(dashboard_job).collect::<Result<Vec<_>>>()?;
+        let in_flight = self.in_flight_by_job(None).await?;
+        for j in &mut jobs {
+            if let Some(&(replicas, units)) = in_flight.get(&j.id) {
+                j.replicas_in_progress = replicas;
+                j.units_in_progress = units;
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// One job, with its leases in flight.
+    pub(crate) async fn dashboard_job(&self, job: &str) -> Result<Option<DashboardJob>> {
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
+            .bind(job)
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut j = dashboard_job(&row)?;
+        if let Some(&(replicas, units)) = self.in_flight_by_job(Some(job)).await?.get(job) {
+            j.replicas_in_progress = replicas;
+            j.units_in_progress = units;
+        }
+        Ok(Some(j))
+    }
+
+    /// Replicas and units in flight per job (of one job, or of all): read
+    /// from the leases in flight, never from a job's units. The CROSS JOIN
+    /// keeps that order (SQLite does not reorder it; elsewhere it is a
+    /// plain join).
+    async fn in_flight_by_job(&self, job: Option<&str>) -> Result<HashMap<String, (u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT u.job_id, COUNT(*) AS replicas, COUNT(DISTINCT r.unit_id) AS units
+             FROM replicas r CROSS JOIN units u
+             WHERE r.state = 'in_progress' AND u.id = r.unit_id AND (? IS NULL OR u.job_id = ?)
+             GROUP BY u.job_id",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("job_id")?,
+                    (count(r, "replicas")?, count(r, "units")?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Workers, the online ones (seen at or after `online_since`, or
+    /// holding a lease) and their slots, and replicas in flight.
+    pub(crate) async fn fleet(&self, online_since: i64) -> Result<Fleet> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS workers,
+                    SUM(CASE WHEN online THEN 1 ELSE 0 END) AS online,
+                    SUM(CASE WHEN online THEN slots ELSE 0 END) AS slots
+             FROM (SELECT w.slots, (w.last_seen_ms >= ? OR EXISTS (
+                        SELECT 1 FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress'
+                   )) AS online
+                   FROM workers w) AS w",
+        )
+        .bind(online_since)
+        .fetch_one(&self.read)
+        .await?;
+        let in_flight: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE state = 'in_progress'")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(Fleet {
+            workers: count(&r, "workers")?,
+            workers_online: count(&r, "online")?,
+            slots_online: count(&r, "slots")?,
+            replicas_in_progress: in_flight.max(0) as u64,
+        })
+    }
+
+    /// Results returned in `[from, to)`: a count over one range of
+    /// `replicas_returned` (no grouping, which would sort the range).
+    pub(crate) async fn returned_between(&self, from: i64, to: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM replicas WHERE returned_ms >= ? AND returned_ms < ?",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// A job's replicas by state and failure kind, with an example message
+    /// per group.
+    pub(crate) async fn job_replica_groups(&self, job: &str) -> Result<Vec<ReplicaGroup>> {
+        let rows = sqlx::query(
+            "SELECT r.state, r.failure_kind, COUNT(*) AS n, MIN(r.message) AS example
+             FROM units u JOIN replicas r ON r.unit_id = u.id
+             WHERE u.job_id = ?
+             GROUP BY r.state, r.failure_kind",
+        )
+        .bind(job)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReplicaGroup {
+                    state: r.try_get("state")?,
+                    failure_kind: r.try_get("failure_kind")?,
+                    count: count(r, "n")?,
+                    example: r.try_get("example")?,
+                })
+            })
+            .collect()
+    }
+
+    /// One failed unit's error, as an example.
+    pub(crate) async fn job_unit_error(&self, job: &str) -> Result<Option<String>> {
+        let e: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT error FROM units WHERE job_id = ? AND state = 'failed' LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(e.flatten())
+    }
+
+    /// A job's accepted units by when their accepted result came back, per
+    /// bucket of `bucket_ms` counted from `from`: (bucket number, units).
+    pub(crate) async fn job_accepted_per_bucket(
+        &self,
+        job: &str,
+        from: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT (r.returned_ms - ?) / ? AS bucket, COUNT(*) AS n
+             FROM units u JOIN replicas r ON r.id = u.accepted_replica
+             WHERE u.job_id = ? AND u.state = 'accepted'
+             GROUP BY (r.returned_ms - ?) / ?",
+        )
+        .bind(from)
+        .bind(bucket_ms.max(1))
+        .bind(job)
+        .bind(from)
+        .bind(bucket_ms.max(1))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("bucket")?, count(r, "n")?)))
+            .collect()
+    }
+
+    /// Replicas leased now, the soonest deadline first.
+    pub(crate) async fn running_replicas(&self, limit: u32) -> Result<Vec<RunningReplica>> {
+        let rows = sqlx::query(
+            "SELECT r.worker_id, u.job_id, j.name, u.idx, r.leased_ms, r.deadline_ms
+             FROM replicas r CROSS JOIN units u CROSS JOIN jobs j
+             WHERE r.state = 'in_progress' AND u.id = r.unit_id AND j.id = u.job_id
+             ORDER BY r.deadline_ms LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunningReplica {
+                    worker_id: r.try_get("worker_id")?,
+                    job_id: r.try_get("job_id")?,
+                    job_name: r.try_get("name")?,
+                    unit_index: count(r, "idx")?,
+                    leased_ms: r.try_get("leased_ms")?,
+                    deadline_ms: r.try_get("deadline_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The top `limit` accounts by `rank`.
+    pub(crate) async fn leading_accounts(
+        &self,
+        rank: Rank,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Leader>> {
+        let rows = sqlx::query(&format!(
+            "SELECT a.id, a.name, a.credit, a.recent_credit,
+                    (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS n
+             FROM accounts a ORDER BY {}, a.created_ms LIMIT ?",
+            rank.order("a")
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Leader {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    credit: count(r, "credit")? as f64 / FUEL_PER_CREDIT,
+                    recent_credit: recent_credit_per_day(r.try_get("recent_credit")?, now),
+                    count: count(r, "n")?,
+                    account: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The top `limit` workers by `rank`, with their accounts' names.
+    pub(crate) async fn leading_workers(
+        &self,
+        rank: Rank,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Leader>> {
+        let rows = sqlx::query(&format!(
+            "SELECT w.id, w.name, w.credit, w.recent_credit, w.valid_count AS n, a.name AS account
+             FROM workers w LEFT JOIN accounts a ON a.id = w.account_id
+             ORDER BY {}, w.created_ms LIMIT ?",
+            rank.order("w")
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Leader {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    credit: count(r, "credit")? as f64 / FUEL_PER_CREDIT,
+                    recent_credit: recent_credit_per_day(r.try_get("recent_credit")?, now),
+                    count: count(r, "n")?,
+                    account: r.try_get("account")?,
+                })
+            })
+            .collect()
+    }
+}

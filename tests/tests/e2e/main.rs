@@ -2,6 +2,7 @@
 //! HTTP, running the real sample tasks in the real sandbox.
 
 mod compare;
+mod dashboard;
 mod honest;
 mod hostile;
 mod leases;

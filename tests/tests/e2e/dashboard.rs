@@ -1,0 +1,618 @@
+//! The web dashboard: its JSON endpoints against real jobs and workers, and
+//! the page itself in headless Chromium, driven through chromedriver's W3C
+//! WebDriver HTTP API.
+
+use coordinator::clock::Clock as _;
+use protocol::{JobId, JobState};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wasm_at_home_tests::*;
+
+const MINUTE_MS: i64 = 60_000;
+
+async fn get(url: &str) -> Value {
+    let res = reqwest::get(url).await.unwrap();
+    assert!(res.status().is_success(), "GET {url}: {}", res.status());
+    res.json().await.unwrap()
+}
+
+async fn overview(c: &TestCoordinator) -> Value {
+    get(&format!("{}/api/v1/dashboard/overview", c.url)).await
+}
+
+async fn job_page(c: &TestCoordinator, job: JobId) -> Value {
+    get(&format!("{}/api/v1/dashboard/jobs/{job}", c.url)).await
+}
+
+/// A primes unit input: count the primes in [lo, hi).
+fn primes_unit(lo: u64, hi: u64) -> Vec<u8> {
+    let mut unit = lo.to_le_bytes().to_vec();
+    unit.extend_from_slice(&hi.to_le_bytes());
+    unit
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_api_reports_a_finished_job_its_workers_and_their_credit() {
+    let c = TestCoordinator::start().await;
+    let workers: Vec<_> = (0..2).map(|_| TestWorker::start(&c.url, 1)).collect();
+    let job = c
+        .running_job(primes_wasm(), b"1000000 20", quorum(2, 3))
+        .await;
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    for w in workers {
+        w.stop().await;
+    }
+
+    let o = overview(&c).await;
+    let jobs = o["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{o}");
+    let j = &jobs[0];
+    assert_eq!(j["id"], job.to_string());
+    assert_eq!(j["state"], "done");
+    assert_eq!(n(&j["units_total"]), 20);
+    assert_eq!(n(&j["units_accepted"]), 20);
+    assert_eq!(n(&j["units_failed"]), 0);
+    assert_eq!(n(&j["replicas_in_progress"]), 0);
+    assert_eq!(j["eta_ms"], Value::Null, "a finished job has no time left");
+    assert_eq!(n(&o["workers"]), 2);
+    assert_eq!(n(&o["workers_online"]), 2);
+    assert_eq!(n(&o["slots_online"]), 2);
+    assert_eq!(n(&o["replicas_in_progress"]), 0);
+    // Every replica came back within this (manual) minute: two per unit.
+    let t = &o["throughput"];
+    let buckets: Vec<u64> = t["buckets"].as_array().unwrap().iter().map(n).collect();
+    assert_eq!(buckets.len(), 60);
+    assert_eq!(n(&t["bucket_ms"]), MINUTE_MS as u64);
+    assert_eq!(n(&t["last_hour"]), 40);
+    assert_eq!(buckets.iter().sum::<u64>(), 40);
+    assert_eq!(buckets[59], 40, "the minute under way is last: {buckets:?}");
+    assert!((t["per_s_now"].as_f64().unwrap() - 40.0 / 60.0).abs() < 1e-9);
+
+    let d = job_page(&c, job).await;
+    assert_eq!(d["job"]["state"], "done");
+    let u = &d["units"];
+    assert_eq!(
+        (
+            n(&u["total"]),
+            n(&u["waiting"]),
+            n(&u["in_progress"]),
+            n(&u["accepted"]),
+            n(&u["failed"])
+        ),
+        (20, 0, 0, 20, 0),
+        "{d}"
+    );
+    let r = &d["replicas"];
+    assert_eq!((n(&r["total"]), n(&r["valid"])), (40, 40), "{d}");
+    for k in [
+        "invalid",
+        "errored",
+        "timed_out",
+        "discarded",
+        "returned",
+        "in_progress",
+    ] {
+        assert_eq!(n(&r[k]), 0, "{k}: {d}");
+    }
+    assert_eq!(d["errors"], json!([]));
+    let accepted: u64 = d["accepted"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(n)
+        .sum();
+    assert_eq!(accepted, 20, "{d}");
+    assert_eq!(n(&d["job"]["output_version"]), 1);
+    let url = d["output_url"].as_str().unwrap();
+    assert_eq!(url, format!("/api/v1/jobs/{job}/output"));
+    let output = reqwest::get(format!("{}{url}", c.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&output[..], b"78498\n", "primes below 10^6");
+
+    let w = get(&format!("{}/api/v1/dashboard/workers", c.url)).await;
+    let listed = w["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|w| n(&w["valid"]) == 20), "{w}");
+    assert_eq!(w["running"], json!([]));
+
+    let l = get(&format!("{}/api/v1/dashboard/leaderboard?limit=5", c.url)).await;
+    for board in [
+        "accounts_by_credit",
+        "accounts_by_recent",
+        "workers_by_credit",
+        "workers_by_recent",
+    ] {
+        let list = l[board].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{board}: {l}");
+        assert!(
+            list.iter().all(|e| e["credit"].as_f64().unwrap() > 0.0
+                && e["recent_credit"].as_f64().unwrap() > 0.0),
+            "{board}: {l}"
+        );
+    }
+    // Both workers did the same work, so both rank equal; each account
+    // has its one worker.
+    assert!(
+        l["accounts_by_credit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| n(&a["count"]) == 1)
+    );
+    assert!(
+        l["workers_by_credit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| n(&w["count"]) == 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_api_follows_a_job_through_time_with_its_rate_and_time_left() {
+    let c = TestCoordinator::start().await;
+    let units = (0..3)
+        .map(|i| primes_unit(i * 1000, (i + 1) * 1000))
+        .collect();
+    let job = c
+        .submit_units(primes_wasm(), units, quorum(1, 1), default_limits())
+        .await;
+    let w = ManualWorker::register(&c.url, "manual").await;
+    let minute = |t: i64| t.div_euclid(MINUTE_MS);
+    // The bucket of time `t` on the overview fetched at `now`.
+    let bucket = |t: i64, now: i64| (minute(t) - (minute(now) - 59)) as usize;
+    let buckets = |o: &Value| -> Vec<u64> {
+        o["throughput"]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(n)
+            .collect()
+    };
+
+    // Nothing done for 100 s (no worker yet): no rate.
+    c.clock.advance(100_000);
+    let o = overview(&c).await;
+    assert_eq!(o["jobs"][0]["eta_ms"], Value::Null, "{o}");
+    assert_eq!(n(&o["throughput"]["last_hour"]), 0);
+
+    // One unit leased: in progress on the job page, the overview and the
+    // workers page.
+    let lease = w.take(1).await.remove(0);
+    let d = job_page(&c, job).await;
+    assert_eq!(
+        (
+            n(&d["units"]["waiting"]),
+            n(&d["units"]["in_progress"]),
+            n(&d["replicas"]["in_progress"])
+        ),
+        (2, 1, 1),
+        "{d}"
+    );
+    assert_eq!(n(&overview(&c).await["replicas_in_progress"]), 1);
+    let running = get(&format!("{}/api/v1/dashboard/workers", c.url)).await["running"].clone();
+    assert_eq!(running.as_array().unwrap().len(), 1, "{running}");
+    assert_eq!(running[0]["worker_id"], w.id.to_string());
+    assert_eq!(running[0]["job_id"], job.to_string());
+    assert!(n(&running[0]["unit_index"]) < 3, "{running}");
+
+    let t0 = c.clock.now_ms();
+    w.compute_and_upload(&lease).await;
+    c.clock.advance(50_000);
+    let t1 = c.clock.now_ms();
+    let lease = w.take(1).await.remove(0);
+    w.compute_and_upload(&lease).await;
+
+    // Two of three units settled in the 50 s since the first look (not
+    // the 150 s since the job was submitted): one left, at that rate 25 s.
+    let o = overview(&c).await;
+    let j = &o["jobs"][0];
+    let rate = j["rate_per_s"].as_f64().unwrap();
+    assert!((rate - 2.0 / 50.0).abs() < 1e-9, "{j}");
+    assert_eq!(n(&j["eta_ms"]), 25_000, "{j}");
+    let b = buckets(&o);
+    let mut want = vec![0u64; 60];
+    want[bucket(t0, t1)] += 1;
+    want[bucket(t1, t1)] += 1;
+    assert_eq!(b, want);
+    assert_eq!(n(&o["throughput"]["last_hour"]), 2);
+    // Both within the last minute.
+    assert!((o["throughput"]["per_s_now"].as_f64().unwrap() - 2.0 / 60.0).abs() < 1e-9);
+
+    // Ten minutes on, those minutes are final (and kept); a third result
+    // lands in the minute under way.
+    c.clock.advance(10 * MINUTE_MS);
+    assert_eq!(n(&overview(&c).await["throughput"]["last_hour"]), 2);
+    let lease = w.take(1).await.remove(0);
+    w.compute_and_upload(&lease).await;
+    let t2 = c.clock.now_ms();
+    let done = c.wait_for_job(job).await;
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    let o = overview(&c).await;
+    let mut want = vec![0u64; 60];
+    for t in [t0, t1, t2] {
+        want[bucket(t, t2)] += 1;
+    }
+    assert_eq!(buckets(&o), want);
+    assert_eq!(o["jobs"][0]["eta_ms"], Value::Null);
+
+    // Seventy minutes later, the last hour is empty.
+    c.clock.advance(70 * MINUTE_MS);
+    let o = overview(&c).await;
+    assert_eq!(buckets(&o), vec![0u64; 60]);
+    assert_eq!(n(&o["throughput"]["last_hour"]), 0);
+    assert_eq!(n(&o["workers_online"]), 0, "not seen for 70 minutes");
+    assert_eq!(n(&o["workers"]), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_api_groups_a_jobs_errors_by_kind_with_an_example() {
+    let c = TestCoordinator::start().await;
+    let workers: Vec<_> = (0..2).map(|_| TestWorker::start(&c.url, 1)).collect();
+    // Three good units and two the module refuses (not 16 bytes).
+    let units = vec![
+        primes_unit(0, 1000),
+        b"not a range".to_vec(),
+        primes_unit(1000, 2000),
+        b"nor this".to_vec(),
+        primes_unit(2000, 3000),
+    ];
+    let job = c
+        .submit_units(primes_wasm(), units, quorum(2, 3), default_limits())
+        .await;
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!((status.units_accepted, status.units_failed), (3, 2));
+    for w in workers {
+        w.stop().await;
+    }
+    let d = job_page(&c, job).await;
+    assert_eq!(
+        (n(&d["units"]["accepted"]), n(&d["units"]["failed"])),
+        (3, 2),
+        "{d}"
+    );
+    // Two agreeing replicas settle each failed unit.
+    let errors = d["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{d}");
+    assert_eq!(errors[0]["kind"], "exit_code");
+    assert_eq!(n(&errors[0]["count"]), 4);
+    assert_eq!(n(&errors[0]["agreed"]), 4);
+    let example = errors[0]["example"].as_str().unwrap();
+    assert!(example.contains("16 bytes"), "{example}");
+    assert!(
+        d["unit_error"].as_str().unwrap().contains("exit_code"),
+        "{d}"
+    );
+    assert_eq!(n(&d["replicas"]["valid"]), 10);
+
+    // Bad ids are refused; unknown jobs are not found.
+    let bad = reqwest::get(format!("{}/api/v1/dashboard/jobs/nope", c.url))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = reqwest::get(format!(
+        "{}/api/v1/dashboard/jobs/{}",
+        c.url,
+        JobId::random()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // The page and its assets are served from the binary.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let res = reqwest::get(format!("{}{path}", c.url)).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+    }
+}
+
+// ---- headless Chromium ----
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long the page may take to show what the coordinator knows.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A headless Chromium session through chromedriver. Dropping it ends the
+/// session and stops the chromedriver it started.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    driver: Child,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser")
+            .field("base", &self.base)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium, or, when they are not
+    /// installed, returns None (outside CI) or panics (with CI=true).
+    async fn start() -> Option<Browser> {
+        let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+            .into_iter()
+            .filter(|p| !std::path::Path::new(p).exists())
+            .collect();
+        if !missing.is_empty() {
+            let msg = format!(
+                "{} not installed: the dashboard's browser test needs `apt-get install -y chromium chromium-driver` (.ci/run does it)",
+                missing.join(" and ")
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut browser = Browser {
+            http,
+            base,
+            session: String::new(),
+            driver,
+        };
+        // chromedriver listens a moment after it starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = browser
+                .http
+                .get(format!("{}/status", browser.base))
+                .send()
+                .await;
+            if let Ok(res) = ready
+                && let Ok(v) = res.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--window-size=1280,900", "--disable-dev-shm-usage"],
+            },
+        }}});
+        let v = browser.call("POST", "/session", Some(caps)).await;
+        browser.session = v["sessionId"].as_str().expect("a session id").to_string();
+        Some(browser)
+    }
+
+    /// One WebDriver command; returns its `value`.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if self.session.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = match method {
+            "GET" => self.http.get(&url),
+            "POST" => self.http.post(&url).json(&body.unwrap_or(json!({}))),
+            other => unreachable!("{other}"),
+        };
+        let res = req.send().await.expect("chromedriver answers");
+        let status = res.status();
+        let v: Value = res.json().await.expect("chromedriver answers JSON");
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url }))).await;
+    }
+
+    /// Runs `script` (a function body) in the page; returns its result.
+    async fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Polls the page until `script` returns something truthy; returns it.
+    async fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let v = self.js(script).await;
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(x) => x.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                self.screenshot("timeout").await;
+                let text = self.js("return document.body.innerText").await;
+                panic!("the page did not show {what} within {PAGE_TIMEOUT:?}; it shows:\n{text}");
+            }
+            // The interval between two looks at the DOM, not a wait for
+            // the system under test.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the page as target/dashboard-screenshots/NAME.png.
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let v = self.call("GET", "/screenshot", None).await;
+        let png: protocol::Bytes = serde_json::from_value(v).expect("base64 PNG");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, &*png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // End the session (closing Chromium) with a plain blocking request,
+        // then stop chromedriver.
+        if !self.session.is_empty()
+            && let Ok(mut s) = std::net::TcpStream::connect(self.base.trim_start_matches("http://"))
+        {
+            use std::io::{Read as _, Write as _};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// target/dashboard-screenshots, in CARGO_TARGET_DIR if set.
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("dashboard-screenshots")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_shows_a_real_job_reach_100_percent_live_then_the_workers_and_their_credit() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let c = TestCoordinator::start().await;
+    let job = c
+        .running_job(primes_wasm(), b"20000000 60", quorum(2, 3))
+        .await;
+
+    // The page lists the job at 0% before any worker exists.
+    browser.goto(&format!("{}/", c.url)).await;
+    let row = format!("document.querySelector('tr[data-job=\"{job}\"]')");
+    let shown = browser
+        .wait_for(
+            "the job at 0%",
+            &format!("const r = {row}; return r && r.querySelector('.pct').dataset.pct;"),
+        )
+        .await;
+    assert_eq!(shown, "0");
+    browser.js("window.loadedOnce = 'yes'; return true;").await;
+
+    // Workers start; the same page (no reload) follows the job to 100%.
+    let workers: Vec<_> = (0..3).map(|_| TestWorker::start(&c.url, 1)).collect();
+    browser
+        .wait_for(
+            "the job done at 100%",
+            &format!(
+                "const r = {row}; return r && r.dataset.state === 'done' && r.querySelector('.pct').dataset.pct === '100';"
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.loadedOnce || null;").await,
+        "yes",
+        "the page was not reloaded"
+    );
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done);
+    assert_eq!(status.units_accepted, 60);
+    browser.screenshot("overview").await;
+
+    // The job page: every unit accepted and the output to download.
+    browser
+        .js(&format!("location.hash = '#/job/{job}'; return true;"))
+        .await;
+    let href = browser
+        .wait_for(
+            "the job page with its output",
+            "const a = document.querySelector('#download'); \
+             const n = document.querySelector('[data-units=accepted]'); \
+             return a && n && n.textContent === '60' && a.getAttribute('href');",
+        )
+        .await;
+    assert_eq!(href, format!("/api/v1/jobs/{job}/output"));
+    browser.screenshot("job").await;
+
+    // The workers page lists the three workers.
+    browser
+        .js("location.hash = '#/workers'; return true;")
+        .await;
+    let listed = browser
+        .wait_for(
+            "the three workers",
+            "const ids = [...document.querySelectorAll('tr[data-worker]')].map(r => r.dataset.worker); \
+             return ids.length === 3 && ids;",
+        )
+        .await;
+    let mut listed: Vec<String> = serde_json::from_value(listed).unwrap();
+    listed.sort();
+    let mut registered: Vec<String> = c.workers().await.iter().map(|w| w.id.to_string()).collect();
+    registered.sort();
+    assert_eq!(listed, registered);
+    browser.screenshot("workers").await;
+
+    // The leaderboard shows credit earned.
+    browser
+        .js("location.hash = '#/leaderboard'; return true;")
+        .await;
+    let top = browser
+        .wait_for(
+            "credit on the leaderboard",
+            "const c = [...document.querySelectorAll('#leaderboard [data-credit]')].map(e => Number(e.dataset.credit)); \
+             return c.length > 0 && Math.max(...c) > 0 && Math.max(...c);",
+        )
+        .await;
+    assert!(top.as_f64().unwrap() > 0.0);
+    browser.screenshot("leaderboard").await;
+
+    assert_eq!(
+        browser.js("return window.loadedOnce || null;").await,
+        "yes",
+        "moving between pages never reloads"
+    );
+    for w in workers {
+        w.stop().await;
+    }
+}
