@@ -1874,29 +1874,8 @@ impl Settling {
             }
         }
 
-        for chunk in d.quorum.chunks(VALUES_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, quorum) AS (");
-            q.push_values(chunk, |mut b, (unit, n)| {
-                b.push_bind(*unit).push_bind(*n);
-            });
-            q.push(
-                ") UPDATE units SET quorum = v.quorum FROM v
-                   WHERE units.id = v.id AND units.state = 'open'",
-            );
-            q.build().execute(&mut **tx).await?;
-        }
-
-        for chunk in d.needed.chunks(VALUES_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, needed) AS (");
-            q.push_values(chunk, |mut b, (unit, n)| {
-                b.push_bind(*unit).push_bind(*n);
-            });
-            q.push(
-                ") UPDATE units SET needed = v.needed FROM v
-                   WHERE units.id = v.id AND units.state = 'open'",
-            );
-            q.build().execute(&mut **tx).await?;
-        }
+        set_on_open_units(tx, "quorum", &d.quorum).await?;
+        set_on_open_units(tx, "needed", &d.needed).await?;
 
         // Per job: units newly accepted and failed.
         let mut counts: Vec<(String, i64, i64)> = Vec::new();
@@ -2200,6 +2179,27 @@ pub fn recent_credit_per_day(stored: f64, now: i64) -> f64 {
     // The decayed sum of credits, divided by the mean age weight of an
     // exponential average with half-life H: ln 2 / H per day.
     stored / recent_credit_growth(now) * std::f64::consts::LN_2 / 7.0
+}
+
+/// Sets `column` (a name from this module, never from input) of the open
+/// units among `values` (unit, value), with one statement per chunk.
+async fn set_on_open_units(
+    tx: &mut Transaction<'_, Sqlite>,
+    column: &'static str,
+    values: &[(i64, i64)],
+) -> Result<()> {
+    for chunk in values.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, value) AS (");
+        q.push_values(chunk, |mut b, (unit, value)| {
+            b.push_bind(*unit).push_bind(*value);
+        });
+        q.push(format!(
+            ") UPDATE units SET {column} = v.value FROM v
+               WHERE units.id = v.id AND units.state = 'open'"
+        ));
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Decides one unit from its rows (one per replica, with the unit's and
