@@ -55,6 +55,9 @@ pub struct Config {
     /// How long a stopping worker lets running units finish and uploads
     /// drain before it exits (what is left is on disk for the next start).
     pub grace: Duration,
+    /// The most bytes the module cache (downloaded and compiled modules)
+    /// keeps on disk.
+    pub cache_bytes: u64,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             account: None,
             max_backoff: Duration::from_secs(30),
             grace: Duration::from_secs(30),
+            cache_bytes: 2 << 30,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Settings {
     pub slots: Option<usize>,
     pub name: Option<String>,
     pub account: Option<String>,
+    /// The module cache's size limit, in MiB.
+    pub cache_mb: Option<u64>,
 }
 
 impl Settings {
@@ -100,6 +106,7 @@ impl Settings {
             slots: self.slots.or(other.slots),
             name: self.name.or(other.name),
             account: self.account.or(other.account),
+            cache_mb: self.cache_mb.or(other.cache_mb),
         }
     }
 
@@ -119,6 +126,9 @@ impl Settings {
             config.name = name;
         }
         config.account = self.account;
+        if let Some(mb) = self.cache_mb {
+            config.cache_bytes = mb << 20;
+        }
         config
     }
 }
@@ -241,7 +251,7 @@ impl Worker {
         }
         let state = StateDir::open(&config.state_dir)?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
-        let cache = ModuleCache::new(sandbox.clone(), state.cache_dir())
+        let cache = ModuleCache::new(sandbox.clone(), state.cache_dir(), config.cache_bytes)
             .context("cannot create the module cache")?;
         let identity = match state.identity()? {
             Some(id) if id.coordinator == config.coordinator => id,

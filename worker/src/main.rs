@@ -33,7 +33,7 @@ enum Command {
     /// Register (on first start) and run units until stopped (Ctrl-C or SIGTERM).
     Run {
         /// A TOML file with any of: coordinator, state_dir, slots, name,
-        /// account. Flags and environment variables win over it.
+        /// account, cache_mb. Flags and environment variables win over it.
         #[arg(long, env = "WASM_AT_HOME_CONFIG")]
         config: Option<PathBuf>,
         /// The coordinator's URL [default: http://127.0.0.1:8080].
@@ -54,6 +54,10 @@ enum Command {
         /// prints the key).
         #[arg(long, env = "WASM_AT_HOME_ACCOUNT")]
         account: Option<String>,
+        /// The most disk space the module cache (downloaded and compiled
+        /// modules) uses, in MiB [default: 2048].
+        #[arg(long, env = "WASM_AT_HOME_CACHE_MB")]
+        cache_mb: Option<u64>,
     },
 }
 
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             slots,
             name,
             account,
+            cache_mb,
         } => {
             let given = worker::Settings {
                 coordinator,
@@ -80,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 slots,
                 name,
                 account,
+                cache_mb,
             };
             let file = match &config {
                 Some(path) => worker::Settings::read(path)?,
