@@ -58,6 +58,7 @@ pub fn router(c: Coordinator) -> Router {
             "/replicas/{id}/result",
             put(put_result).layer(DefaultBodyLimit::max(max_result)),
         )
+        .route("/replicas/{id}/release", post(release_replica))
         // A batch carries at most as much as the largest single result.
         .route(
             "/results",
@@ -592,6 +593,33 @@ async fn put_result(
         c.inner.store.record_result(upload, c.now_ms()).await,
     )?;
     Ok(Json(UploadResponse { status }))
+}
+
+/// A worker gives back a lease it will not run (it is stopping): the unit
+/// goes to another worker at once. Releasing twice, or after the result,
+/// changes nothing.
+async fn release_replica(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let worker = require_worker(&c, &headers).await?;
+    let replica: ReplicaId = parse(&id, "replica id")?;
+    match c
+        .inner
+        .store
+        .release(worker.id, replica, c.now_ms())
+        .await?
+    {
+        Ok(effects) => {
+            c.apply(effects);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(Refusal::NotYours) => Err(ApiError::Forbidden(format!(
+            "replica {replica} was leased to another worker"
+        ))),
+        Err(_) => Err(ApiError::NotFound(format!("no replica {replica}"))),
+    }
 }
 
 /// Several results in one request: recorded together (usually in one

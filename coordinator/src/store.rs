@@ -820,6 +820,45 @@ impl Store {
         Ok((expired.len(), effects))
     }
 
+    /// Gives back a lease `worker` holds and has not run: the unit wants a
+    /// replica again at once, and the worker is not counted a timeout.
+    pub async fn release(
+        &self,
+        worker: WorkerId,
+        replica: ReplicaId,
+        now: i64,
+    ) -> Result<Result<Effects, Refusal>> {
+        let mut tx = self.write.begin().await?;
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT unit_id, worker_id, state FROM replicas WHERE id = ?")
+                .bind(replica.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((unit, owner, state)) = row else {
+            return Ok(Err(Refusal::NoSuchReplica));
+        };
+        if owner != worker.to_string() {
+            return Ok(Err(Refusal::NotYours));
+        }
+        if state != ReplicaState::InProgress.as_str() {
+            // Returned, timed out or released before: nothing to give back.
+            return Ok(Ok(Effects::default()));
+        }
+        sqlx::query(
+            "UPDATE replicas SET state = 'released' WHERE id = ? AND state = 'in_progress'",
+        )
+        .bind(replica.0)
+        .execute(&mut *tx)
+        .await?;
+        let settling = Settling {
+            units: vec![unit],
+            ..Settling::default()
+        };
+        let effects = settling.apply(&mut tx, &self.trust, now).await?;
+        tx.commit().await?;
+        Ok(Ok(effects))
+    }
+
     /// Records what a worker returned for one of its replicas and settles
     /// the unit, acknowledging only after the commit.
     ///
@@ -2217,9 +2256,9 @@ fn decide_unit(
     let mut workers = Vec::with_capacity(rows.len());
     for r in rows {
         let state = replica_state(r.try_get("state")?)?;
-        if state == ReplicaState::Discarded {
+        if matches!(state, ReplicaState::Discarded | ReplicaState::Released) {
             // Not a vote, and not counted against max_replicas: its worker
-            // was caught cheating elsewhere.
+            // was caught cheating elsewhere, or gave the lease back.
             continue;
         }
         replicas.push(Replica {

@@ -34,6 +34,8 @@ pub enum ReplicaState {
     /// Its worker was caught cheating on another unit; not a vote any more
     /// (backtracking).
     Discarded,
+    /// Its worker gave the lease back unstarted (stopping).
+    Released,
 }
 
 impl ReplicaState {
@@ -46,6 +48,7 @@ impl ReplicaState {
             ReplicaState::Errored => "errored",
             ReplicaState::TimedOut => "timed_out",
             ReplicaState::Discarded => "discarded",
+            ReplicaState::Released => "released",
         }
     }
 
@@ -58,6 +61,7 @@ impl ReplicaState {
             ReplicaState::Errored,
             ReplicaState::TimedOut,
             ReplicaState::Discarded,
+            ReplicaState::Released,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -181,4 +181,14 @@ impl Client {
         self.json(self.http.post(self.url("/results")).json(results))
             .await
     }
+
+    /// Gives back a lease this worker will not run.
+    pub async fn release(&self, replica: ReplicaId) -> Result<(), ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/replicas/{replica}/release"))),
+        )
+        .await
+        .map(|_| ())
+    }
 }

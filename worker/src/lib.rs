@@ -176,6 +176,8 @@ pub struct Stats {
     pub compilations: u64,
     /// Leases dropped unstarted because their deadline had passed.
     pub dropped: u64,
+    /// Leases given back unstarted when stopping.
+    pub released: u64,
 }
 
 /// Exponential backoff with jitter: 0.5 to 1 times a doubling delay.
@@ -418,10 +420,19 @@ impl Worker {
             }
         };
 
-        // Stopping: let running units finish and uploads drain, within the
-        // grace period. Whatever is left stays on disk for the next start;
-        // queued units not started are the coordinator's to reissue.
+        // Stopping: queued units go back to the coordinator at once (one
+        // attempt each; one not given back is reissued after its deadline),
+        // running units finish and uploads drain within the grace period.
+        // Whatever is left stays on disk for the next start.
         tracing::info!(running = runs.len(), queued = queue.len(), "stopping");
+        for (lease, _) in queue.drain(..) {
+            match self.client.release(lease.replica_id).await {
+                Ok(()) => stats.released += 1,
+                Err(e) => {
+                    tracing::warn!(replica = %lease.replica_id, error = %e, "cannot give the lease back; it runs out by itself")
+                }
+            }
+        }
         let drained = tokio::time::timeout(self.config.grace, async {
             while let Some(done) = runs.join_next().await {
                 stats.units_run += 1;

@@ -128,3 +128,30 @@ async fn a_worker_is_served_past_the_units_it_already_returned() {
     got.sort();
     assert_eq!(got, oldest[..16]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_released_lease_goes_to_another_worker_at_once_and_is_no_timeout() {
+    let c = TestCoordinator::start().await;
+    let job = c.running_job(primes_wasm(), b"1000 2", quorum(1, 2)).await;
+    let quitter = ManualWorker::register(&c.url, "quitter").await;
+    let leases = quitter.take(16).await;
+    assert_eq!(leases.len(), 2);
+    quitter.client.release(leases[0].replica_id).await.unwrap();
+    // Twice is fine; someone else's is not.
+    quitter.client.release(leases[0].replica_id).await.unwrap();
+    let other = ManualWorker::register(&c.url, "other").await;
+    let err = other
+        .client
+        .release(leases[1].replica_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    // The clock stands still, yet the released unit is leased again now.
+    let again = other.take(16).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].unit_id, leases[0].unit_id);
+    other.compute_and_upload(&again[0]).await;
+    quitter.compute_and_upload(&leases[1]).await;
+    assert_eq!(c.wait_for_job(job).await.units_accepted, 2);
+    assert_eq!(c.worker(quitter.id).await.timeouts, 0);
+}

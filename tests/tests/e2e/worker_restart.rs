@@ -84,3 +84,42 @@ async fn a_lease_that_runs_out_while_queued_is_dropped_not_computed() {
     assert_eq!(stats.units_run, 1, "{stats:?}");
     assert_eq!(stats.dropped, 1, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_worker_gives_back_its_queued_leases_at_once() {
+    let c = TestCoordinator::start().await;
+    let module = c.client.upload_blob(kernels_wasm()).await.unwrap();
+    let spec = protocol::JobSpec {
+        name: "two slow units".into(),
+        module,
+        input: None,
+        units: Some(vec![
+            b"mandelbrot 3500".to_vec().into(),
+            b"mandelbrot 3501".to_vec().into(),
+        ]),
+        limits: protocol::Limits {
+            fuel: 1 << 40,
+            ..default_limits()
+        },
+        lease_secs: 3600,
+        validation: quorum(1, 2),
+    };
+    let job = c.client.submit(&spec).await.unwrap();
+    // One slot: one unit runs (for seconds), the other waits in the
+    // worker's queue.
+    let w = TestWorker::start(&c.url, 1);
+    c.wait_until(job, |s| s.replicas_in_progress == 2).await;
+    let stats = w.stop().await;
+    assert_eq!((stats.units_run, stats.released), (1, 1), "{stats:?}");
+    // The coordinator's clock stands still: without the release the unit
+    // would wait an hour. Another worker gets it now.
+    let other = ManualWorker::register(&c.url, "other").await;
+    let leases = other.take(16).await;
+    assert_eq!(leases.len(), 1);
+    other.compute_and_upload(&leases[0]).await;
+    assert_eq!(c.wait_for_job(job).await.units_accepted, 2);
+    assert!(
+        c.workers().await.iter().all(|w| w.timeouts == 0),
+        "giving a lease back is not a timeout"
+    );
+}
