@@ -59,6 +59,17 @@ enum Command {
         #[arg(long, env = "WASM_AT_HOME_CACHE_MB")]
         cache_mb: Option<u64>,
     },
+    /// Print a systemd service unit for running the worker as a service
+    /// (save it as /etc/systemd/system/wasm-at-home-worker.service; it stays
+    /// off until you run `systemctl enable --now wasm-at-home-worker`).
+    Install {
+        /// The config file the service reads (coordinator, account, ...).
+        #[arg(long, default_value = "/etc/wasm-at-home/worker.toml")]
+        config: PathBuf,
+        /// The worker binary the service runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -97,6 +108,19 @@ async fn main() -> anyhow::Result<()> {
                 units = stats.units_run,
                 uploaded = stats.uploaded,
                 "worker stopped"
+            );
+        }
+        Command::Install { config, binary } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            print!("{}", worker::systemd_unit(&binary, Some(&config)));
+            eprintln!(
+                "# Save this as /etc/systemd/system/wasm-at-home-worker.service, write {} \
+                 (see `worker --help`), then opt in with: \
+                 systemctl daemon-reload && systemctl enable --now wasm-at-home-worker",
+                config.display()
             );
         }
     }
