@@ -964,7 +964,11 @@ impl Pending {
 /// when every `Store` handle is gone.
 async fn writer(write: SqlitePool, trust: Arc<TrustState>, mut queue: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    loop {
+        // A batch taken but not applied in the last turn goes first.
+        if batch.is_empty() && queue.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+            return;
+        }
         let mut conn = match write.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -990,21 +994,6 @@ async fn writer(write: SqlitePool, trust: Arc<TrustState>, mut queue: mpsc::Rece
             if batch.is_empty() {
                 break;
             }
-        }
-        drop(conn);
-        if !batch.is_empty() {
-            // Taken from the queue but not applied: first in the next turn.
-            let mut conn = match write.acquire().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    let e = e.to_string();
-                    for pending in batch.drain(..) {
-                        pending.answer(Err(sqlx::Error::Protocol(e.clone())));
-                    }
-                    continue;
-                }
-            };
-            apply_batch(&mut conn, &trust, &mut batch).await;
         }
     }
 }

@@ -76,16 +76,31 @@ impl Config {
 }
 
 /// Settings as a volunteer gives them: flags and environment variables
-/// (through clap) or a TOML file. Every one is optional.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+/// (`worker run`'s arguments) or a TOML file. Every one is optional.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The coordinator's URL [default: http://127.0.0.1:8080].
+    #[arg(long, env = "WASM_AT_HOME_COORDINATOR")]
     pub coordinator: Option<String>,
+    /// Where the worker keeps its identity, pending results and caches
+    /// [default: worker-state].
+    #[arg(long, env = "WASM_AT_HOME_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Units to run at once (default: the number of cores).
+    #[arg(long, env = "WASM_AT_HOME_SLOTS")]
     pub slots: Option<usize>,
+    /// The name shown on the coordinator's dashboard (default: host name).
+    #[arg(long, env = "WASM_AT_HOME_NAME")]
     pub name: Option<String>,
+    /// The key of your volunteer account, to add this machine to it (a
+    /// first machine registered without it creates the account and prints
+    /// the key).
+    #[arg(long, env = "WASM_AT_HOME_ACCOUNT")]
     pub account: Option<String>,
-    /// The module cache's size limit, in MiB.
+    /// The most disk space the module cache (downloaded and compiled
+    /// modules) uses, in MiB [default: 2048].
+    #[arg(long, env = "WASM_AT_HOME_CACHE_MB")]
     pub cache_mb: Option<u64>,
 }
 

@@ -36,28 +36,8 @@ enum Command {
         /// account, cache_mb. Flags and environment variables win over it.
         #[arg(long, env = "WASM_AT_HOME_CONFIG")]
         config: Option<PathBuf>,
-        /// The coordinator's URL [default: http://127.0.0.1:8080].
-        #[arg(long, env = "WASM_AT_HOME_COORDINATOR")]
-        coordinator: Option<String>,
-        /// Where the worker keeps its identity, pending results and caches
-        /// [default: worker-state].
-        #[arg(long, env = "WASM_AT_HOME_STATE_DIR")]
-        state_dir: Option<PathBuf>,
-        /// Units to run at once (default: the number of cores).
-        #[arg(long, env = "WASM_AT_HOME_SLOTS")]
-        slots: Option<usize>,
-        /// The name shown on the coordinator's dashboard (default: host name).
-        #[arg(long, env = "WASM_AT_HOME_NAME")]
-        name: Option<String>,
-        /// The key of your volunteer account, to add this machine to it (a
-        /// first machine registered without it creates the account and
-        /// prints the key).
-        #[arg(long, env = "WASM_AT_HOME_ACCOUNT")]
-        account: Option<String>,
-        /// The most disk space the module cache (downloaded and compiled
-        /// modules) uses, in MiB [default: 2048].
-        #[arg(long, env = "WASM_AT_HOME_CACHE_MB")]
-        cache_mb: Option<u64>,
+        #[command(flatten)]
+        settings: worker::Settings,
     },
     /// Print a systemd service unit for running the worker as a service
     /// (save it as /etc/systemd/system/wasm-at-home-worker.service; it stays
@@ -81,28 +61,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run {
-            config,
-            coordinator,
-            state_dir,
-            slots,
-            name,
-            account,
-            cache_mb,
-        } => {
-            let given = worker::Settings {
-                coordinator,
-                state_dir,
-                slots,
-                name,
-                account,
-                cache_mb,
-            };
+        Command::Run { config, settings } => {
             let file = match &config {
                 Some(path) => worker::Settings::read(path)?,
                 None => worker::Settings::default(),
             };
-            let config = given.or(file).into_config();
+            let config = settings.or(file).into_config();
             let stats = worker::run(config, shutdown_signal()).await?;
             tracing::info!(
                 units = stats.units_run,
