@@ -238,27 +238,17 @@ impl Store {
         limit: u32,
         now: i64,
     ) -> Result<Vec<Leader>> {
-        let rows = sqlx::query(&format!(
-            "SELECT a.id, a.name, a.credit, a.recent_credit,
-                    (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS n
-             FROM accounts a ORDER BY {}, a.created_ms LIMIT ?",
-            rank.order("a")
-        ))
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Leader {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    credit: count(r, "credit")? as f64 / FUEL_PER_CREDIT,
-                    recent_credit: recent_credit_per_day(r.try_get("recent_credit")?, now),
-                    count: count(r, "n")?,
-                    account: None,
-                })
-            })
-            .collect()
+        self.leaders(
+            &format!(
+                "SELECT a.id, a.name, a.credit, a.recent_credit, NULL AS account,
+                        (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS n
+                 FROM accounts a ORDER BY {}, a.created_ms LIMIT ?",
+                rank.order("a")
+            ),
+            limit,
+            now,
+        )
+        .await
     }
 
     /// The top `limit` workers by `rank`, with their accounts' names.
@@ -268,15 +258,26 @@ impl Store {
         limit: u32,
         now: i64,
     ) -> Result<Vec<Leader>> {
-        let rows = sqlx::query(&format!(
-            "SELECT w.id, w.name, w.credit, w.recent_credit, w.valid_count AS n, a.name AS account
-             FROM workers w LEFT JOIN accounts a ON a.id = w.account_id
-             ORDER BY {}, w.created_ms LIMIT ?",
-            rank.order("w")
-        ))
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
+        self.leaders(
+            &format!(
+                "SELECT w.id, w.name, w.credit, w.recent_credit, w.valid_count AS n, a.name AS account
+                 FROM workers w LEFT JOIN accounts a ON a.id = w.account_id
+                 ORDER BY {}, w.created_ms LIMIT ?",
+                rank.order("w")
+            ),
+            limit,
+            now,
+        )
+        .await
+    }
+
+    /// Runs a leaderboard query (columns id, name, credit, recent_credit, n,
+    /// account) with `limit`.
+    async fn leaders(&self, sql: &str, limit: u32, now: i64) -> Result<Vec<Leader>> {
+        let rows = sqlx::query(sql)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Leader {
