@@ -1105,10 +1105,7 @@ async fn lease_batch(
     for chunk in workers.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE workers SET last_seen_ms = ");
         q.push_bind(now).push(" WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id.clone());
-        }
+        push_list(&mut q, chunk.iter().cloned());
         q.push(
             ") RETURNING id, slots, quota, quota_day, leased_today, consecutive_valid,
                  2 * slots - (SELECT COUNT(*) FROM replicas r
@@ -1177,10 +1174,7 @@ async fn lease_batch(
                 .push_bind(last.unit)
                 .push(format!(" AND {column} IN ("));
             // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
-            let mut list = q.separated(", ");
-            for k in &wanted {
-                list.push_bind(k.to_string());
-            }
+            push_list(&mut q, wanted.iter().map(|k| k.to_string()));
             q.push(")");
             for row in q.build().fetch_all(&mut **tx).await? {
                 let k: String = row.try_get("k")?;
@@ -1246,10 +1240,7 @@ async fn lease_batch(
                     j.lease_secs
              FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id IN (",
         );
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
+        push_list(&mut q, chunk.iter().copied());
         q.push(")");
         for row in q.build().fetch_all(&mut **tx).await? {
             details.insert(row.try_get("id")?, row);
@@ -1554,10 +1545,7 @@ async fn record_uploads(
              FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
              WHERE r.id IN (",
         );
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
+        push_list(&mut q, chunk.iter().copied());
         q.push(")");
         for row in q.build().fetch_all(&mut **tx).await? {
             let fuel_used: Option<i64> = row.try_get("fuel_used")?;
@@ -1710,6 +1698,18 @@ async fn insert_units(
     Ok(())
 }
 
+/// Pushes `values` as a comma-separated list of bound parameters (the
+/// inside of an `IN (...)`).
+fn push_list<'q, T>(q: &mut sqlx::QueryBuilder<'q, Sqlite>, values: impl IntoIterator<Item = T>)
+where
+    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let mut list = q.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+}
+
 /// How many ids one `IN (...)` list carries, and rows one `VALUES` list:
 /// well under SQLite's limit of 32,766 bound parameters per statement.
 const IN_LIST_MAX: usize = 512;
@@ -1859,10 +1859,7 @@ impl Settling {
                  FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
                  WHERE r.unit_id IN (",
             );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut q, chunk.iter().copied());
             q.push(") ORDER BY r.unit_id, r.id");
             let rows = q.build().fetch_all(&mut **tx).await?;
             for unit_rows in rows.chunk_by(|a, b| {
@@ -2008,10 +2005,7 @@ impl Settling {
             "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
              WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
         );
-        let mut list = q.separated(", ");
-        for w in caught {
-            list.push_bind(w.clone());
-        }
+        push_list(&mut q, caught.iter().cloned());
         q.push(
             ") AND NOT EXISTS (
                  SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
@@ -2020,10 +2014,7 @@ impl Settling {
         );
         q.push_bind(trust.config.threshold as i64);
         q.push(" AND o.worker_id NOT IN (");
-        let mut list = q.separated(", ");
-        for w in caught {
-            list.push_bind(w.clone());
-        }
+        push_list(&mut q, caught.iter().cloned());
         q.push("))");
         let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
         self.reopen(tx, &units, caught).await
@@ -2047,19 +2038,15 @@ impl Settling {
                 let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                     "UPDATE replicas SET state = CASE WHEN worker_id IN (",
                 );
-                let mut list = q.separated(", ");
                 // An empty list would not be SQL everywhere; '' is no worker.
-                list.push_bind(String::new());
-                for w in discard {
-                    list.push_bind(w.clone());
-                }
+                push_list(
+                    &mut q,
+                    std::iter::once(String::new()).chain(discard.iter().cloned()),
+                );
                 q.push(") THEN 'discarded' ELSE 'returned' END WHERE state = ")
                     .push_bind(judged_as)
                     .push(" AND unit_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
+                push_list(&mut q, chunk.iter().copied());
                 q.push(") RETURNING worker_id, fuel_used");
                 for row in q.build().fetch_all(&mut **tx).await? {
                     if judged_as == "valid" {
@@ -2075,10 +2062,7 @@ impl Settling {
                                   FROM jobs j WHERE j.id = units.job_id)
                  WHERE state = 'accepted' AND id IN (",
             );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut q, chunk.iter().copied());
             q.push(") RETURNING id, job_id");
             for row in q.build().fetch_all(&mut **tx).await? {
                 reopened.push((

@@ -53,29 +53,34 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
     assert_eq!(c.worker(registered.worker_id).await.valid, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_lease_that_runs_out_while_queued_is_dropped_not_computed() {
-    let c = TestCoordinator::start().await;
-    let module = c.client.upload_blob(kernels_wasm()).await.unwrap();
-    // Two units of about three seconds each (a 3000×3000 Mandelbrot), and
-    // leases of one second: a one-slot worker holds both, runs the first,
-    // and finds the second's lease gone when the slot frees.
+/// A job of two Mandelbrot units of `size`² pixels (seconds each), with
+/// leases of `lease_secs`.
+async fn slow_job(c: &TestCoordinator, size: u32, lease_secs: u64) -> protocol::JobId {
     let spec = protocol::JobSpec {
         name: "slow".into(),
-        module,
+        module: c.client.upload_blob(kernels_wasm()).await.unwrap(),
         input: None,
         units: Some(vec![
-            b"mandelbrot 3000".to_vec().into(),
-            b"mandelbrot 3001".to_vec().into(),
+            format!("mandelbrot {size}").into_bytes().into(),
+            format!("mandelbrot {}", size + 1).into_bytes().into(),
         ]),
         limits: protocol::Limits {
             fuel: 1 << 40,
             ..default_limits()
         },
-        lease_secs: 1,
+        lease_secs,
         validation: quorum(1, 2),
     };
-    let job = c.client.submit(&spec).await.unwrap();
+    c.client.submit(&spec).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_that_runs_out_while_queued_is_dropped_not_computed() {
+    let c = TestCoordinator::start().await;
+    // Two units of about three seconds each (a 3000×3000 Mandelbrot), and
+    // leases of one second: a one-slot worker holds both, runs the first,
+    // and finds the second's lease gone when the slot frees.
+    let job = slow_job(&c, 3000, 1).await;
     let w = TestWorker::start(&c.url, 1);
     // The first unit is accepted (the coordinator's clock stands still, so
     // its lease never runs out there).
@@ -88,23 +93,7 @@ async fn a_lease_that_runs_out_while_queued_is_dropped_not_computed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopping_worker_gives_back_its_queued_leases_at_once() {
     let c = TestCoordinator::start().await;
-    let module = c.client.upload_blob(kernels_wasm()).await.unwrap();
-    let spec = protocol::JobSpec {
-        name: "two slow units".into(),
-        module,
-        input: None,
-        units: Some(vec![
-            b"mandelbrot 3500".to_vec().into(),
-            b"mandelbrot 3501".to_vec().into(),
-        ]),
-        limits: protocol::Limits {
-            fuel: 1 << 40,
-            ..default_limits()
-        },
-        lease_secs: 3600,
-        validation: quorum(1, 2),
-    };
-    let job = c.client.submit(&spec).await.unwrap();
+    let job = slow_job(&c, 3500, 3600).await;
     // One slot: one unit runs (for seconds), the other waits in the
     // worker's queue.
     let w = TestWorker::start(&c.url, 1);
