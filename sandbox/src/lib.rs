@@ -438,6 +438,36 @@ impl Sandbox {
         limits: &Limits,
         stdout: Stdout,
     ) -> Report {
+        self.execute(program, mode, input, limits, stdout, None)
+    }
+
+    /// Like [`Sandbox::run`], but the run stops every [`SLICE_FUEL`] of fuel
+    /// and calls `pacer` with the fuel used so far, on the calling thread.
+    /// The pacer may block (to pause the run, or to hold a CPU ceiling) and
+    /// returns [`Pace::Stop`] to abandon the run, which then fails as a
+    /// `worker_error`. Pacing changes neither the fuel used nor the output:
+    /// the fuel between two stops is the same counter, handed out in slices.
+    pub fn run_paced(
+        &self,
+        program: &Program,
+        mode: Mode,
+        input: &[u8],
+        limits: &Limits,
+        stdout: Stdout,
+        pacer: &mut dyn FnMut(u64) -> Pace,
+    ) -> Report {
+        self.execute(program, mode, input, limits, stdout, Some(pacer))
+    }
+
+    fn execute(
+        &self,
+        program: &Program,
+        mode: Mode,
+        input: &[u8],
+        limits: &Limits,
+        stdout: Stdout,
+        pacer: Option<&mut dyn FnMut(u64) -> Pace>,
+    ) -> Report {
         let (stdout_stream, stdout_capacity) = match stdout {
             Stdout::Capture => (None, (limits.output_bytes as usize).min(64 * 1024)),
             Stdout::Stream(f) => (Some(f), 0),
@@ -462,11 +492,24 @@ impl Sandbox {
             .set_fuel(limits.fuel)
             .expect("fuel is enabled in this engine");
 
-        let result = program
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-            .and_then(|start| start.call(&mut store, ()));
+        let result = match pacer {
+            None => program
+                .pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+                .and_then(|start| start.call(&mut store, ())),
+            Some(pacer) => {
+                store
+                    .fuel_async_yield_interval(Some(SLICE_FUEL))
+                    .expect("fuel is enabled in this engine");
+                let run = async {
+                    let instance = program.pre.instantiate_async(&mut store).await?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call_async(&mut store, ()).await
+                };
+                drive(run, pacer)
+            }
+        };
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let result = match result {
             Ok(()) => Ok(0),
@@ -482,9 +525,60 @@ impl Sandbox {
     }
 }
 
+/// The fuel a paced run burns between two calls of its pacer: a few
+/// milliseconds of work on a current CPU, so pausing and duty-cycling react
+/// quickly while the stops cost nothing measurable.
+pub const SLICE_FUEL: u64 = 10_000_000;
+
+/// What a pacer tells a paced run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    Continue,
+    Stop,
+}
+
+/// Why a paced run ended early: the pacer said stop.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the worker stopped the run before it finished")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Polls a run to its end on this thread. The run is pending only when it
+/// used up a slice of fuel (no host function here is asynchronous), so
+/// each pending poll is one slice: the pacer is told the fuel used so far
+/// and may block before the run goes on.
+fn drive(
+    run: impl std::future::Future<Output = wasmtime::Result<()>>,
+    pacer: &mut dyn FnMut(u64) -> Pace,
+) -> wasmtime::Result<()> {
+    let mut run = std::pin::pin!(run);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut slices = 0u64;
+    loop {
+        match run.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => return result,
+            std::task::Poll::Pending => {
+                slices += 1;
+                if pacer(slices * SLICE_FUEL) == Pace::Stop {
+                    return Err(wasmtime::Error::new(Stopped));
+                }
+            }
+        }
+    }
+}
+
 /// Sorts an error out of wasmtime into an exit code or a failure kind.
 fn classify(e: wasmtime::Error) -> Result<i32, Failure> {
     let failure = |kind, message: String| Err(Failure { kind, message });
+    if e.downcast_ref::<Stopped>().is_some() {
+        return failure(FailureKind::WorkerError, Stopped.to_string());
+    }
     if let Some(stop) = e.downcast_ref::<HostStop>() {
         return match stop {
             HostStop::Exit(code) => Ok(*code),

@@ -272,3 +272,96 @@ fn streamed_stdout_reaches_the_sink_and_can_stop_the_run() {
     let report = sandbox.run(&program, Mode::Split, &[5u8; 100], &LIMITS, sink);
     assert_eq!(report.result.unwrap_err().kind, FailureKind::WorkerError);
 }
+
+/// Counts down from the number on stdin's first byte times a million, then
+/// writes one byte: a loop of a known, input-controlled length.
+const COUNTDOWN: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $n i32)
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 1))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $n (i32.mul (i32.load8_u (i32.const 100)) (i32.const 1000000)))
+    (loop $l
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (i32.gt_s (local.get $n) (i32.const 0))))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))))"#;
+
+#[test]
+fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
+    let sandbox = Sandbox::new().unwrap();
+    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    let limits = Limits {
+        fuel: 1 << 40,
+        ..LIMITS
+    };
+    let plain = sandbox.run(&program, Mode::Run, &[20], &limits, Stdout::Capture);
+    let mut told = Vec::new();
+    let paced = sandbox.run_paced(
+        &program,
+        Mode::Run,
+        &[20],
+        &limits,
+        Stdout::Capture,
+        &mut |fuel| {
+            told.push(fuel);
+            Pace::Continue
+        },
+    );
+    assert_eq!(plain.result, Ok(0));
+    assert_eq!(paced.result, Ok(0));
+    assert_eq!(paced.stdout, plain.stdout);
+    assert_eq!(paced.fuel_used, plain.fuel_used);
+    // One call per slice, each telling the fuel so far.
+    assert_eq!(told.len() as u64, plain.fuel_used / SLICE_FUEL);
+    assert!(told.windows(2).all(|w| w[1] == w[0] + SLICE_FUEL));
+}
+
+#[test]
+fn a_paced_run_runs_out_of_fuel_exactly_where_a_plain_one_does() {
+    let sandbox = Sandbox::new().unwrap();
+    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    for fuel in [SLICE_FUEL - 1, SLICE_FUEL, 3 * SLICE_FUEL + 7] {
+        let limits = Limits { fuel, ..LIMITS };
+        let plain = sandbox.run(&program, Mode::Run, &[200], &limits, Stdout::Capture);
+        let paced = sandbox.run_paced(
+            &program,
+            Mode::Run,
+            &[200],
+            &limits,
+            Stdout::Capture,
+            &mut |_| Pace::Continue,
+        );
+        assert_eq!(plain.result.unwrap_err().kind, FailureKind::OutOfFuel);
+        assert_eq!(paced.result.unwrap_err().kind, FailureKind::OutOfFuel);
+        assert_eq!(paced.fuel_used, plain.fuel_used);
+    }
+}
+
+#[test]
+fn a_pacer_can_stop_a_run() {
+    let sandbox = Sandbox::new().unwrap();
+    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    let limits = Limits {
+        fuel: 1 << 40,
+        ..LIMITS
+    };
+    let mut calls = 0;
+    let report = sandbox.run_paced(
+        &program,
+        Mode::Run,
+        &[200],
+        &limits,
+        Stdout::Capture,
+        &mut |_| {
+            calls += 1;
+            if calls == 3 { Pace::Stop } else { Pace::Continue }
+        },
+    );
+    assert_eq!(calls, 3);
+    assert_eq!(report.result.unwrap_err().kind, FailureKind::WorkerError);
+    assert!(report.stdout.is_empty());
+    assert!(report.fuel_used >= 3 * SLICE_FUEL && report.fuel_used < 4 * SLICE_FUEL);
+}
