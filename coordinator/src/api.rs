@@ -19,10 +19,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::{
-    AccountStatus, BlobHash, BlobRef, JobCreated, JobId, JobSpec, JobStatus, Lease,
-    MAX_RESULTS_PER_REQUEST, PROTOCOL_VERSION, Platform, RegisterRequest, RegisterResponse,
-    ReplicaAnswer, ReplicaId, ResultBatch, ResultBatchResponse, ResultUpload, UnitStatus,
-    UploadResponse, UploadStatus, WorkRequest, WorkResponse, WorkerId, WorkerStatus,
+    AccountStatus, BlobHash, BlobRef, Heartbeat, HeartbeatResponse, JobCreated, JobId, JobSpec,
+    JobStatus, Lease, MAX_RESULTS_PER_REQUEST, PROTOCOL_VERSION, Platform, RegisterRequest,
+    RegisterResponse, ReplicaAnswer, ReplicaId, ResultBatch, ResultBatchResponse, ResultUpload,
+    UnitStatus, UploadResponse, UploadStatus, WorkRequest, WorkResponse, WorkerId, WorkerStatus,
 };
 use serde::Deserialize;
 
@@ -59,6 +59,7 @@ pub fn router(c: Coordinator) -> Router {
             put(put_result).layer(DefaultBodyLimit::max(max_result)),
         )
         .route("/replicas/{id}/release", post(release_replica))
+        .route("/heartbeat", post(heartbeat))
         // A batch carries at most as much as the largest single result.
         .route(
             "/results",
@@ -558,6 +559,7 @@ async fn work(
             input: r.input.into(),
             limits: r.limits,
             deadline_ms: r.deadline_ms,
+            fuel_estimate: r.fuel_estimate,
         })
         .collect::<Vec<_>>();
     let retry_after_ms = if leases.is_empty() {
@@ -620,6 +622,34 @@ async fn release_replica(
         ))),
         Err(_) => Err(ApiError::NotFound(format!("no replica {replica}"))),
     }
+}
+
+/// The most running units one heartbeat may report: far more than any
+/// worker holds (two per slot).
+const MAX_HEARTBEAT_UNITS: usize = 4096;
+
+/// A worker's heartbeat: progress of its running units, which extends
+/// their leases; the answer names the units it no longer holds.
+async fn heartbeat(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    body: Result<Json<Heartbeat>, JsonRejection>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let worker = require_worker(&c, &headers).await?;
+    let Json(beat) = body?;
+    if beat.running.len() > MAX_HEARTBEAT_UNITS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} running units in one heartbeat; at most {MAX_HEARTBEAT_UNITS}",
+            beat.running.len()
+        )));
+    }
+    let answer = c
+        .inner
+        .store
+        .heartbeat(worker.id, &beat, c.now_ms())
+        .await?;
+    c.changed();
+    Ok(Json(answer))
 }
 
 /// Several results in one request: recorded together (usually in one

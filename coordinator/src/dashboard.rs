@@ -125,6 +125,11 @@ pub struct RunningReplica {
     pub unit_index: u64,
     pub leased_ms: i64,
     pub deadline_ms: i64,
+    /// Fuel used as of the worker's last heartbeat, and when that was.
+    pub fuel_used: Option<i64>,
+    pub progress_ms: Option<i64>,
+    /// The job's mean fuel per accepted unit: progress is fuel_used / this.
+    pub fuel_estimate: Option<i64>,
 }
 
 /// An account or a worker on the leaderboard.

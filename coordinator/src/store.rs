@@ -14,9 +14,9 @@ mod dashboard;
 
 use crate::validator::{self, Decision, Policy, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{
-    AccountStatus, BlobHash, FUEL_PER_CREDIT, FailureKind, JobId, JobState, JobStatus, Limits,
-    Outcome, Platform, ReplicaId, UnitId, UnitStatus, UploadStatus, Validation, WorkerId,
-    WorkerStatus,
+    AccountStatus, BlobHash, FUEL_PER_CREDIT, FailureKind, Heartbeat, HeartbeatResponse, JobId,
+    JobState, JobStatus, LeaseDeadline, Limits, MAX_LEASE_PERIODS, Outcome, Platform, ReplicaId,
+    UnitId, UnitStatus, UploadStatus, Validation, WorkerId, WorkerStatus,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -80,6 +80,7 @@ pub struct LeaseRow {
     pub input: Vec<u8>,
     pub limits: Limits,
     pub deadline_ms: i64,
+    pub fuel_estimate: Option<u64>,
 }
 
 /// A worker found by its token.
@@ -426,7 +427,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
                     error_count, timeout_count, consecutive_valid, credit, recent_credit,
-                    account_id, quota, quota_day, leased_today,
+                    account_id, quota, quota_day, leased_today, paused,
                     (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
              FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
         )
@@ -464,6 +465,7 @@ impl Store {
                     running: count("running")?,
                     account_id: r.try_get("account_id")?,
                     quota_left: count("quota")?.saturating_sub(used),
+                    paused: r.try_get("paused")?,
                 })
             })
             .collect()
@@ -859,6 +861,84 @@ impl Store {
         Ok(Ok(effects))
     }
 
+    /// A worker's heartbeat: records how far each of its running replicas
+    /// has got, and pushes back the deadline of each that made progress
+    /// since the last beat to a full lease period from now (at most
+    /// [`MAX_LEASE_PERIODS`] periods after it was leased: progress buys
+    /// time, not a unit forever). A paused worker's units make no progress,
+    /// so their leases run out as they would have. Replicas reported that
+    /// the worker no longer holds, or whose job ended, come back as gone.
+    pub async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        beat: &Heartbeat,
+        now: i64,
+    ) -> Result<HeartbeatResponse> {
+        let mut answer = HeartbeatResponse {
+            now_ms: now,
+            ..HeartbeatResponse::default()
+        };
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE workers SET last_seen_ms = ?, paused = ? WHERE id = ?")
+            .bind(now)
+            .bind(beat.paused)
+            .bind(worker.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let reported: HashMap<i64, u64> = beat
+            .running
+            .iter()
+            .map(|p| (p.replica_id.0, p.fuel_used))
+            .collect();
+        let mut held = HashSet::new();
+        let ids: Vec<i64> = reported.keys().copied().collect();
+        for chunk in ids.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs
+                 FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+                 WHERE r.state = 'in_progress' AND j.state IN ('running', 'reducing', 'done')
+                   AND r.worker_id = ",
+            );
+            q.push_bind(worker.to_string()).push(" AND r.id IN (");
+            push_list(&mut q, chunk.iter().copied());
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let id: i64 = row.try_get("id")?;
+                held.insert(id);
+                let fuel = reported[&id].min(i64::MAX as u64) as i64;
+                let mut deadline: i64 = row.try_get("deadline_ms")?;
+                let before: Option<i64> = row.try_get("progress_fuel")?;
+                if fuel > before.unwrap_or(0) {
+                    let period = row.try_get::<i64, _>("lease_secs")? * 1000;
+                    let latest = row.try_get::<i64, _>("leased_ms")? + MAX_LEASE_PERIODS * period;
+                    deadline = deadline.max((now + period).min(latest));
+                    sqlx::query(
+                        "UPDATE replicas SET progress_fuel = ?, progress_ms = ?, deadline_ms = ?
+                         WHERE id = ?",
+                    )
+                    .bind(fuel)
+                    .bind(now)
+                    .bind(deadline)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                answer.leases.push(LeaseDeadline {
+                    replica_id: ReplicaId(id),
+                    deadline_ms: deadline,
+                });
+            }
+        }
+        tx.commit().await?;
+        answer.gone = beat
+            .running
+            .iter()
+            .map(|p| p.replica_id)
+            .filter(|r| !held.contains(&r.0))
+            .collect();
+        Ok(answer)
+    }
+
     /// Records what a worker returned for one of its replicas and settles
     /// the unit, acknowledging only after the commit.
     ///
@@ -1237,7 +1317,7 @@ async fn lease_batch(
     for chunk in units.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT u.id, u.job_id, u.input, j.module, j.fuel, j.memory_bytes, j.output_bytes,
-                    j.lease_secs
+                    j.lease_secs, j.fuel_sampled / NULLIF(j.fuel_samples, 0) AS fuel_estimate
              FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id IN (",
         );
         push_list(&mut q, chunk.iter().copied());
@@ -1265,6 +1345,9 @@ async fn lease_batch(
                     output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
                 },
                 deadline_ms: req.now + r.try_get::<i64, _>("lease_secs")? * 1000,
+                fuel_estimate: r
+                    .try_get::<Option<i64>, _>("fuel_estimate")?
+                    .map(|f| f.max(1) as u64),
             });
         }
         answers.push(leases);
@@ -1781,6 +1864,17 @@ struct Settling {
     workers: HashMap<String, WorkerDelta>,
 }
 
+/// What settling a batch changed for one job.
+#[derive(Debug, Default)]
+struct JobCounts {
+    job: String,
+    accepted: i64,
+    failed: i64,
+    /// The agreed fuel of the newly accepted units, and how many.
+    fuel: i64,
+    samples: i64,
+}
+
 /// A valid or invalid judgement of a returned replica.
 #[derive(Debug)]
 struct Judged {
@@ -1903,8 +1997,10 @@ impl Settling {
         set_on_open_units(tx, "quorum", &d.quorum).await?;
         set_on_open_units(tx, "needed", &d.needed).await?;
 
-        // Per job: units newly accepted and failed.
-        let mut counts: Vec<(String, i64, i64)> = Vec::new();
+        // Per job: units newly accepted and failed, and the fuel of the
+        // accepted ones (the estimate a running unit's progress is told in).
+        let winner_fuel: HashMap<i64, i64> = d.judged.iter().map(|j| (j.replica, j.fuel)).collect();
+        let mut counts: Vec<JobCounts> = Vec::new();
         let mut audited = Vec::new();
         for chunk in d.closed.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
@@ -1925,32 +2021,50 @@ impl Settling {
                 ") UPDATE units SET state = v.state, needed = 0,
                           accepted_replica = v.accepted_replica, error = v.error, alone = v.alone
                    FROM v WHERE units.id = v.id AND units.state = 'open'
-                   RETURNING units.job_id, units.state",
+                   RETURNING units.job_id, units.state, units.accepted_replica",
             );
             for row in q.build().fetch_all(&mut **tx).await? {
                 let job: String = row.try_get("job_id")?;
-                let accepted = row.try_get::<String, _>("state")? == "accepted";
-                let i = match counts.iter().position(|(j, ..)| *j == job) {
+                let i = match counts.iter().position(|c| c.job == job) {
                     Some(i) => i,
                     None => {
-                        counts.push((job, 0, 0));
+                        counts.push(JobCounts {
+                            job,
+                            ..JobCounts::default()
+                        });
                         counts.len() - 1
                     }
                 };
-                if accepted {
-                    counts[i].1 += 1;
+                let c = &mut counts[i];
+                if row.try_get::<String, _>("state")? == "accepted" {
+                    c.accepted += 1;
+                    let winner: Option<i64> = row.try_get("accepted_replica")?;
+                    if let Some(fuel) = winner.and_then(|w| winner_fuel.get(&w)) {
+                        c.fuel += fuel;
+                        c.samples += 1;
+                    }
                 } else {
-                    counts[i].2 += 1;
+                    c.failed += 1;
                 }
             }
         }
-        for (job, accepted, failed) in counts {
+        for JobCounts {
+            job,
+            accepted,
+            failed,
+            fuel,
+            samples,
+        } in counts
+        {
             sqlx::query(
-                "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?
+                "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?,
+                        fuel_sampled = fuel_sampled + ?, fuel_samples = fuel_samples + ?
                  WHERE id = ?",
             )
             .bind(accepted)
             .bind(failed)
+            .bind(fuel)
+            .bind(samples)
             .bind(&job)
             .execute(&mut **tx)
             .await?;

@@ -106,8 +106,14 @@ pub struct Lease {
     /// The unit's input, given to the module's `run` mode on stdin.
     pub input: Bytes,
     pub limits: Limits,
-    /// Milliseconds since the Unix epoch after which the lease is void.
+    /// Milliseconds since the Unix epoch after which the lease is void
+    /// (heartbeats that report progress push it back).
     pub deadline_ms: i64,
+    /// The fuel a unit of this job has taken so far on average: the
+    /// denominator of a running unit's progress. None until a unit of the
+    /// job has been accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_estimate: Option<u64>,
 }
 
 /// The hard limits of one sandboxed run. Every replica of a unit runs under
@@ -221,6 +227,50 @@ pub struct ReplicaResult {
     pub replica_id: ReplicaId,
     pub result: ResultUpload,
 }
+
+/// `POST /api/v1/heartbeat`: what a worker is running, sent every
+/// [`HEARTBEAT_INTERVAL_MS`] or so while it runs anything.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The units running now, with the fuel each has used so far.
+    pub running: Vec<UnitProgress>,
+    /// Whether the volunteer (or the machine's load) has paused the worker.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// How far one running unit has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitProgress {
+    pub replica_id: ReplicaId,
+    pub fuel_used: u64,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The coordinator's clock (see [`WorkResponse::now_ms`]).
+    pub now_ms: i64,
+    /// The deadline of every reported replica this worker still holds:
+    /// later than before for each that made progress since the last beat.
+    pub leases: Vec<LeaseDeadline>,
+    /// Reported replicas the worker no longer holds (the lease ran out, was
+    /// given back, or the job ended): computing them is in vain.
+    pub gone: Vec<ReplicaId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDeadline {
+    pub replica_id: ReplicaId,
+    pub deadline_ms: i64,
+}
+
+/// How often a worker that runs units sends a heartbeat.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 15_000;
+
+/// A lease extended by heartbeats ends at the latest this many lease
+/// periods after it was granted: progress buys time, not a unit forever.
+pub const MAX_LEASE_PERIODS: i64 = 8;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultBatchResponse {
@@ -421,6 +471,9 @@ pub struct WorkerStatus {
     /// Leases it may still take today (a worker with errors gets fewer).
     #[serde(default)]
     pub quota_left: u64,
+    /// Whether its last heartbeat said it was paused.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `GET /api/v1/accounts`: a volunteer account, for the leaderboard.

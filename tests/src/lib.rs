@@ -63,6 +63,16 @@ impl TestCoordinator {
         dir: tempfile::TempDir,
         tweak: impl FnOnce(&mut Config),
     ) -> TestCoordinator {
+        Self::start_at(dir, "127.0.0.1:0", tweak).await
+    }
+
+    /// Starts a coordinator on an existing data directory and a given
+    /// address: a restart that workers find where they left it.
+    pub async fn start_at(
+        dir: tempfile::TempDir,
+        addr: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCoordinator {
         let mut config = Config::new(dir.path().join("coordinator"));
         config.idle_retry_ms = 20;
         tweak(&mut config);
@@ -71,7 +81,7 @@ impl TestCoordinator {
             .await
             .unwrap();
         let api_key = coordinator::read_api_key(&config.data_dir).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(coordinator.clone().serve(listener, async {
@@ -250,10 +260,21 @@ impl TestWorker {
 
     /// Starts a worker on an existing state directory (a restart).
     pub fn start_in(url: &str, state_dir: &Path, slots: usize) -> TestWorker {
+        Self::start_with(url, state_dir, slots, |_| {})
+    }
+
+    /// Starts a worker whose config `tweak` may change.
+    pub fn start_with(
+        url: &str,
+        state_dir: &Path,
+        slots: usize,
+        tweak: impl FnOnce(&mut worker::Config),
+    ) -> TestWorker {
         let mut config = worker::Config::new(url, state_dir);
         config.slots = slots;
         config.max_backoff = Duration::from_millis(200);
         config.grace = Duration::from_secs(30);
+        tweak(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(worker::run(config, async {
             let _ = stopped.await;

@@ -191,4 +191,12 @@ impl Client {
         .await
         .map(|_| ())
     }
+
+    pub async fn heartbeat(
+        &self,
+        beat: &protocol::Heartbeat,
+    ) -> Result<protocol::HeartbeatResponse, ClientError> {
+        self.json(self.http.post(self.url("/heartbeat")).json(beat))
+            .await
+    }
 }

@@ -10,9 +10,19 @@
 //! - [`client`]: the HTTP protocol.
 //! - [`cache`]: modules downloaded once (hash-checked) and compiled once.
 //! - [`state`]: identity and pending results on disk.
+//! - [`governor`]: pause, CPU ceiling and progress of running units.
+//! - [`control`]: `worker pause`, `resume` and `status` over a local socket.
+//! - [`idle`]: `--only-when-idle`, from the machine's CPU load.
+//! - [`progress`]: progress bars or log lines.
+//! - [`cli`]: the `worker` command.
 
 pub mod cache;
+pub mod cli;
 pub mod client;
+pub mod control;
+pub mod governor;
+pub mod idle;
+pub mod progress;
 pub mod state;
 
 use anyhow::{Context as _, bail};
@@ -58,6 +68,22 @@ pub struct Config {
     /// The most bytes the module cache (downloaded and compiled modules)
     /// keeps on disk.
     pub cache_bytes: u64,
+    /// The share of each slot's time spent computing, in percent (100: no
+    /// ceiling). See [`governor`].
+    pub cpu_limit: u8,
+    /// Run only while other programs leave the computer idle.
+    pub only_when_idle: bool,
+    /// Other programs' CPU use (percent of all cores) above which the
+    /// computer counts as in use.
+    pub idle_threshold: u8,
+    /// How long the computer must be idle before work resumes.
+    pub idle_after: Duration,
+    /// How often a heartbeat reports progress while units run.
+    pub heartbeat: Duration,
+    /// Start paused even if the volunteer did not pause it before.
+    pub start_paused: bool,
+    /// How progress is shown.
+    pub display: progress::Display,
 }
 
 impl Config {
@@ -71,6 +97,13 @@ impl Config {
             max_backoff: Duration::from_secs(30),
             grace: Duration::from_secs(30),
             cache_bytes: 2 << 30,
+            cpu_limit: 100,
+            only_when_idle: false,
+            idle_threshold: 25,
+            idle_after: Duration::from_secs(60),
+            heartbeat: Duration::from_millis(protocol::HEARTBEAT_INTERVAL_MS),
+            start_paused: false,
+            display: progress::Display::Off,
         }
     }
 }
@@ -102,6 +135,31 @@ pub struct Settings {
     /// modules) uses, in MiB [default: 2048].
     #[arg(long, env = "WASM_AT_HOME_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// The most CPU time each slot uses, in percent: units are run in
+    /// short slices with rests between them, so that over any second or
+    /// two a slot computes at most this share of the time [default: 100].
+    #[arg(long, env = "WASM_AT_HOME_CPU_LIMIT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub cpu_limit: Option<u8>,
+    /// Run units only while the computer is otherwise idle: pause at once
+    /// when other programs use more than --idle-threshold of the CPU,
+    /// resume after --idle-secs of quiet.
+    #[arg(long, env = "WASM_AT_HOME_ONLY_WHEN_IDLE", num_args = 0..=1, default_missing_value = "true")]
+    pub only_when_idle: Option<bool>,
+    /// Other programs' CPU use, in percent of all cores, that counts as the
+    /// computer being in use [default: 25].
+    #[arg(long, env = "WASM_AT_HOME_IDLE_THRESHOLD", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub idle_threshold: Option<u8>,
+    /// Seconds the computer must stay idle before units resume [default: 60].
+    #[arg(long, env = "WASM_AT_HOME_IDLE_SECS")]
+    pub idle_secs: Option<u64>,
+    /// Seconds a stopping worker lets running units finish before it gives
+    /// them back [default: 30].
+    #[arg(long, env = "WASM_AT_HOME_GRACE_SECS")]
+    pub grace_secs: Option<u64>,
+    /// Start paused (until `worker resume`), e.g. for a service that should
+    /// wait for the volunteer's go.
+    #[arg(long, env = "WASM_AT_HOME_START_PAUSED", num_args = 0..=1, default_missing_value = "true")]
+    pub start_paused: Option<bool>,
 }
 
 impl Settings {
@@ -122,6 +180,12 @@ impl Settings {
             name: self.name.or(other.name),
             account: self.account.or(other.account),
             cache_mb: self.cache_mb.or(other.cache_mb),
+            cpu_limit: self.cpu_limit.or(other.cpu_limit),
+            only_when_idle: self.only_when_idle.or(other.only_when_idle),
+            idle_threshold: self.idle_threshold.or(other.idle_threshold),
+            idle_secs: self.idle_secs.or(other.idle_secs),
+            grace_secs: self.grace_secs.or(other.grace_secs),
+            start_paused: self.start_paused.or(other.start_paused),
         }
     }
 
@@ -144,6 +208,20 @@ impl Settings {
         if let Some(mb) = self.cache_mb {
             config.cache_bytes = mb << 20;
         }
+        if let Some(limit) = self.cpu_limit {
+            config.cpu_limit = limit;
+        }
+        config.only_when_idle = self.only_when_idle.unwrap_or(false);
+        if let Some(t) = self.idle_threshold {
+            config.idle_threshold = t;
+        }
+        if let Some(secs) = self.idle_secs {
+            config.idle_after = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.grace_secs {
+            config.grace = Duration::from_secs(secs);
+        }
+        config.start_paused = self.start_paused.unwrap_or(false);
         config
     }
 }
@@ -251,8 +329,11 @@ pub struct Stats {
     pub compilations: u64,
     /// Leases dropped unstarted because their deadline had passed.
     pub dropped: u64,
-    /// Leases given back unstarted when stopping.
+    /// Leases given back unstarted (when stopping or pausing).
     pub released: u64,
+    /// Units abandoned midway and given back: the coordinator no longer
+    /// wanted them, or the grace period of a stop ran out.
+    pub abandoned: u64,
 }
 
 /// Exponential backoff with jitter: 0.5 to 1 times a doubling delay.
@@ -319,14 +400,38 @@ struct Worker {
     state: StateDir,
     sandbox: Sandbox,
     cache: ModuleCache,
+    governor: Arc<governor::Governor>,
+    /// What `worker status` reads.
+    shared: Arc<control::Shared>,
+    control: std::sync::Mutex<Option<tokio::net::UnixListener>>,
+    started: std::time::Instant,
+}
+
+/// How a unit's run ended.
+#[derive(Debug)]
+enum Finished {
+    /// With a result (saved to disk), to upload.
+    Result(PendingResult),
+    /// Abandoned midway: the coordinator no longer wanted it, or the worker
+    /// is stopping and its grace period is over.
+    Abandoned(protocol::ReplicaId),
 }
 
 impl Worker {
     async fn start(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<Worker> {
+        let started = std::time::Instant::now();
         if config.slots == 0 {
             bail!("slots must be at least 1");
         }
+        if !(1..=100).contains(&config.cpu_limit) {
+            bail!(
+                "the CPU limit is a percentage from 1 to 100, not {}",
+                config.cpu_limit
+            );
+        }
         let state = StateDir::open(&config.state_dir)?;
+        // First, so that a second worker on this state directory stops here.
+        let listener = control::listen(&config.state_dir).await?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let cache = ModuleCache::new(sandbox.clone(), state.cache_dir(), config.cache_bytes)
             .context("cannot create the module cache")?;
@@ -375,13 +480,48 @@ impl Worker {
             }
         };
         let client = Client::new(&config.coordinator).with_token(identity.token);
-        tracing::info!(worker = %identity.worker_id, slots = config.slots, "worker started");
+        let paused = governor::Paused {
+            by_user: config.start_paused || control::remembered_pause(&config.state_dir),
+            // With --only-when-idle, idle is shown before work starts.
+            by_load: config.only_when_idle,
+        };
+        let governor = Arc::new(governor::Governor::new(config.cpu_limit, paused));
+        if config.start_paused {
+            control::remember_pause(&config.state_dir, true)?;
+        }
+        if config.only_when_idle {
+            idle::watch(
+                governor.clone(),
+                idle::Detector::new(config.idle_threshold, config.idle_after),
+            )?;
+        }
+        let shared = Arc::new(control::Shared {
+            governor: governor.clone(),
+            cpu_limit: config.cpu_limit,
+            slots: config.slots,
+            queued: AtomicUsize::new(0),
+            unanswered: Arc::new(AtomicUsize::new(0)),
+            state_dir: config.state_dir.clone(),
+        });
+        tracing::info!(
+            worker = %identity.worker_id,
+            slots = config.slots,
+            cpu_limit = config.cpu_limit,
+            only_when_idle = config.only_when_idle,
+            paused = paused.by_user,
+            "worker started{}",
+            if paused.by_user { " paused (worker resume to go on)" } else { "" }
+        );
         Ok(Worker {
             config,
             client,
             state,
             sandbox,
             cache,
+            governor,
+            shared,
+            control: std::sync::Mutex::new(Some(listener)),
+            started,
         })
     }
 
@@ -391,16 +531,32 @@ impl Worker {
         // worker hold two per slot, so the next unit is at hand when one
         // finishes, without a round trip in between.
         let mut queue: VecDeque<(Lease, tokio::time::Instant)> = VecDeque::new();
-        let mut runs: JoinSet<PendingResult> = JoinSet::new();
+        let mut runs: JoinSet<Finished> = JoinSet::new();
         let (results, to_upload) = mpsc::unbounded_channel();
         // Results handed to the uploader and not yet answered: their
         // leases still count against this worker at the coordinator.
-        let unanswered = Arc::new(Unanswered::default());
+        let unanswered = Arc::new(Unanswered {
+            count: self.shared.unanswered.clone(),
+            answered: tokio::sync::Notify::new(),
+        });
         let uploader = tokio::spawn(self.clone().uploader(
             to_upload,
             unanswered.clone(),
             stop.clone(),
         ));
+        let listener = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let control = listener.map(|l| tokio::spawn(control::serve(l, self.shared.clone())));
+        let heartbeats = tokio::spawn(self.clone().heartbeats());
+        let display = tokio::spawn(progress::show(
+            self.config.display.clone(),
+            self.governor.clone(),
+            stop.clone(),
+        ));
+        let mut paused = self.governor.watch_paused();
         let send = |results: &mpsc::UnboundedSender<PendingResult>, pending| {
             unanswered.count.fetch_add(1, Ordering::SeqCst);
             let _ = results.send(pending);
@@ -409,6 +565,39 @@ impl Worker {
             tracing::info!(replica = %pending.replica_id, "uploading a result from before the restart");
             send(&results, pending);
         }
+        // Abandoned units go back to the coordinator, so another worker
+        // gets them at once (one attempt; otherwise they run out).
+        let give_back = |replica: protocol::ReplicaId| {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.client.release(replica).await {
+                    tracing::debug!(%replica, error = %e, "cannot give the lease back; it runs out by itself");
+                }
+            });
+        };
+        // Takes a finished run: a result goes to the uploader; an
+        // abandoned unit's replica comes back to be given back.
+        let collect = |done: Result<Finished, tokio::task::JoinError>,
+                       stats: &mut Stats|
+         -> anyhow::Result<Option<protocol::ReplicaId>> {
+            match done.context("a unit task panicked")? {
+                Finished::Result(pending) => {
+                    stats.units_run += 1;
+                    if stats.units_run == 1 {
+                        tracing::info!(
+                            after_ms = self.started.elapsed().as_millis() as u64,
+                            "first unit done since start"
+                        );
+                    }
+                    send(&results, pending);
+                    Ok(None)
+                }
+                Finished::Abandoned(replica) => {
+                    stats.abandoned += 1;
+                    Ok(Some(replica))
+                }
+            }
+        };
         let mut backoff = Backoff::new(self.config.max_backoff);
         // When to ask for work again after the coordinator had none.
         let mut idle_until: Option<tokio::time::Instant> = None;
@@ -416,13 +605,23 @@ impl Worker {
         let fatal = loop {
             // Collect what finished; start what waits.
             while let Some(done) = runs.try_join_next() {
-                stats.units_run += 1;
-                send(&results, done.context("a unit task panicked")?);
+                if let Some(replica) = collect(done, &mut stats)? {
+                    give_back(replica);
+                }
             }
             if *stop.borrow() {
                 break None;
             }
-            while runs.len() < self.config.slots {
+            let is_paused = paused.borrow_and_update().any();
+            if is_paused && !queue.is_empty() {
+                // Paused: running units wait where they are; queued ones
+                // go back to the coordinator (they would run out here).
+                for (lease, _) in queue.drain(..) {
+                    stats.released += 1;
+                    give_back(lease.replica_id);
+                }
+            }
+            while !is_paused && runs.len() < self.config.slots {
                 let Some((lease, deadline)) = queue.pop_front() else {
                     break;
                 };
@@ -434,22 +633,29 @@ impl Worker {
                 }
                 runs.spawn(self.clone().compute(lease));
             }
-            let want = held
-                .saturating_sub(runs.len() + queue.len() + unanswered.count.load(Ordering::SeqCst))
-                as u32;
+            self.shared.queued.store(queue.len(), Ordering::SeqCst);
+            let want = if is_paused {
+                0
+            } else {
+                held.saturating_sub(
+                    runs.len() + queue.len() + unanswered.count.load(Ordering::SeqCst),
+                ) as u32
+            };
             let may_ask = idle_until.is_none_or(|t| tokio::time::Instant::now() >= t);
             if want == 0 || !may_ask {
                 // Wait for a finished unit (its slot is free), the end of
-                // the idle wait, or the stop.
+                // the idle wait, a pause or resume, or the stop.
                 let idle = idle_until
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
                 tokio::select! {
                     Some(done) = runs.join_next() => {
-                        stats.units_run += 1;
-                        send(&results, done.context("a unit task panicked")?);
+                        if let Some(replica) = collect(done, &mut stats)? {
+                            give_back(replica);
+                        }
                     }
                     _ = unanswered.answered.notified() => {}
                     _ = tokio::time::sleep_until(idle), if want > 0 => {}
+                    _ = paused.changed() => {}
                     _ = stop.changed() => {}
                 }
                 continue;
@@ -495,10 +701,12 @@ impl Worker {
             }
         };
 
-        // Stopping: queued units go back to the coordinator at once (one
-        // attempt each; one not given back is reissued after its deadline),
-        // running units finish and uploads drain within the grace period.
-        // Whatever is left stays on disk for the next start.
+        // Stopping: queued units go back to the coordinator at once;
+        // running units get the grace period to finish (none if paused:
+        // they would not move), then are abandoned and given back too.
+        // Uploads drain meanwhile; what is left stays on disk for the next
+        // start.
+        let grace_ends = tokio::time::Instant::now() + self.config.grace;
         tracing::info!(running = runs.len(), queued = queue.len(), "stopping");
         for (lease, _) in queue.drain(..) {
             match self.client.release(lease.replica_id).await {
@@ -508,23 +716,48 @@ impl Worker {
                 }
             }
         }
-        let drained = tokio::time::timeout(self.config.grace, async {
-            while let Some(done) = runs.join_next().await {
-                stats.units_run += 1;
-                if let Ok(pending) = done {
-                    send(&results, pending);
-                }
+        let mut abandoned = Vec::new();
+        let frozen = self.governor.paused().any();
+        while !frozen && !runs.is_empty() {
+            match tokio::time::timeout_at(grace_ends, runs.join_next()).await {
+                Ok(Some(done)) => abandoned.extend(collect(done, &mut stats)?),
+                _ => break,
             }
-            drop(results);
-            uploader.await.unwrap_or_default()
-        })
-        .await;
-        match drained {
-            Ok(uploaded) => stats.uploaded = uploaded,
-            Err(_) => tracing::warn!(
-                "grace period over; unfinished units will be reissued by the coordinator"
-            ),
         }
+        if !runs.is_empty() {
+            tracing::warn!(
+                running = runs.len(),
+                "{}: giving the running units back",
+                if frozen {
+                    "paused"
+                } else {
+                    "grace period over"
+                }
+            );
+            self.governor.abandon_all();
+            while let Some(done) = runs.join_next().await {
+                abandoned.extend(collect(done, &mut stats)?);
+            }
+        }
+        for replica in abandoned {
+            if let Err(e) = self.client.release(replica).await {
+                tracing::warn!(%replica, error = %e, "cannot give the lease back; it runs out by itself");
+            }
+        }
+        drop(results);
+        // The uploader gets what is left of the grace period, and at least
+        // a few seconds for one last attempt.
+        let upload_until = grace_ends.max(tokio::time::Instant::now() + Duration::from_secs(5));
+        match tokio::time::timeout_at(upload_until, uploader).await {
+            Ok(uploaded) => stats.uploaded = uploaded.unwrap_or_default(),
+            Err(_) => tracing::warn!("results not uploaded yet stay on disk for the next start"),
+        }
+        heartbeats.abort();
+        let _ = display.await;
+        if let Some(control) = control {
+            control.abort();
+        }
+        let _ = std::fs::remove_file(control::socket_path(&self.config.state_dir));
         stats.compilations = self.cache.compilations();
         match fatal {
             Some(e) => Err(e),
@@ -532,31 +765,85 @@ impl Worker {
         }
     }
 
+    /// Sends a heartbeat every [`Config::heartbeat`] while units run (and at
+    /// once on a pause or resume): their progress extends their leases, and
+    /// the answer names units the coordinator no longer wants, which are
+    /// abandoned.
+    async fn heartbeats(self: Arc<Self>) {
+        let mut paused = self.governor.watch_paused();
+        let mut told_paused = false;
+        loop {
+            // Beats go on while a stopping worker drains (its units' leases
+            // still need them); the main loop ends this task last.
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.heartbeat) => {}
+                _ = paused.changed() => {}
+            }
+            let running = self.governor.running();
+            let is_paused = self.governor.paused().any();
+            if running.is_empty() && is_paused == told_paused {
+                continue;
+            }
+            let beat = protocol::Heartbeat {
+                running: running
+                    .iter()
+                    .map(|u| protocol::UnitProgress {
+                        replica_id: u.replica_id,
+                        fuel_used: u.fuel_used,
+                    })
+                    .collect(),
+                paused: is_paused,
+            };
+            match self.client.heartbeat(&beat).await {
+                Ok(answer) => {
+                    told_paused = is_paused;
+                    for lease in answer.leases {
+                        self.governor
+                            .set_deadline(lease.replica_id, lease.deadline_ms);
+                    }
+                    for replica in answer.gone {
+                        tracing::info!(%replica, "the coordinator no longer wants this unit; abandoning it");
+                        self.governor.abandon(replica);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+            }
+        }
+    }
+
     /// Runs one leased unit and saves its result to disk.
-    async fn compute(self: Arc<Self>, lease: Lease) -> PendingResult {
+    async fn compute(self: Arc<Self>, lease: Lease) -> Finished {
         let replica = lease.replica_id;
         let deadline_ms = lease.deadline_ms;
         let program = match self.cache.get(&self.client, lease.module).await {
             Ok(program) => program,
             Err(e) => {
-                return self
-                    .finish(replica, deadline_ms, worker_error(e.to_string()))
-                    .await;
+                return Finished::Result(
+                    self.finish(replica, deadline_ms, worker_error(e.to_string()))
+                        .await,
+                );
             }
         };
+        tracing::debug!(%replica, job = %lease.job_id, "unit started");
         let sandbox = self.sandbox.clone();
+        let governor = self.governor.clone();
         let report = tokio::task::spawn_blocking(move || {
-            sandbox.run(
+            let mut pacer = governor.start(&lease);
+            let report = sandbox.run_paced(
                 &program,
                 Mode::Run,
                 &lease.input,
                 &lease.limits,
                 Stdout::Capture,
-            )
+                &mut pacer,
+            );
+            let abandoned = governor.finish(lease.replica_id);
+            (report, abandoned)
         })
         .await;
         let result = match report {
-            Ok(report) => {
+            Ok((_, true)) => return Finished::Abandoned(replica),
+            Ok((report, false)) => {
                 let fuel = report.fuel_used;
                 match report.into_output() {
                     Ok(output) => (
@@ -576,7 +863,7 @@ impl Worker {
             }
             Err(e) => worker_error(format!("the sandbox thread failed: {e}")),
         };
-        self.finish(replica, deadline_ms, result).await
+        Finished::Result(self.finish(replica, deadline_ms, result).await)
     }
 
     /// Logs a unit's result and writes it to the state directory (off the
@@ -724,9 +1011,9 @@ impl Worker {
 /// Results the uploader holds that the coordinator has not answered yet,
 /// and a wake-up for the main loop when one is answered (its lease no
 /// longer counts against this worker).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Unanswered {
-    count: AtomicUsize,
+    count: Arc<AtomicUsize>,
     answered: tokio::sync::Notify,
 }
 

@@ -258,11 +258,17 @@ function workersView(d) {
   const rows = shown.map(w => {
     const units = (byWorker.get(w.id) || []).map(r => {
       const held = d.now_ms - r.leased_ms, lease = Math.max(1, r.deadline_ms - r.leased_ms);
-      return `<a class="chip" href="#/job/${esc(r.job_id)}" title="${esc(r.job_name)}, unit ${r.unit_index}: leased ${fmtAgo(held)}, lease ends in ${fmtDuration(r.deadline_ms - d.now_ms)}">` +
-        `${esc(r.job_name || shortId(r.job_id))} #${r.unit_index} · ${fmtDuration(held)}<i style="width:${pct(held, lease)}%"></i></a>`;
+      // Progress is fuel used (from the worker's last heartbeat) over the
+      // job's mean fuel per unit; before either is known, time held.
+      const known = r.fuel_used != null && r.fuel_estimate;
+      const done = known ? Math.min(99, 100 * r.fuel_used / r.fuel_estimate) : pct(held, lease);
+      const label = known ? `${Math.floor(done)}%` : fmtDuration(held);
+      const fuel = r.fuel_used != null ? `, ${fmtNum(r.fuel_used)} fuel as of ${fmtAgo(d.now_ms - r.progress_ms)}` : '';
+      return `<a class="chip" data-progress="${known ? Math.floor(done) : ''}" href="#/job/${esc(r.job_id)}" title="${esc(r.job_name)}, unit ${r.unit_index}: leased ${fmtAgo(held)}${fuel}, lease ends in ${fmtDuration(r.deadline_ms - d.now_ms)}">` +
+        `${esc(r.job_name || shortId(r.job_id))} #${r.unit_index} · ${label}<i style="width:${done}%"></i></a>`;
     }).join('');
     return `<tr data-worker="${esc(w.id)}">` +
-      `<td class="nowrap"><span class="on-dot${online(w) ? ' on' : ''}" title="${online(w) ? 'online' : 'offline'}"></span><b>${esc(w.name || shortId(w.id))}</b><div class="id" title="${esc(w.id)}">${esc(shortId(w.id))}</div></td>` +
+      `<td class="nowrap"><span class="on-dot${online(w) ? ' on' : ''}" title="${online(w) ? 'online' : 'offline'}"></span><b>${esc(w.name || shortId(w.id))}</b>${w.paused ? ' <span class="badge" title="paused by its volunteer or while the computer is in use">paused</span>' : ''}<div class="id" title="${esc(w.id)}">${esc(shortId(w.id))}</div></td>` +
       `<td class="nowrap">${esc(w.arch)} · ${esc(w.os)}</td>` +
       `<td class="num">${w.slots}</td>` +
       `<td class="num">${fmtAgo(d.now_ms - w.last_seen_ms)}</td>` +
@@ -289,7 +295,7 @@ function workersView(d) {
   <div class="card"><h2>Workers</h2>
   ${d.workers.length ? `<div class="table-wrap"><table id="workers"><thead><tr><th>Worker</th><th>Platform</th><th class="num">Slots</th>
     <th class="num">Last contact</th><th>Trust</th><th class="num">Valid</th><th class="num">Invalid</th>
-    <th class="num">Errors</th><th class="num">Timeouts</th><th class="num">Credit</th><th>Running units (time held)</th></tr></thead>
+    <th class="num">Errors</th><th class="num">Timeouts</th><th class="num">Credit</th><th>Running units (progress)</th></tr></thead>
     <tbody>${rows}</tbody></table></div>${pager}` : '<p class="empty">No worker has registered yet. Start one with <code>worker run --coordinator URL</code>.</p>'}
   </div>`;
 }

@@ -209,7 +209,9 @@ impl Store {
     /// Replicas leased now, the soonest deadline first.
     pub(crate) async fn running_replicas(&self, limit: u32) -> Result<Vec<RunningReplica>> {
         let rows = sqlx::query(
-            "SELECT r.worker_id, u.job_id, j.name, u.idx, r.leased_ms, r.deadline_ms
+            "SELECT r.worker_id, u.job_id, j.name, u.idx, r.leased_ms, r.deadline_ms,
+                    r.progress_fuel, r.progress_ms,
+                    j.fuel_sampled / NULLIF(j.fuel_samples, 0) AS fuel_estimate
              FROM replicas r CROSS JOIN units u CROSS JOIN jobs j
              WHERE r.state = 'in_progress' AND u.id = r.unit_id AND j.id = u.job_id
              ORDER BY r.deadline_ms LIMIT ?",
@@ -226,6 +228,9 @@ impl Store {
                     unit_index: count(r, "idx")?,
                     leased_ms: r.try_get("leased_ms")?,
                     deadline_ms: r.try_get("deadline_ms")?,
+                    fuel_used: r.try_get("progress_fuel")?,
+                    progress_ms: r.try_get("progress_ms")?,
+                    fuel_estimate: r.try_get("fuel_estimate")?,
                 })
             })
             .collect()

@@ -10,4 +10,5 @@ mod restart;
 mod submissions;
 mod trust;
 mod uploads;
+mod worker_process;
 mod worker_restart;

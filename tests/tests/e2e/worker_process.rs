@@ -1,0 +1,335 @@
+//! The real `worker` command as a process: signals, its CPU use, the local
+//! pause and resume, and a coordinator that goes away and comes back.
+//!
+//! Nothing here sleeps to synchronise: the tests wait for the worker's own
+//! log lines (read from its stderr as they come) or the coordinator's
+//! change notifications. The CPU and pause tests do wait a fixed window,
+//! but to measure over it.
+
+use protocol::{JobId, JobState, Limits};
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use wasm_at_home_tests::*;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
+
+/// A worker process and the lines of its log.
+struct WorkerProcess {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    state_dir: PathBuf,
+}
+
+impl WorkerProcess {
+    fn start(url: &str, state_dir: &Path, args: &[&str]) -> WorkerProcess {
+        let mut child = Command::new(WORKER)
+            .args(["run", "--coordinator", url, "--state-dir"])
+            .arg(state_dir)
+            .args(args)
+            .env("RUST_LOG", "info,worker=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the worker binary runs");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[worker] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        WorkerProcess {
+            child,
+            lines,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    async fn wait_for(&mut self, text: &str) -> String {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(text) {
+                    return line;
+                }
+            }
+            panic!("the worker exited before logging {text:?}");
+        };
+        tokio::time::timeout(JOB_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not log {text:?} in time"))
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill(1) runs")
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the worker did not exit within {limit:?}"
+            );
+            // Polling the exit status of a child; not a synchronisation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// CPU time the process has used, in clock ticks (100 a second).
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        worker::idle::parse_process(&stat).unwrap()
+    }
+
+    /// Runs `worker <command> --state-dir <dir>` and returns its stdout.
+    fn control(&self, command: &str) -> String {
+        let out = Command::new(WORKER)
+            .arg(command)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "worker {command}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(WORKER)
+            .args(["status", "--json", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "worker status: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A job of Mandelbrot units of `size`² pixels each (about a second per
+/// 1500 on this machine's cores), with leases of an hour.
+async fn mandelbrot_job(c: &TestCoordinator, sizes: &[u32]) -> JobId {
+    c.submit_units(
+        kernels_wasm(),
+        sizes
+            .iter()
+            .map(|s| format!("mandelbrot {s}").into_bytes())
+            .collect(),
+        quorum(1, 2),
+        Limits {
+            fuel: 1 << 42,
+            ..default_limits()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_unit_exits_cleanly_in_the_grace_period_and_gives_the_units_back() {
+    let c = TestCoordinator::start().await;
+    // Units of a minute or more: neither can finish in the grace period.
+    let job = mandelbrot_job(&c, &[20000, 20001]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--grace-secs", "1"]);
+    w.wait_for("unit started").await;
+    let asked = Instant::now();
+    w.signal("TERM");
+    let status = w.exit_within(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    // Grace (1 s) plus giving the leases back, not the unit's minute.
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    w.wait_for("worker stopped").await;
+
+    // Both leases (the running unit's and the queued one's) are back at
+    // the coordinator, whose clock stands still: another worker gets them
+    // now, and nobody is charged a timeout.
+    let s = c.status(job).await;
+    assert_eq!(s.replicas_in_progress, 0, "{s:?}");
+    let other = ManualWorker::register(&c.url, "other").await;
+    assert_eq!(other.take(16).await.len(), 2);
+    assert!(c.workers().await.iter().all(|w| w.timeouts == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_computed_while_the_coordinator_is_away_arrive_when_it_returns() {
+    let c = TestCoordinator::start().await;
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let job = mandelbrot_job(&c, &[1500, 1501]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    // It holds both units (two leases per slot) once the first starts.
+    w.wait_for("unit started").await;
+    let data = c.stop().await;
+
+    // Both are computed and kept; uploads fail and back off.
+    w.wait_for("unit done").await;
+    w.wait_for("unit done").await;
+    w.wait_for("cannot upload yet results=2").await;
+    let c = TestCoordinator::start_at(data, &addr, |_| {}).await;
+    let s = c.wait_for_job(job).await;
+    assert_eq!(s.state, JobState::Done, "{s:?}");
+    assert_eq!(s.units_accepted, 2);
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    let stopped = w.wait_for("worker stopped").await;
+    assert!(
+        stopped.contains("units=2"),
+        "each unit computed once: {stopped}"
+    );
+    let me = &c.workers().await[0];
+    assert_eq!((me.valid, me.timeouts), (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_with_results_on_disk_uploads_them_after_a_restart() {
+    let c = TestCoordinator::start().await;
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let job = mandelbrot_job(&c, &[1500, 1501]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    w.wait_for("unit started").await;
+    let data = c.stop().await;
+    // Both results written, neither uploaded: then SIGKILL.
+    w.wait_for("unit done").await;
+    w.wait_for("unit done").await;
+    w.wait_for("cannot upload yet results=2").await;
+    let pending = worker::state::StateDir::open(dir.path())
+        .unwrap()
+        .pending_results()
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+    w.signal("KILL");
+    assert!(!w.exit_within(JOB_TIMEOUT).await.success());
+    drop(w);
+
+    let c = TestCoordinator::start_at(data, &addr, |_| {}).await;
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    w.wait_for("uploading a result from before the restart")
+        .await;
+    let s = c.wait_for_job(job).await;
+    assert_eq!((s.state, s.units_accepted), (JobState::Done, 2), "{s:?}");
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    let stopped = w.wait_for("worker stopped").await;
+    assert!(
+        stopped.contains("units=0"),
+        "nothing computed twice: {stopped}"
+    );
+    assert!(stopped.contains("uploaded=2"), "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_cpu_limit_of_50_the_worker_uses_about_half_a_core() {
+    let c = TestCoordinator::start().await;
+    mandelbrot_job(&c, &[20000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(
+        &c.url,
+        dir.path(),
+        &["--slots", "1", "--cpu-limit", "50", "--grace-secs", "0"],
+    );
+    w.wait_for("unit started").await;
+    // Measured over a window of 3 s. Other tests share the machine, which
+    // can only lower the figure; the ceiling must hold whatever they do.
+    let window = Duration::from_secs(3);
+    let (t0, at) = (w.cpu_ticks(), Instant::now());
+    tokio::time::sleep(window).await;
+    let used = (w.cpu_ticks() - t0) as f64 / 100.0 / at.elapsed().as_secs_f64();
+    eprintln!("CPU use with --cpu-limit 50: {:.0}%", used * 100.0);
+    assert!(used < 0.65, "{:.0}% of a core", used * 100.0);
+    assert!(used > 0.15, "it still computes: {:.0}%", used * 100.0);
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_worker_makes_no_progress_and_finishes_after_resume() {
+    let c = TestCoordinator::start().await;
+    let job = mandelbrot_job(&c, &[2500]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    w.wait_for("unit started").await;
+    let answer = w.control("pause");
+    assert!(answer.starts_with("paused"), "{answer}");
+    assert!(dir.path().join("paused").exists(), "kept across restarts");
+    w.wait_for("paused by the volunteer").await;
+
+    // Over a window: no fuel burnt, (almost) no CPU used. The first status
+    // may still see the last slice finishing.
+    let before = w.status();
+    let (t0, fuel0) = (
+        w.cpu_ticks(),
+        before["running"][0]["fuel_used"].as_u64().unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = w.status();
+    assert_eq!(after["paused"]["by_user"], true);
+    let fuel1 = after["running"][0]["fuel_used"].as_u64().unwrap();
+    assert!(fuel1 - fuel0 <= sandbox::SLICE_FUEL, "{fuel0} -> {fuel1}");
+    let ticks = w.cpu_ticks() - t0;
+    assert!(ticks <= 10, "{ticks} ticks of CPU while paused");
+    assert_eq!(
+        w.status()["running"][0]["fuel_used"].as_u64().unwrap(),
+        fuel1,
+        "not a slice more"
+    );
+
+    let answer = w.control("resume");
+    assert!(answer.starts_with("running"), "{answer}");
+    assert!(!dir.path().join("paused").exists());
+    let s = c.wait_for_job(job).await;
+    assert_eq!(s.state, JobState::Done, "{s:?}");
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    let stopped = w.wait_for("worker stopped").await;
+    assert!(stopped.contains("units=1"), "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_worker_on_the_same_state_directory_is_refused() {
+    let c = TestCoordinator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    first.wait_for("worker started").await;
+    let second = Command::new(WORKER)
+        .args(["run", "--coordinator", &c.url, "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another worker is running"), "{err}");
+    first.signal("TERM");
+    assert!(first.exit_within(JOB_TIMEOUT).await.success());
+}
