@@ -904,9 +904,13 @@ impl Store {
             q.push(")");
             for row in q.build().fetch_all(&mut *tx).await? {
                 let id: i64 = row.try_get("id")?;
+                let mut deadline: i64 = row.try_get("deadline_ms")?;
+                if deadline < now {
+                    // Run out, though not yet swept: it is no longer held.
+                    continue;
+                }
                 held.insert(id);
                 let fuel = reported[&id].min(i64::MAX as u64) as i64;
-                let mut deadline: i64 = row.try_get("deadline_ms")?;
                 let before: Option<i64> = row.try_get("progress_fuel")?;
                 if fuel > before.unwrap_or(0) {
                     let period = row.try_get::<i64, _>("lease_secs")? * 1000;

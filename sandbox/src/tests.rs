@@ -292,7 +292,9 @@ const COUNTDOWN: &str = r#"(module
 #[test]
 fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
     let sandbox = Sandbox::new().unwrap();
-    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    let program = sandbox
+        .compile(&wat::parse_str(COUNTDOWN).unwrap())
+        .unwrap();
     let limits = Limits {
         fuel: 1 << 40,
         ..LIMITS
@@ -322,7 +324,9 @@ fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
 #[test]
 fn a_paced_run_runs_out_of_fuel_exactly_where_a_plain_one_does() {
     let sandbox = Sandbox::new().unwrap();
-    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    let program = sandbox
+        .compile(&wat::parse_str(COUNTDOWN).unwrap())
+        .unwrap();
     for fuel in [SLICE_FUEL - 1, SLICE_FUEL, 3 * SLICE_FUEL + 7] {
         let limits = Limits { fuel, ..LIMITS };
         let plain = sandbox.run(&program, Mode::Run, &[200], &limits, Stdout::Capture);
@@ -343,7 +347,9 @@ fn a_paced_run_runs_out_of_fuel_exactly_where_a_plain_one_does() {
 #[test]
 fn a_pacer_can_stop_a_run() {
     let sandbox = Sandbox::new().unwrap();
-    let program = sandbox.compile(&wat::parse_str(COUNTDOWN).unwrap()).unwrap();
+    let program = sandbox
+        .compile(&wat::parse_str(COUNTDOWN).unwrap())
+        .unwrap();
     let limits = Limits {
         fuel: 1 << 40,
         ..LIMITS
@@ -357,7 +363,11 @@ fn a_pacer_can_stop_a_run() {
         Stdout::Capture,
         &mut |_| {
             calls += 1;
-            if calls == 3 { Pace::Stop } else { Pace::Continue }
+            if calls == 3 {
+                Pace::Stop
+            } else {
+                Pace::Continue
+            }
         },
     );
     assert_eq!(calls, 3);

@@ -3,6 +3,7 @@
 
 mod compare;
 mod dashboard;
+mod heartbeats;
 mod honest;
 mod hostile;
 mod leases;
