@@ -74,9 +74,7 @@ impl Detector {
             threshold: f64::from(threshold_percent.clamp(1, 100)) / 100.0,
             idle_for,
             last: None,
-            // Until the machine has been seen quiet for a while, it is not
-            // known to be idle.
-            busy_at: Some(Instant::now()),
+            busy_at: None,
         }
     }
 
@@ -94,9 +92,13 @@ impl Detector {
 
     /// Takes a sample taken at `at`; returns whether to stay paused.
     pub fn observe(&mut self, sample: Sample, at: Instant) -> bool {
-        if let Some(last) = self.last.replace(sample)
-            && Self::others_share(last, sample) > self.threshold
-        {
+        let busy = match self.last.replace(sample) {
+            // Until the machine has been seen quiet for a while, it is not
+            // known to be idle.
+            None => true,
+            Some(last) => Self::others_share(last, sample) > self.threshold,
+        };
+        if busy {
             self.busy_at = Some(at);
         }
         match self.busy_at {

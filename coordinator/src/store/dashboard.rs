@@ -8,9 +8,9 @@
 //!   replicas in progress (at most two per worker slot);
 //! - workers and accounts: their own small tables;
 //! - throughput: one range of `replicas_returned` (migration 0004);
-//! - one job's replica outcomes, errors and accepted units over time: that
-//!   job's units and their replicas (by `units (job_id, idx)` and
-//!   `replicas (unit_id, ...)`), an aggregate the dashboard throttles.
+//! - one job's replica outcomes and accepted units over time: the rows of
+//!   `job_outcomes` and `job_accepted_seconds` (migration 0009), which
+//!   triggers keep current as replicas and units change state.
 
 use super::{Result, Store, recent_credit_per_day};
 use crate::dashboard::{DashboardJob, Fleet, Leader, Rank, ReplicaGroup, RunningReplica};
@@ -149,10 +149,8 @@ impl Store {
     /// per group.
     pub(crate) async fn job_replica_groups(&self, job: &str) -> Result<Vec<ReplicaGroup>> {
         let rows = sqlx::query(
-            "SELECT r.state, r.failure_kind, COUNT(*) AS n, MIN(r.message) AS example
-             FROM units u JOIN replicas r ON r.unit_id = u.id
-             WHERE u.job_id = ?
-             GROUP BY r.state, r.failure_kind",
+            "SELECT state, NULLIF(kind, '') AS failure_kind, n, example
+             FROM job_outcomes WHERE job_id = ? AND n > 0",
         )
         .bind(job)
         .fetch_all(&self.read)
@@ -167,6 +165,59 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Recounts a job's dashboard aggregates from its replicas and units
+    /// and lists every group where the kept counts differ (none, unless a
+    /// trigger missed a change): a consistency check for tests and for
+    /// operators who doubt a page.
+    pub async fn verify_job_aggregates(&self, job: &str) -> Result<Vec<String>> {
+        let mut wrong = Vec::new();
+        let outcomes = sqlx::query(
+            "SELECT state, kind, SUM(kept) AS kept, SUM(real) AS real FROM (
+                 SELECT state, kind, n AS kept, 0 AS real FROM job_outcomes WHERE job_id = ?
+                 UNION ALL
+                 SELECT r.state, COALESCE(r.failure_kind, ''), 0, COUNT(*)
+                 FROM units u JOIN replicas r ON r.unit_id = u.id WHERE u.job_id = ?
+                 GROUP BY r.state, COALESCE(r.failure_kind, ''))
+             GROUP BY state, kind HAVING SUM(kept) <> SUM(real)",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_all(&self.read)
+        .await?;
+        for r in &outcomes {
+            wrong.push(format!(
+                "replicas {}/{}: kept {}, counted {}",
+                r.try_get::<String, _>("state")?,
+                r.try_get::<String, _>("kind")?,
+                count(r, "kept")?,
+                count(r, "real")?
+            ));
+        }
+        let accepted = sqlx::query(
+            "SELECT second, SUM(kept) AS kept, SUM(real) AS real FROM (
+                 SELECT second, n AS kept, 0 AS real FROM job_accepted_seconds WHERE job_id = ?
+                 UNION ALL
+                 SELECT COALESCE(r.returned_ms, 0) / 1000, 0, COUNT(*)
+                 FROM units u JOIN replicas r ON r.id = u.accepted_replica
+                 WHERE u.job_id = ? AND u.state = 'accepted'
+                 GROUP BY COALESCE(r.returned_ms, 0) / 1000)
+             GROUP BY second HAVING SUM(kept) <> SUM(real)",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_all(&self.read)
+        .await?;
+        for r in &accepted {
+            wrong.push(format!(
+                "accepted in second {}: kept {}, counted {}",
+                r.try_get::<i64, _>("second")?,
+                count(r, "kept")?,
+                count(r, "real")?
+            ));
+        }
+        Ok(wrong)
     }
 
     /// One failed unit's error, as an example.
@@ -189,10 +240,9 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<(i64, u64)>> {
         let rows = sqlx::query(
-            "SELECT (r.returned_ms - ?) / ? AS bucket, COUNT(*) AS n
-             FROM units u JOIN replicas r ON r.id = u.accepted_replica
-             WHERE u.job_id = ? AND u.state = 'accepted'
-             GROUP BY (r.returned_ms - ?) / ?",
+            "SELECT (second * 1000 - ?) / ? AS bucket, SUM(n) AS n
+             FROM job_accepted_seconds WHERE job_id = ? AND n > 0
+             GROUP BY (second * 1000 - ?) / ?",
         )
         .bind(from)
         .bind(bucket_ms.max(1))
