@@ -67,8 +67,9 @@ enum Command {
         json: bool,
     },
     /// Print a systemd service unit for running the worker as a service
-    /// (save it as /etc/systemd/system/wasm-at-home-worker.service; it stays
-    /// off until you run `systemctl enable --now wasm-at-home-worker`).
+    /// (save it as /etc/systemd/system/wasm-at-home-worker.service). The
+    /// service registers on its first start and waits paused until you run
+    /// `worker resume --state-dir /var/lib/wasm-at-home`.
     Install {
         /// The config file the service reads (coordinator, account, ...).
         #[arg(long, default_value = "/etc/wasm-at-home/worker.toml")]
@@ -181,8 +182,10 @@ async fn command(command: Command, display: Display) -> anyhow::Result<()> {
             print!("{}", systemd_unit(&binary, Some(&config)));
             eprintln!(
                 "# Save this as /etc/systemd/system/wasm-at-home-worker.service, write {} \
-                 (see `worker --help`), then opt in with: \
-                 systemctl daemon-reload && systemctl enable --now wasm-at-home-worker",
+                 (see `worker --help`), start it with \
+                 `systemctl daemon-reload && systemctl enable --now wasm-at-home-worker` \
+                 (it registers, then waits paused), and opt in with \
+                 `worker resume --state-dir /var/lib/wasm-at-home`",
                 config.display()
             );
         }

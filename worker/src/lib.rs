@@ -80,7 +80,8 @@ pub struct Config {
     pub idle_after: Duration,
     /// How often a heartbeat reports progress while units run.
     pub heartbeat: Duration,
-    /// Start paused even if the volunteer did not pause it before.
+    /// A new worker (first start on an empty state directory) starts
+    /// paused, until `worker resume`.
     pub start_paused: bool,
     /// How progress is shown.
     pub display: progress::Display,
@@ -156,8 +157,9 @@ pub struct Settings {
     /// them back [default: 30].
     #[arg(long, env = "WASM_AT_HOME_GRACE_SECS")]
     pub grace_secs: Option<u64>,
-    /// Start paused (until `worker resume`), e.g. for a service that should
-    /// wait for the volunteer's go.
+    /// A new worker (first start on an empty state directory) registers and
+    /// then waits paused until `worker resume`: how the service starts, so
+    /// that nothing runs before the volunteer opts in.
     #[arg(long, env = "WASM_AT_HOME_START_PAUSED", num_args = 0..=1, default_missing_value = "true")]
     pub start_paused: Option<bool>,
 }
@@ -229,9 +231,9 @@ impl Settings {
 /// A systemd service unit running this worker as a service: its own
 /// dynamic user, state kept in /var/lib/wasm-at-home, lowest CPU and I/O
 /// priority, the file system read-only but for its state, stopped with
-/// SIGTERM and time to drain. `worker install` prints it; it is installed
-/// disabled, so nothing runs until the volunteer opts in with
-/// `systemctl enable --now wasm-at-home-worker`.
+/// SIGTERM and time to drain. `worker install` prints it. A new worker
+/// starts paused: it registers, then runs nothing until the volunteer opts
+/// in with `worker resume --state-dir /var/lib/wasm-at-home`.
 pub fn systemd_unit(binary: &std::path::Path, config: Option<&std::path::Path>) -> String {
     let config = config
         .map(|c| format!(" --config {}", c.display()))
@@ -243,7 +245,7 @@ Wants=network-online.target
 After=network-online.target
 
 [Service]
-ExecStart={binary} run{config} --state-dir /var/lib/wasm-at-home
+ExecStart={binary} run{config} --state-dir /var/lib/wasm-at-home --start-paused
 DynamicUser=yes
 StateDirectory=wasm-at-home
 Nice=19
@@ -284,7 +286,7 @@ mod tests {
             Some(std::path::Path::new("/etc/wasm-at-home/worker.toml")),
         );
         assert!(unit.contains(
-            "ExecStart=/usr/local/bin/worker run --config /etc/wasm-at-home/worker.toml --state-dir /var/lib/wasm-at-home\n"
+            "ExecStart=/usr/local/bin/worker run --config /etc/wasm-at-home/worker.toml --state-dir /var/lib/wasm-at-home --start-paused\n"
         ));
         for line in [
             "DynamicUser=yes",
@@ -435,6 +437,10 @@ impl Worker {
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let cache = ModuleCache::new(sandbox.clone(), state.cache_dir(), config.cache_bytes)
             .context("cannot create the module cache")?;
+        let fresh = state.identity()?.is_none();
+        if config.start_paused && fresh {
+            control::remember_pause(&config.state_dir, true)?;
+        }
         let identity = match state.identity()? {
             Some(id) if id.coordinator == config.coordinator => id,
             Some(id) => bail!(
@@ -481,14 +487,11 @@ impl Worker {
         };
         let client = Client::new(&config.coordinator).with_token(identity.token);
         let paused = governor::Paused {
-            by_user: config.start_paused || control::remembered_pause(&config.state_dir),
+            by_user: control::remembered_pause(&config.state_dir),
             // With --only-when-idle, idle is shown before work starts.
             by_load: config.only_when_idle,
         };
         let governor = Arc::new(governor::Governor::new(config.cpu_limit, paused));
-        if config.start_paused {
-            control::remember_pause(&config.state_dir, true)?;
-        }
         if config.only_when_idle {
             idle::watch(
                 governor.clone(),

@@ -333,3 +333,29 @@ async fn a_second_worker_on_the_same_state_directory_is_refused() {
     first.signal("TERM");
     assert!(first.exit_within(JOB_TIMEOUT).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() {
+    let c = TestCoordinator::start().await;
+    let job = mandelbrot_job(&c, &[300]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--start-paused"]);
+    w.wait_for("worker started paused").await;
+    // Registered (the service's first start), holding nothing.
+    assert_eq!(c.workers().await.len(), 1);
+    assert_eq!(w.status()["paused"]["by_user"], true);
+    assert_eq!(c.status(job).await.replicas_in_progress, 0);
+    let answer = w.control("resume");
+    assert!(answer.starts_with("running"), "{answer}");
+    assert_eq!(c.wait_for_job(job).await.state, JobState::Done);
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+
+    // --start-paused is for a new worker only: resumed once, a restart
+    // (a reboot of the service) goes on working.
+    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--start-paused"]);
+    let started = w.wait_for("worker started").await;
+    assert!(!started.contains("paused (worker resume"), "{started}");
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+}

@@ -20,8 +20,12 @@
 //!   saboteurs, one JSON line per scenario (`accepted_wrong_rate`,
 //!   `replicas_per_unit`, `open_units`), then all of them.
 //!
+//! - `guest`: the real worker process: its CPU use under `--cpu-limit`, and
+//!   the time from a restart (warm module cache) to its first unit done.
+//!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
+mod guest;
 mod integrity;
 
 use protocol::Limits;
@@ -42,9 +46,10 @@ fn main() {
         "bigjob" => bigjob(smoke),
         "coordinator" => coordinator_throughput(smoke, &args),
         "integrity" => integrity::run(smoke),
+        "guest" => guest::run(smoke),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity) [--smoke]"
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest) [--smoke]"
             );
             std::process::exit(2);
         }
