@@ -117,3 +117,27 @@ async fn a_stopping_worker_gives_back_its_queued_leases_at_once() {
         "giving a lease back is not a timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_worker_loads_the_compiled_module_instead_of_compiling_it() {
+    let c = TestCoordinator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = c
+        .running_job(primes_wasm(), b"100000 4", quorum(1, 2))
+        .await;
+    let w = TestWorker::start_in(&c.url, dir.path(), 1);
+    assert_eq!(c.wait_for_job(job).await.state, JobState::Done);
+    let first = w.stop().await;
+    assert_eq!(first.compilations, 1, "{first:?}");
+
+    // Same module, new job, restarted worker: it runs units and compiles
+    // nothing.
+    let job = c
+        .running_job(primes_wasm(), b"200000 4", quorum(1, 2))
+        .await;
+    let w = TestWorker::start_in(&c.url, dir.path(), 1);
+    assert_eq!(c.wait_for_job(job).await.state, JobState::Done);
+    let second = w.stop().await;
+    assert_eq!(second.units_run, 4, "{second:?}");
+    assert_eq!(second.compilations, 0, "{second:?}");
+}
