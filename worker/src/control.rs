@@ -198,10 +198,11 @@ pub fn describe(unit: &RunningUnit) -> String {
         .eta_secs()
         .map(|s| format!(", about {} left", human_secs(s)))
         .unwrap_or_default();
+    let job = unit.job_id.to_string();
     format!(
         "unit {} of job {}: {progress} after {}{eta}",
         unit.replica_id,
-        unit.job_id,
+        &job[..8.min(job.len())],
         human_secs(unit.elapsed_secs)
     )
 }
