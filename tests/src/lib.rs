@@ -8,10 +8,12 @@
 use coordinator::clock::{Clock as _, ManualClock};
 use coordinator::{Config, Coordinator};
 use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// The sample task modules, built by this crate's build script.
@@ -195,6 +197,18 @@ impl TestCoordinator {
         tokio::time::timeout(JOB_TIMEOUT, wait)
             .await
             .unwrap_or_else(|_| panic!("job {job} did not get there within {JOB_TIMEOUT:?}"))
+    }
+
+    /// Asserts that the dashboard's kept aggregates of `job` match a
+    /// recount from its replicas and units.
+    pub async fn assert_aggregates_consistent(&self, job: JobId) {
+        let wrong = self
+            .coordinator
+            .store()
+            .verify_job_aggregates(&job.to_string())
+            .await
+            .unwrap();
+        assert!(wrong.is_empty(), "{wrong:?}");
     }
 
     /// The job's status, read straight from the store.
@@ -388,5 +402,133 @@ pub fn honest_result(module: &[u8], lease: &protocol::Lease) -> protocol::Result
             output: output.into(),
         },
         fuel_used,
+    }
+}
+
+/// A worker process and the lines of its log.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    pub state_dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `binary run` (the `worker` command) on `url` and `state_dir`
+    /// with more `args`, its log at debug level for the worker.
+    pub fn start(binary: &str, url: &str, state_dir: &Path, args: &[&str]) -> WorkerProcess {
+        let mut child = Command::new(binary)
+            .args(["run", "--coordinator", url, "--state-dir"])
+            .arg(state_dir)
+            .args(args)
+            .env("RUST_LOG", "info,worker=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the worker binary runs");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[worker] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        WorkerProcess {
+            child,
+            lines,
+            state_dir: state_dir.to_path_buf(),
+            binary: PathBuf::from(binary),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    pub async fn wait_for(&mut self, text: &str) -> String {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(text) {
+                    return line;
+                }
+            }
+            panic!("the worker exited before logging {text:?}");
+        };
+        tokio::time::timeout(JOB_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not log {text:?} in time"))
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.exit_within(JOB_TIMEOUT).await
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill(1) runs")
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the worker did not exit within {limit:?}"
+            );
+            // Polling the exit status of a child; not a synchronisation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// CPU time the process has used, in clock ticks (100 a second).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        worker::idle::parse_process(&stat).unwrap()
+    }
+
+    /// Runs `worker <command> --state-dir <dir>` and returns its stdout.
+    pub fn control(&self, command: &str) -> String {
+        let out = Command::new(&self.binary)
+            .arg(command)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "worker {command}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(&self.binary)
+            .args(["status", "--json", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "worker status: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -296,13 +296,7 @@ async fn dashboard_api_groups_a_jobs_errors_by_kind_with_an_example() {
         "{d}"
     );
     assert_eq!(n(&d["replicas"]["valid"]), 10);
-    let wrong = c
-        .coordinator
-        .store()
-        .verify_job_aggregates(&job.to_string())
-        .await
-        .unwrap();
-    assert!(wrong.is_empty(), "{wrong:?}");
+    c.assert_aggregates_consistent(job).await;
 
     // Bad ids are refused; unknown jobs are not found.
     let bad = reqwest::get(format!("{}/api/v1/dashboard/jobs/nope", c.url))

@@ -7,130 +7,30 @@
 //! but to measure over it.
 
 use protocol::{JobId, JobState, Limits};
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use wasm_at_home_tests::*;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
 
-/// A worker process and the lines of its log.
-struct WorkerProcess {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    state_dir: PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(url: &str, state_dir: &Path, args: &[&str]) -> WorkerProcess {
-        let mut child = Command::new(WORKER)
-            .args(["run", "--coordinator", url, "--state-dir"])
-            .arg(state_dir)
-            .args(args)
-            .env("RUST_LOG", "info,worker=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the worker binary runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                eprintln!("[worker] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        WorkerProcess {
-            child,
-            lines,
-            state_dir: state_dir.to_path_buf(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for a log line containing `text`; returns it.
-    async fn wait_for(&mut self, text: &str) -> String {
-        let wait = async {
-            while let Some(line) = self.lines.recv().await {
-                if line.contains(text) {
-                    return line;
-                }
-            }
-            panic!("the worker exited before logging {text:?}");
-        };
-        tokio::time::timeout(JOB_TIMEOUT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("the worker did not log {text:?} in time"))
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill(1) runs")
-            .success();
-        assert!(ok, "kill -{signal}");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the worker did not exit within {limit:?}"
-            );
-            // Polling the exit status of a child; not a synchronisation.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// CPU time the process has used, in clock ticks (100 a second).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        worker::idle::parse_process(&stat).unwrap()
-    }
-
-    /// Runs `worker <command> --state-dir <dir>` and returns its stdout.
-    fn control(&self, command: &str) -> String {
-        let out = Command::new(WORKER)
-            .arg(command)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "worker {command}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(WORKER)
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "worker status: {out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A worker on `c` holding both units of a two-unit job, whose coordinator
+/// then goes away: it computes both and cannot upload them. Returns the
+/// worker, the job, the coordinator's data and its address (to bring it
+/// back where the worker looks for it).
+async fn computed_while_away(dir: &Path) -> (WorkerProcess, JobId, tempfile::TempDir, String) {
+    let c = TestCoordinator::start().await;
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let job = mandelbrot_job(&c, &[1500, 1501]).await;
+    let mut w = WorkerProcess::start(WORKER, &c.url, dir, &["--slots", "1"]);
+    // It holds both units (two leases per slot) once the first starts.
+    w.wait_for("unit started").await;
+    let data = c.stop().await;
+    // Both are computed and kept; uploads fail and back off.
+    w.wait_for("unit done").await;
+    w.wait_for("unit done").await;
+    w.wait_for("cannot upload yet results=2").await;
+    (w, job, data, addr)
 }
 
 /// A job of Mandelbrot units of `size`² pixels each (about a second per
@@ -157,7 +57,12 @@ async fn sigterm_during_a_unit_exits_cleanly_in_the_grace_period_and_gives_the_u
     // Units of a minute or more: neither can finish in the grace period.
     let job = mandelbrot_job(&c, &[20000, 20001]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--grace-secs", "1"]);
+    let mut w = WorkerProcess::start(
+        WORKER,
+        &c.url,
+        dir.path(),
+        &["--slots", "1", "--grace-secs", "1"],
+    );
     w.wait_for("unit started").await;
     let asked = Instant::now();
     w.signal("TERM");
@@ -183,19 +88,8 @@ async fn sigterm_during_a_unit_exits_cleanly_in_the_grace_period_and_gives_the_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn results_computed_while_the_coordinator_is_away_arrive_when_it_returns() {
-    let c = TestCoordinator::start().await;
-    let addr = c.url.trim_start_matches("http://").to_string();
-    let job = mandelbrot_job(&c, &[1500, 1501]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
-    // It holds both units (two leases per slot) once the first starts.
-    w.wait_for("unit started").await;
-    let data = c.stop().await;
-
-    // Both are computed and kept; uploads fail and back off.
-    w.wait_for("unit done").await;
-    w.wait_for("unit done").await;
-    w.wait_for("cannot upload yet results=2").await;
+    let (mut w, job, data, addr) = computed_while_away(dir.path()).await;
     let c = TestCoordinator::start_at(data, &addr, |_| {}).await;
     let s = c.wait_for_job(job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
@@ -213,17 +107,9 @@ async fn results_computed_while_the_coordinator_is_away_arrive_when_it_returns()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_with_results_on_disk_uploads_them_after_a_restart() {
-    let c = TestCoordinator::start().await;
-    let addr = c.url.trim_start_matches("http://").to_string();
-    let job = mandelbrot_job(&c, &[1500, 1501]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
-    w.wait_for("unit started").await;
-    let data = c.stop().await;
+    let (mut w, job, data, addr) = computed_while_away(dir.path()).await;
     // Both results written, neither uploaded: then SIGKILL.
-    w.wait_for("unit done").await;
-    w.wait_for("unit done").await;
-    w.wait_for("cannot upload yet results=2").await;
     let pending = worker::state::StateDir::open(dir.path())
         .unwrap()
         .pending_results()
@@ -234,7 +120,7 @@ async fn a_worker_killed_with_results_on_disk_uploads_them_after_a_restart() {
     drop(w);
 
     let c = TestCoordinator::start_at(data, &addr, |_| {}).await;
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    let mut w = WorkerProcess::start(WORKER, &c.url, dir.path(), &["--slots", "1"]);
     w.wait_for("uploading a result from before the restart")
         .await;
     let s = c.wait_for_job(job).await;
@@ -255,6 +141,7 @@ async fn with_a_cpu_limit_of_50_the_worker_uses_about_half_a_core() {
     mandelbrot_job(&c, &[20000]).await;
     let dir = tempfile::tempdir().unwrap();
     let mut w = WorkerProcess::start(
+        WORKER,
         &c.url,
         dir.path(),
         &["--slots", "1", "--cpu-limit", "50", "--grace-secs", "0"],
@@ -278,7 +165,7 @@ async fn a_paused_worker_makes_no_progress_and_finishes_after_resume() {
     let c = TestCoordinator::start().await;
     let job = mandelbrot_job(&c, &[2500]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    let mut w = WorkerProcess::start(WORKER, &c.url, dir.path(), &["--slots", "1"]);
     w.wait_for("unit started").await;
     let answer = w.control("pause");
     assert!(answer.starts_with("paused"), "{answer}");
@@ -320,7 +207,7 @@ async fn a_paused_worker_makes_no_progress_and_finishes_after_resume() {
 async fn a_second_worker_on_the_same_state_directory_is_refused() {
     let c = TestCoordinator::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut first = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1"]);
+    let mut first = WorkerProcess::start(WORKER, &c.url, dir.path(), &["--slots", "1"]);
     first.wait_for("worker started").await;
     let second = Command::new(WORKER)
         .args(["run", "--coordinator", &c.url, "--state-dir"])
@@ -339,7 +226,12 @@ async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() 
     let c = TestCoordinator::start().await;
     let job = mandelbrot_job(&c, &[300]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--start-paused"]);
+    let mut w = WorkerProcess::start(
+        WORKER,
+        &c.url,
+        dir.path(),
+        &["--slots", "1", "--start-paused"],
+    );
     w.wait_for("worker started paused").await;
     // Registered (the service's first start), holding nothing.
     assert_eq!(c.workers().await.len(), 1);
@@ -353,7 +245,12 @@ async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() 
 
     // --start-paused is for a new worker only: resumed once, a restart
     // (a reboot of the service) goes on working.
-    let mut w = WorkerProcess::start(&c.url, dir.path(), &["--slots", "1", "--start-paused"]);
+    let mut w = WorkerProcess::start(
+        WORKER,
+        &c.url,
+        dir.path(),
+        &["--slots", "1", "--start-paused"],
+    );
     let started = w.wait_for("worker started").await;
     assert!(!started.contains("paused (worker resume"), "{started}");
     w.signal("TERM");

@@ -10,84 +10,19 @@
 //!   figure from its start (`restart_to_first_unit_ms`), against the cold
 //!   first start (`cold_start_to_first_unit_ms`).
 
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use wasm_at_home_tests::{TestCoordinator, default_limits, kernels_wasm, quorum};
+use wasm_at_home_tests::{TestCoordinator, WorkerProcess, default_limits, kernels_wasm, quorum};
 
-fn worker_binary() -> PathBuf {
+fn worker_binary() -> String {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.with_file_name("worker-under-test");
+    let path: PathBuf = exe.with_file_name("worker-under-test");
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build --release -p wasm-at-home-tests --bins`",
         path.display()
     );
-    path
-}
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(url: &str, state: &Path, args: &[&str]) -> Proc {
-        let mut child = Command::new(worker_binary())
-            .args(["run", "--coordinator", url, "--state-dir"])
-            .arg(state)
-            .args(args)
-            .env("RUST_LOG", "info,worker=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(120))
-                .unwrap_or_else(|_| panic!("no {text:?} from the worker"));
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        worker::idle::parse_process(&stat).unwrap()
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    path.to_string_lossy().into_owned()
 }
 
 pub fn run(smoke: bool) -> serde_json::Value {
@@ -107,7 +42,8 @@ pub fn run(smoke: bool) -> serde_json::Value {
         ));
         let dir = tempfile::tempdir().unwrap();
         let limit_arg = limit.to_string();
-        let w = Proc::start(
+        let mut w = WorkerProcess::start(
+            &worker_binary(),
             &c.url,
             dir.path(),
             &[
@@ -119,7 +55,7 @@ pub fn run(smoke: bool) -> serde_json::Value {
                 &limit_arg,
             ],
         );
-        w.wait_for("unit started");
+        rt.block_on(w.wait_for("unit started"));
         // Let the first slices pass, then measure.
         std::thread::sleep(Duration::from_millis(300));
         let (t0, at) = (w.cpu_ticks(), Instant::now());
@@ -133,7 +69,7 @@ pub fn run(smoke: bool) -> serde_json::Value {
             limit.to_string(),
             serde_json::json!((share * 1000.0).round() / 10.0),
         );
-        w.stop();
+        rt.block_on(w.stop());
         drop(rt.block_on(c.stop()));
     }
 
@@ -148,10 +84,10 @@ pub fn run(smoke: bool) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let run_once = |label: &str| -> (f64, f64, bool) {
         let spawned = Instant::now();
-        let w = Proc::start(&c.url, dir.path(), &["--slots", "1"]);
+        let mut w = WorkerProcess::start(&worker_binary(), &c.url, dir.path(), &["--slots", "1"]);
         let mut compiled = false;
         let line = loop {
-            let line = w.wait_for("");
+            let line = rt.block_on(w.wait_for(""));
             if line.contains(": compiled module") {
                 compiled = true;
             }
@@ -174,7 +110,7 @@ pub fn run(smoke: bool) -> serde_json::Value {
                 ", compiled module from the cache"
             }
         );
-        w.stop();
+        rt.block_on(w.stop());
         (total, own, compiled)
     };
     let (cold, _, cold_compiled) = run_once("cold start (registers, downloads, compiles)");
