@@ -831,19 +831,22 @@ impl Store {
         now: i64,
     ) -> Result<Result<Effects, Refusal>> {
         let mut tx = self.write.begin().await?;
-        let row: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT unit_id, worker_id, state FROM replicas WHERE id = ?")
-                .bind(replica.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((unit, owner, state)) = row else {
+        let row: Option<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT unit_id, worker_id, state, deadline_ms FROM replicas WHERE id = ?",
+        )
+        .bind(replica.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((unit, owner, state, deadline)) = row else {
             return Ok(Err(Refusal::NoSuchReplica));
         };
         if owner != worker.to_string() {
             return Ok(Err(Refusal::NotYours));
         }
-        if state != ReplicaState::InProgress.as_str() {
+        if state != ReplicaState::InProgress.as_str() || deadline < now {
             // Returned, timed out or released before: nothing to give back.
+            // A lease that ran out is a timeout, not a release, even if
+            // the sweep has not marked it yet.
             return Ok(Ok(Effects::default()));
         }
         sqlx::query(
@@ -894,7 +897,7 @@ impl Store {
         let ids: Vec<i64> = reported.keys().copied().collect();
         for chunk in ids.chunks(IN_LIST_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs
+                "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs, j.fuel
                  FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
                  WHERE r.state = 'in_progress' AND j.state IN ('running', 'reducing', 'done')
                    AND r.worker_id = ",
@@ -910,7 +913,8 @@ impl Store {
                     continue;
                 }
                 held.insert(id);
-                let fuel = reported[&id].min(i64::MAX as u64) as i64;
+                // No run uses more than the job's fuel limit.
+                let fuel = reported[&id].min(row.try_get::<i64, _>("fuel")?.max(0) as u64) as i64;
                 let before: Option<i64> = row.try_get("progress_fuel")?;
                 if fuel > before.unwrap_or(0) {
                     let period = row.try_get::<i64, _>("lease_secs")? * 1000;

@@ -132,7 +132,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command(cli.command, display)) {
+    let result = runtime.block_on(command(cli.command, display));
+    // A sandbox thread left behind (a unit still compiling at the end of a
+    // stop) does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -87,27 +87,50 @@ pub fn remember_pause(state_dir: &Path, paused: bool) -> anyhow::Result<()> {
     .with_context(|| format!("cannot change {}", file.display()))
 }
 
-/// Opens the control socket. Fails if another worker already answers on
-/// it: two workers must never share a state directory.
-pub async fn listen(state_dir: &Path) -> anyhow::Result<UnixListener> {
-    let path = socket_path(state_dir);
-    if UnixStream::connect(&path).await.is_ok() {
+/// The control socket, and the lock that makes this worker the only one on
+/// its state directory (held as long as the value lives).
+#[derive(Debug)]
+pub struct Control {
+    pub listener: UnixListener,
+    pub lock: std::fs::File,
+}
+
+/// Locks the state directory (`STATE_DIR/lock`) and opens the control
+/// socket. Fails if another worker holds the lock: two workers must never
+/// share a state directory.
+pub fn listen(state_dir: &Path) -> anyhow::Result<Control> {
+    let lock_path = state_dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
         bail!(
             "another worker is running on the state directory {}: give each worker its own --state-dir",
             state_dir.display()
         );
     }
+    let path = socket_path(state_dir);
     // A socket file left by a worker that died.
     let _ = std::fs::remove_file(&path);
-    UnixListener::bind(&path)
-        .with_context(|| format!("cannot open the control socket {}", path.display()))
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot open the control socket {}", path.display()))?;
+    Ok(Control { listener, lock })
 }
 
 /// Answers control commands until the listener is dropped.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::debug!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -160,14 +183,35 @@ pub async fn send(state_dir: &Path, command: &str) -> anyhow::Result<Reply> {
     let path = socket_path(state_dir);
     match UnixStream::connect(&path).await {
         Ok(stream) => {
-            let (read, mut write) = stream.into_split();
-            write.write_all(format!("{command}\n").as_bytes()).await?;
-            let mut line = String::new();
-            BufReader::new(read).read_line(&mut line).await?;
+            let talk = async {
+                let (read, mut write) = stream.into_split();
+                write.write_all(format!("{command}\n").as_bytes()).await?;
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await?;
+                anyhow::Ok(line)
+            };
+            let line = tokio::time::timeout(std::time::Duration::from_secs(10), talk)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the worker did not answer (is it still registering?)")
+                })??;
             if let Ok(status) = serde_json::from_str::<LocalStatus>(&line) {
                 return Ok(Reply::Running(status));
             }
             bail!("the worker answered: {}", line.trim());
+        }
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Err(e).with_context(|| {
+                format!(
+                    "cannot reach the worker's control socket {} (run this as the worker's user, or with sudo)",
+                    path.display()
+                )
+            })
         }
         Err(_) => {
             if !state_dir.join("worker.json").exists() && command != "status" {

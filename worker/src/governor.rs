@@ -137,17 +137,18 @@ impl Governor {
 
     /// Changes one reason to pause; returns the new state.
     pub fn set_paused(&self, change: impl FnOnce(&mut Paused)) -> Paused {
-        let now = {
-            let mut s = self.lock();
-            change(&mut s.paused);
-            s.paused
-        };
-        self.wake.notify_all();
+        let mut s = self.lock();
+        change(&mut s.paused);
+        let now = s.paused;
+        // Published under the lock, so that two changes at once reach the
+        // watchers in the order they were made.
         self.paused.send_if_modified(|p| {
             let changed = *p != now;
             *p = now;
             changed
         });
+        drop(s);
+        self.wake.notify_all();
         now
     }
 
@@ -243,12 +244,11 @@ impl Governor {
         }
     }
 
-    /// Forgets a unit that ended; returns whether it was abandoned (its
-    /// result, if any, is not wanted).
-    pub fn finish(&self, replica: ReplicaId) -> bool {
+    /// Forgets a unit that ended.
+    pub fn finish(&self, replica: ReplicaId) {
         let mut s = self.lock();
         s.runs.remove(&replica);
-        s.abandon.remove(&replica) || s.abandon_all
+        s.abandon.remove(&replica);
     }
 }
 
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(runner.join().unwrap(), Pace::Continue);
         assert_eq!(g.running()[0].fuel_used, 100);
         assert_eq!(g.running()[0].fraction(), Some(0.25));
-        assert!(!g.finish(ReplicaId(1)));
+        g.finish(ReplicaId(1));
         assert!(g.running().is_empty());
     }
 
@@ -316,7 +316,7 @@ mod tests {
         rx.recv().unwrap();
         g.abandon(ReplicaId(2));
         assert_eq!(runner.join().unwrap(), Pace::Stop);
-        assert!(g.finish(ReplicaId(2)), "its result is not wanted");
+        g.finish(ReplicaId(2));
     }
 
     #[test]

@@ -406,6 +406,8 @@ struct Worker {
     /// What `worker status` reads.
     shared: Arc<control::Shared>,
     control: std::sync::Mutex<Option<tokio::net::UnixListener>>,
+    /// Holds the state directory's lock while the worker lives.
+    _lock: std::fs::File,
     started: std::time::Instant,
 }
 
@@ -433,7 +435,7 @@ impl Worker {
         }
         let state = StateDir::open(&config.state_dir)?;
         // First, so that a second worker on this state directory stops here.
-        let listener = control::listen(&config.state_dir).await?;
+        let control = control::listen(&config.state_dir)?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let cache = ModuleCache::new(sandbox.clone(), state.cache_dir(), config.cache_bytes)
             .context("cannot create the module cache")?;
@@ -523,7 +525,8 @@ impl Worker {
             cache,
             governor,
             shared,
-            control: std::sync::Mutex::new(Some(listener)),
+            control: std::sync::Mutex::new(Some(control.listener)),
+            _lock: control.lock,
             started,
         })
     }
@@ -554,10 +557,14 @@ impl Worker {
             .take();
         let control = listener.map(|l| tokio::spawn(control::serve(l, self.shared.clone())));
         let heartbeats = tokio::spawn(self.clone().heartbeats());
+        // Whatever way this function ends (even an early error), paused
+        // or running units must not keep their threads waiting.
+        let _abandon_on_exit = AbandonOnDrop(self.governor.clone());
+        let (shown, show_until) = watch::channel(false);
         let display = tokio::spawn(progress::show(
             self.config.display.clone(),
             self.governor.clone(),
-            stop.clone(),
+            show_until,
         ));
         let mut paused = self.governor.watch_paused();
         let send = |results: &mpsc::UnboundedSender<PendingResult>, pending| {
@@ -711,14 +718,8 @@ impl Worker {
         // start.
         let grace_ends = tokio::time::Instant::now() + self.config.grace;
         tracing::info!(running = runs.len(), queued = queue.len(), "stopping");
-        for (lease, _) in queue.drain(..) {
-            match self.client.release(lease.replica_id).await {
-                Ok(()) => stats.released += 1,
-                Err(e) => {
-                    tracing::warn!(replica = %lease.replica_id, error = %e, "cannot give the lease back; it runs out by itself")
-                }
-            }
-        }
+        let queued: Vec<_> = queue.drain(..).map(|(lease, _)| lease.replica_id).collect();
+        stats.released += self.give_back(queued).await;
         let mut abandoned = Vec::new();
         let frozen = self.governor.paused().any();
         while !frozen && !runs.is_empty() {
@@ -738,15 +739,15 @@ impl Worker {
                 }
             );
             self.governor.abandon_all();
-            while let Some(done) = runs.join_next().await {
+            // A paced run ends at its next slice; one still downloading or
+            // compiling its module is left behind after a few seconds.
+            let ends = tokio::time::Instant::now() + GIVE_BACK_WAIT;
+            while let Ok(Some(done)) = tokio::time::timeout_at(ends, runs.join_next()).await {
                 abandoned.extend(collect(done, &mut stats)?);
             }
+            runs.abort_all();
         }
-        for replica in abandoned {
-            if let Err(e) = self.client.release(replica).await {
-                tracing::warn!(%replica, error = %e, "cannot give the lease back; it runs out by itself");
-            }
-        }
+        self.give_back(abandoned).await;
         drop(results);
         // The uploader gets what is left of the grace period, and at least
         // a few seconds for one last attempt.
@@ -756,6 +757,7 @@ impl Worker {
             Err(_) => tracing::warn!("results not uploaded yet stay on disk for the next start"),
         }
         heartbeats.abort();
+        let _ = shown.send(true);
         let _ = display.await;
         if let Some(control) = control {
             control.abort();
@@ -766,6 +768,29 @@ impl Worker {
             Some(e) => Err(e),
             None => Ok(stats),
         }
+    }
+
+    /// Gives leases back to the coordinator, all at once and for at most
+    /// [`GIVE_BACK_WAIT`] (one not given back runs out by itself); returns
+    /// how many were taken back.
+    async fn give_back(self: &Arc<Self>, replicas: Vec<protocol::ReplicaId>) -> u64 {
+        let mut calls = JoinSet::new();
+        for replica in replicas {
+            let me = self.clone();
+            calls.spawn(async move { (replica, me.client.release(replica).await) });
+        }
+        let mut taken = 0;
+        let ends = tokio::time::Instant::now() + GIVE_BACK_WAIT;
+        while let Ok(Some(done)) = tokio::time::timeout_at(ends, calls.join_next()).await {
+            match done {
+                Ok((_, Ok(()))) => taken += 1,
+                Ok((replica, Err(e))) => {
+                    tracing::warn!(%replica, error = %e, "cannot give the lease back; it runs out by itself")
+                }
+                Err(_) => {}
+            }
+        }
+        taken
     }
 
     /// Sends a heartbeat every [`Config::heartbeat`] while units run (and at
@@ -831,17 +856,24 @@ impl Worker {
         let sandbox = self.sandbox.clone();
         let governor = self.governor.clone();
         let report = tokio::task::spawn_blocking(move || {
-            let mut pacer = governor.start(&lease);
+            let mut pace = governor.start(&lease);
+            // Abandoned means stopped midway: a unit that finished just as
+            // it was abandoned keeps its result.
+            let mut stopped = false;
             let report = sandbox.run_paced(
                 &program,
                 Mode::Run,
                 &lease.input,
                 &lease.limits,
                 Stdout::Capture,
-                &mut pacer,
+                &mut |fuel| {
+                    let pace = pace(fuel);
+                    stopped |= pace == sandbox::Pace::Stop;
+                    pace
+                },
             );
-            let abandoned = governor.finish(lease.replica_id);
-            (report, abandoned)
+            governor.finish(lease.replica_id);
+            (report, stopped)
         })
         .await;
         let result = match report {
@@ -1008,6 +1040,21 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// How long a stopping worker waits for leases to be given back, and for
+/// abandoned units to end.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Abandons every unit when dropped: no run stays blocked in its pacer
+/// (paused) after the main loop is gone.
+#[derive(Debug)]
+struct AbandonOnDrop(Arc<governor::Governor>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon_all();
     }
 }
 

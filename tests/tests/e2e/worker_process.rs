@@ -256,3 +256,26 @@ async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() 
     w.signal("TERM");
     assert!(w.exit_within(JOB_TIMEOUT).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_the_coordinator_does_not_know_exits_with_a_clear_error() {
+    let c = TestCoordinator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // An identity the coordinator never issued (its database was reset,
+    // say).
+    worker::state::StateDir::open(dir.path())
+        .unwrap()
+        .save_identity(&worker::state::Identity {
+            coordinator: c.url.clone(),
+            worker_id: protocol::WorkerId(uuid::Uuid::new_v4()),
+            token: "not-a-token".into(),
+            account_id: None,
+            account_key: None,
+        })
+        .unwrap();
+    // Its log is not a terminal (log lines, not bars), as under systemd.
+    let mut w = WorkerProcess::start(WORKER, &c.url, dir.path(), &["--slots", "1"]);
+    let status = w.exit_within(JOB_TIMEOUT).await;
+    assert!(!status.success(), "{status:?}");
+    w.wait_for("does not know this worker").await;
+}
