@@ -3,7 +3,9 @@
 -- instead of every replica of a 100,000-unit job.
 
 -- A job's replicas by state and failure kind ('' for none), with an
--- example message per group.
+-- example message per group. Replicas in progress are not counted here
+-- (the leases' partial index counts them): leasing, the hottest write,
+-- stays free of trigger work.
 CREATE TABLE job_outcomes (
     job_id   TEXT NOT NULL,
     state    TEXT NOT NULL,
@@ -16,23 +18,22 @@ CREATE TABLE job_outcomes (
 INSERT INTO job_outcomes (job_id, state, kind, n, example)
 SELECT u.job_id, r.state, COALESCE(r.failure_kind, ''), COUNT(*), MIN(r.message)
 FROM replicas r JOIN units u ON u.id = r.unit_id
+WHERE r.state <> 'in_progress'
 GROUP BY u.job_id, r.state, COALESCE(r.failure_kind, '');
 
-CREATE TRIGGER job_outcomes_insert AFTER INSERT ON replicas
-BEGIN
-    INSERT INTO job_outcomes (job_id, state, kind, n, example)
-    VALUES ((SELECT job_id FROM units WHERE id = NEW.unit_id), NEW.state,
-            COALESCE(NEW.failure_kind, ''), 1, NEW.message)
-    ON CONFLICT (job_id, state, kind)
-    DO UPDATE SET n = n + 1, example = COALESCE(example, excluded.example);
-END;
-
-CREATE TRIGGER job_outcomes_update AFTER UPDATE OF state, failure_kind ON replicas
-WHEN OLD.state IS NOT NEW.state OR OLD.failure_kind IS NOT NEW.failure_kind
+CREATE TRIGGER job_outcomes_leave AFTER UPDATE OF state, failure_kind ON replicas
+WHEN OLD.state <> 'in_progress'
+ AND (OLD.state IS NOT NEW.state OR OLD.failure_kind IS NOT NEW.failure_kind)
 BEGIN
     UPDATE job_outcomes SET n = n - 1
     WHERE job_id = (SELECT job_id FROM units WHERE id = OLD.unit_id)
       AND state = OLD.state AND kind = COALESCE(OLD.failure_kind, '');
+END;
+
+CREATE TRIGGER job_outcomes_enter AFTER UPDATE OF state, failure_kind ON replicas
+WHEN NEW.state <> 'in_progress'
+ AND (OLD.state IS NOT NEW.state OR OLD.failure_kind IS NOT NEW.failure_kind)
+BEGIN
     INSERT INTO job_outcomes (job_id, state, kind, n, example)
     VALUES ((SELECT job_id FROM units WHERE id = NEW.unit_id), NEW.state,
             COALESCE(NEW.failure_kind, ''), 1, NEW.message)

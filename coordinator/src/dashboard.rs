@@ -586,7 +586,11 @@ async fn job(
                 accepted: job.units_accepted,
                 failed: job.units_failed,
             };
-            let (replicas, errors) = replica_outcomes(&groups);
+            let (mut replicas, errors) = replica_outcomes(&groups);
+            // Leases in flight come from the leases' own index; the kept
+            // outcomes count only replicas that came back or ran out.
+            replicas.in_progress = job.replicas_in_progress;
+            replicas.total += job.replicas_in_progress;
             let output_url = job
                 .output
                 .as_ref()

@@ -178,7 +178,8 @@ impl Store {
                  SELECT state, kind, n AS kept, 0 AS real FROM job_outcomes WHERE job_id = ?
                  UNION ALL
                  SELECT r.state, COALESCE(r.failure_kind, ''), 0, COUNT(*)
-                 FROM units u JOIN replicas r ON r.unit_id = u.id WHERE u.job_id = ?
+                 FROM units u JOIN replicas r ON r.unit_id = u.id
+                 WHERE u.job_id = ? AND r.state <> 'in_progress'
                  GROUP BY r.state, COALESCE(r.failure_kind, ''))
              GROUP BY state, kind HAVING SUM(kept) <> SUM(real)",
         )
