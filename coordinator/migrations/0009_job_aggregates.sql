@@ -3,9 +3,16 @@
 -- instead of every replica of a 100,000-unit job.
 
 -- A job's replicas by state and failure kind ('' for none), with an
--- example message per group. Replicas in progress are not counted here
--- (the leases' partial index counts them): leasing, the hottest write,
--- stays free of trigger work.
+-- example message per group, for the states a replica ends in. Leasing and
+-- returning, the hottest writes, stay free of trigger work: replicas in
+-- progress are counted from the leases' partial index, and those awaiting
+-- quorum are what is left of `jobs.replicas_leased` (kept by the lease
+-- batch, one statement per job).
+ALTER TABLE jobs ADD COLUMN replicas_leased BIGINT NOT NULL DEFAULT 0;
+
+UPDATE jobs SET replicas_leased =
+    (SELECT COUNT(*) FROM units u JOIN replicas r ON r.unit_id = u.id WHERE u.job_id = jobs.id);
+
 CREATE TABLE job_outcomes (
     job_id   TEXT NOT NULL,
     state    TEXT NOT NULL,
@@ -18,11 +25,11 @@ CREATE TABLE job_outcomes (
 INSERT INTO job_outcomes (job_id, state, kind, n, example)
 SELECT u.job_id, r.state, COALESCE(r.failure_kind, ''), COUNT(*), MIN(r.message)
 FROM replicas r JOIN units u ON u.id = r.unit_id
-WHERE r.state <> 'in_progress'
+WHERE r.state NOT IN ('in_progress', 'returned')
 GROUP BY u.job_id, r.state, COALESCE(r.failure_kind, '');
 
 CREATE TRIGGER job_outcomes_leave AFTER UPDATE OF state, failure_kind ON replicas
-WHEN OLD.state <> 'in_progress'
+WHEN OLD.state NOT IN ('in_progress', 'returned')
  AND (OLD.state IS NOT NEW.state OR OLD.failure_kind IS NOT NEW.failure_kind)
 BEGIN
     UPDATE job_outcomes SET n = n - 1
@@ -31,7 +38,7 @@ BEGIN
 END;
 
 CREATE TRIGGER job_outcomes_enter AFTER UPDATE OF state, failure_kind ON replicas
-WHEN NEW.state <> 'in_progress'
+WHEN NEW.state NOT IN ('in_progress', 'returned')
  AND (OLD.state IS NOT NEW.state OR OLD.failure_kind IS NOT NEW.failure_kind)
 BEGIN
     INSERT INTO job_outcomes (job_id, state, kind, n, example)

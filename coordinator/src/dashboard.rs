@@ -85,6 +85,8 @@ pub struct DashboardJob {
     pub units_in_progress: u64,
     /// Replicas leased and not yet returned.
     pub replicas_in_progress: u64,
+    /// Replicas ever leased.
+    pub replicas_leased: u64,
     pub quorum: u32,
     pub max_replicas: u32,
     pub adaptive: bool,
@@ -587,10 +589,14 @@ async fn job(
                 failed: job.units_failed,
             };
             let (mut replicas, errors) = replica_outcomes(&groups);
-            // Leases in flight come from the leases' own index; the kept
-            // outcomes count only replicas that came back or ran out.
+            // The kept outcomes count replicas in the states they end in;
+            // those in flight come from the leases' own index, and the
+            // rest of those leased are back and awaiting quorum.
             replicas.in_progress = job.replicas_in_progress;
-            replicas.total += job.replicas_in_progress;
+            replicas.returned = job
+                .replicas_leased
+                .saturating_sub(replicas.total + job.replicas_in_progress);
+            replicas.total = job.replicas_leased.max(replicas.total);
             let output_url = job
                 .output
                 .as_ref()

@@ -1389,6 +1389,23 @@ async fn lease_batch(
             );
         }
     }
+    // Replicas leased per job, for the dashboard (a statement per job in
+    // the batch, not a trigger per replica).
+    let mut per_job: Vec<(String, i64)> = Vec::new();
+    for (l, _) in &all {
+        let job = l.job_id.to_string();
+        match per_job.iter_mut().find(|(j, _)| *j == job) {
+            Some((_, n)) => *n += 1,
+            None => per_job.push((job, 1)),
+        }
+    }
+    for (job, n) in per_job {
+        sqlx::query("UPDATE jobs SET replicas_leased = replicas_leased + ? WHERE id = ?")
+            .bind(n)
+            .bind(job)
+            .execute(&mut **tx)
+            .await?;
+    }
     let touched: Vec<&Candidate> = pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch, alone) AS (");

@@ -19,7 +19,7 @@ use sqlx::Row;
 use std::collections::HashMap;
 
 const JOB_SELECT: &str = "SELECT id, name, state, units_total, units_accepted, units_failed,
-        quorum, max_replicas, adaptive, created_ms, finished_ms, output, output_version, error
+        replicas_leased, quorum, max_replicas, adaptive, created_ms, finished_ms, output, output_version, error
  FROM jobs";
 
 fn count(r: &sqlx::sqlite::SqliteRow, c: &str) -> Result<u64> {
@@ -36,6 +36,7 @@ fn dashboard_job(r: &sqlx::sqlite::SqliteRow) -> Result<DashboardJob> {
         units_failed: count(r, "units_failed")?,
         units_in_progress: 0,
         replicas_in_progress: 0,
+        replicas_leased: count(r, "replicas_leased")?,
         quorum: count(r, "quorum")? as u32,
         max_replicas: count(r, "max_replicas")? as u32,
         adaptive: r.try_get("adaptive")?,
@@ -179,7 +180,7 @@ impl Store {
                  UNION ALL
                  SELECT r.state, COALESCE(r.failure_kind, ''), 0, COUNT(*)
                  FROM units u JOIN replicas r ON r.unit_id = u.id
-                 WHERE u.job_id = ? AND r.state <> 'in_progress'
+                 WHERE u.job_id = ? AND r.state NOT IN ('in_progress', 'returned')
                  GROUP BY r.state, COALESCE(r.failure_kind, ''))
              GROUP BY state, kind HAVING SUM(kept) <> SUM(real)",
         )
@@ -195,6 +196,18 @@ impl Store {
                 count(r, "kept")?,
                 count(r, "real")?
             ));
+        }
+        let (kept, real): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT replicas_leased FROM jobs WHERE id = ?),
+                    (SELECT COUNT(*) FROM units u JOIN replicas r ON r.unit_id = u.id
+                     WHERE u.job_id = ?)",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_one(&self.read)
+        .await?;
+        if kept != real {
+            wrong.push(format!("replicas leased: kept {kept}, counted {real}"));
         }
         let accepted = sqlx::query(
             "SELECT second, SUM(kept) AS kept, SUM(real) AS real FROM (

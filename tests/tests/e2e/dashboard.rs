@@ -617,3 +617,38 @@ async fn chromium_shows_a_real_job_reach_100_percent_live_then_the_workers_and_t
         w.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_job_page_counts_replicas_in_flight_awaiting_quorum_and_judged() {
+    let c = TestCoordinator::start().await;
+    let job = c
+        .submit_units(
+            primes_wasm(),
+            vec![primes_unit(0, 1000)],
+            quorum(2, 3),
+            default_limits(),
+        )
+        .await;
+    let a = ManualWorker::register(&c.url, "a").await;
+    let b = ManualWorker::register(&c.url, "b").await;
+    let (la, lb) = (a.take(1).await.remove(0), b.take(1).await.remove(0));
+    let counts = |d: &Value| {
+        let r = &d["replicas"];
+        (
+            n(&r["total"]),
+            n(&r["in_progress"]),
+            n(&r["returned"]),
+            n(&r["valid"]),
+        )
+    };
+    assert_eq!(counts(&job_page(&c, job).await), (2, 2, 0, 0));
+    a.compute_and_upload(&la).await;
+    assert_eq!(
+        counts(&job_page(&c, job).await),
+        (2, 1, 1, 0),
+        "one awaits quorum"
+    );
+    b.compute_and_upload(&lb).await;
+    assert_eq!(counts(&job_page(&c, job).await), (2, 0, 0, 2));
+    c.assert_aggregates_consistent(job).await;
+}
