@@ -279,3 +279,36 @@ async fn a_worker_the_coordinator_does_not_know_exits_with_a_clear_error() {
     assert!(!status.success(), "{status:?}");
     w.wait_for("does not know this worker").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_when_idle_starts_paused_by_load_and_runs_once_the_machine_was_quiet() {
+    let c = TestCoordinator::start().await;
+    let job = mandelbrot_job(&c, &[300]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A threshold of 100% of all cores: other programs can never exceed
+    // it, so the machine counts as idle once it has been watched for the
+    // idle period (the detector's reaction to load is unit-tested with
+    // recorded samples in worker/src/idle.rs).
+    let mut w = WorkerProcess::start(
+        WORKER,
+        &c.url,
+        dir.path(),
+        &[
+            "--slots",
+            "1",
+            "--only-when-idle",
+            "--idle-threshold",
+            "100",
+            "--idle-secs",
+            "1",
+        ],
+    );
+    w.wait_for("worker started").await;
+    // Not known to be idle yet: paused by load, nothing leased.
+    let status = w.status();
+    assert_eq!(status["paused"]["by_load"], true, "{status}");
+    assert_eq!(c.status(job).await.replicas_in_progress, 0);
+    w.wait_for("the computer is idle: resuming").await;
+    assert_eq!(c.wait_for_job(job).await.state, JobState::Done);
+    assert!(w.stop().await.success());
+}
