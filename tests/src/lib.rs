@@ -467,7 +467,7 @@ impl WorkerProcess {
     }
 
     /// SIGTERM, then waits for the exit.
-    pub async fn stop(mut self) -> ExitStatus {
+    pub async fn stop(&mut self) -> ExitStatus {
         self.signal("TERM");
         self.exit_within(JOB_TIMEOUT).await
     }

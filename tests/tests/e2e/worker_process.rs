@@ -94,8 +94,7 @@ async fn results_computed_while_the_coordinator_is_away_arrive_when_it_returns()
     let s = c.wait_for_job(job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
     assert_eq!(s.units_accepted, 2);
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
     let stopped = w.wait_for("worker stopped").await;
     assert!(
         stopped.contains("units=2"),
@@ -125,8 +124,7 @@ async fn a_worker_killed_with_results_on_disk_uploads_them_after_a_restart() {
         .await;
     let s = c.wait_for_job(job).await;
     assert_eq!((s.state, s.units_accepted), (JobState::Done, 2), "{s:?}");
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
     let stopped = w.wait_for("worker stopped").await;
     assert!(
         stopped.contains("units=0"),
@@ -156,8 +154,7 @@ async fn with_a_cpu_limit_of_50_the_worker_uses_about_half_a_core() {
     eprintln!("CPU use with --cpu-limit 50: {:.0}%", used * 100.0);
     assert!(used < 0.65, "{:.0}% of a core", used * 100.0);
     assert!(used > 0.15, "it still computes: {:.0}%", used * 100.0);
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,8 +194,7 @@ async fn a_paused_worker_makes_no_progress_and_finishes_after_resume() {
     assert!(!dir.path().join("paused").exists());
     let s = c.wait_for_job(job).await;
     assert_eq!(s.state, JobState::Done, "{s:?}");
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
     let stopped = w.wait_for("worker stopped").await;
     assert!(stopped.contains("units=1"), "{stopped}");
 }
@@ -217,8 +213,7 @@ async fn a_second_worker_on_the_same_state_directory_is_refused() {
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("another worker is running"), "{err}");
-    first.signal("TERM");
-    assert!(first.exit_within(JOB_TIMEOUT).await.success());
+    assert!(first.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,8 +235,7 @@ async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() 
     let answer = w.control("resume");
     assert!(answer.starts_with("running"), "{answer}");
     assert_eq!(c.wait_for_job(job).await.state, JobState::Done);
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
 
     // --start-paused is for a new worker only: resumed once, a restart
     // (a reboot of the service) goes on working.
@@ -253,8 +247,7 @@ async fn a_new_worker_started_paused_registers_and_runs_nothing_until_resumed() 
     );
     let started = w.wait_for("worker started").await;
     assert!(!started.contains("paused (worker resume"), "{started}");
-    w.signal("TERM");
-    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    assert!(w.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
