@@ -472,13 +472,15 @@ impl WorkerProcess {
         self.exit_within(JOB_TIMEOUT).await
     }
 
+    /// Sends `TERM` or `KILL`.
     pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill(1) runs")
-            .success();
-        assert!(ok, "kill -{signal}");
+        let signal = match signal {
+            "TERM" => rustix::process::Signal::TERM,
+            "KILL" => rustix::process::Signal::KILL,
+            other => panic!("no signal {other} here"),
+        };
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
+            .expect("the worker process is there to signal");
     }
 
     /// Waits for the process to exit, at most `limit`.
