@@ -405,7 +405,8 @@ struct Worker {
     governor: Arc<governor::Governor>,
     /// What `worker status` reads.
     shared: Arc<control::Shared>,
-    control: std::sync::Mutex<Option<tokio::net::UnixListener>>,
+    /// Answers `worker pause/resume/status`.
+    control_task: tokio::task::JoinHandle<()>,
     /// Holds the state directory's lock while the worker lives.
     _lock: std::fs::File,
     started: std::time::Instant,
@@ -443,6 +444,28 @@ impl Worker {
         if config.start_paused && fresh {
             control::remember_pause(&config.state_dir, true)?;
         }
+        let paused = governor::Paused {
+            by_user: control::remembered_pause(&config.state_dir),
+            // With --only-when-idle, idle is shown before work starts.
+            by_load: config.only_when_idle,
+        };
+        let governor = Arc::new(governor::Governor::new(config.cpu_limit, paused));
+        if config.only_when_idle {
+            idle::watch(
+                governor.clone(),
+                idle::Detector::new(config.idle_threshold, config.idle_after),
+            )?;
+        }
+        let shared = Arc::new(control::Shared {
+            governor: governor.clone(),
+            cpu_limit: config.cpu_limit,
+            slots: config.slots,
+            queued: AtomicUsize::new(0),
+            unanswered: Arc::new(AtomicUsize::new(0)),
+            state_dir: config.state_dir.clone(),
+        });
+        // Answered from now on, registration included.
+        let control_task = tokio::spawn(control::serve(control.listener, shared.clone()));
         let identity = match state.identity()? {
             Some(id) if id.coordinator == config.coordinator => id,
             Some(id) => bail!(
@@ -488,26 +511,6 @@ impl Worker {
             }
         };
         let client = Client::new(&config.coordinator).with_token(identity.token);
-        let paused = governor::Paused {
-            by_user: control::remembered_pause(&config.state_dir),
-            // With --only-when-idle, idle is shown before work starts.
-            by_load: config.only_when_idle,
-        };
-        let governor = Arc::new(governor::Governor::new(config.cpu_limit, paused));
-        if config.only_when_idle {
-            idle::watch(
-                governor.clone(),
-                idle::Detector::new(config.idle_threshold, config.idle_after),
-            )?;
-        }
-        let shared = Arc::new(control::Shared {
-            governor: governor.clone(),
-            cpu_limit: config.cpu_limit,
-            slots: config.slots,
-            queued: AtomicUsize::new(0),
-            unanswered: Arc::new(AtomicUsize::new(0)),
-            state_dir: config.state_dir.clone(),
-        });
         tracing::info!(
             worker = %identity.worker_id,
             slots = config.slots,
@@ -525,7 +528,7 @@ impl Worker {
             cache,
             governor,
             shared,
-            control: std::sync::Mutex::new(Some(control.listener)),
+            control_task,
             _lock: control.lock,
             started,
         })
@@ -550,12 +553,6 @@ impl Worker {
             unanswered.clone(),
             stop.clone(),
         ));
-        let listener = self
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let control = listener.map(|l| tokio::spawn(control::serve(l, self.shared.clone())));
         let heartbeats = tokio::spawn(self.clone().heartbeats());
         // Whatever way this function ends (even an early error), paused
         // or running units must not keep their threads waiting.
@@ -759,9 +756,7 @@ impl Worker {
         heartbeats.abort();
         let _ = shown.send(true);
         let _ = display.await;
-        if let Some(control) = control {
-            control.abort();
-        }
+        self.control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&self.config.state_dir));
         stats.compilations = self.cache.compilations();
         match fatal {
