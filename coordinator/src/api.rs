@@ -643,11 +643,7 @@ async fn heartbeat(
             beat.running.len()
         )));
     }
-    let answer = c
-        .inner
-        .store
-        .heartbeat(worker.id, &beat, c.now_ms())
-        .await?;
+    let answer = c.inner.store.heartbeat(worker.id, beat, c.now_ms()).await?;
     c.changed();
     Ok(Json(answer))
 }

@@ -874,77 +874,20 @@ impl Store {
     pub async fn heartbeat(
         &self,
         worker: WorkerId,
-        beat: &Heartbeat,
+        beat: Heartbeat,
         now: i64,
     ) -> Result<HeartbeatResponse> {
-        let mut answer = HeartbeatResponse {
-            now_ms: now,
-            ..HeartbeatResponse::default()
-        };
-        let mut tx = self.write.begin().await?;
-        sqlx::query("UPDATE workers SET last_seen_ms = ?, paused = ? WHERE id = ?")
-            .bind(now)
-            .bind(beat.paused)
-            .bind(worker.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let reported: HashMap<i64, u64> = beat
-            .running
-            .iter()
-            .map(|p| (p.replica_id.0, p.fuel_used))
-            .collect();
-        let mut held = HashSet::new();
-        let ids: Vec<i64> = reported.keys().copied().collect();
-        for chunk in ids.chunks(IN_LIST_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs, j.fuel
-                 FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
-                 WHERE r.state = 'in_progress' AND j.state IN ('running', 'reducing', 'done')
-                   AND r.worker_id = ",
-            );
-            q.push_bind(worker.to_string()).push(" AND r.id IN (");
-            push_list(&mut q, chunk.iter().copied());
-            q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let id: i64 = row.try_get("id")?;
-                let mut deadline: i64 = row.try_get("deadline_ms")?;
-                if deadline < now {
-                    // Run out, though not yet swept: it is no longer held.
-                    continue;
-                }
-                held.insert(id);
-                // No run uses more than the job's fuel limit.
-                let fuel = reported[&id].min(row.try_get::<i64, _>("fuel")?.max(0) as u64) as i64;
-                let before: Option<i64> = row.try_get("progress_fuel")?;
-                if fuel > before.unwrap_or(0) {
-                    let period = row.try_get::<i64, _>("lease_secs")? * 1000;
-                    let latest = row.try_get::<i64, _>("leased_ms")? + MAX_LEASE_PERIODS * period;
-                    deadline = deadline.max((now + period).min(latest));
-                    sqlx::query(
-                        "UPDATE replicas SET progress_fuel = ?, progress_ms = ?, deadline_ms = ?
-                         WHERE id = ?",
-                    )
-                    .bind(fuel)
-                    .bind(now)
-                    .bind(deadline)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                answer.leases.push(LeaseDeadline {
-                    replica_id: ReplicaId(id),
-                    deadline_ms: deadline,
-                });
-            }
-        }
-        tx.commit().await?;
-        answer.gone = beat
-            .running
-            .iter()
-            .map(|p| p.replica_id)
-            .filter(|r| !held.contains(&r.0))
-            .collect();
-        Ok(answer)
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Pending::Heartbeat {
+                worker,
+                beat,
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     /// Records what a worker returned for one of its replicas and settles
@@ -1026,12 +969,19 @@ enum Pending {
         request: LeaseRequest,
         reply: oneshot::Sender<Result<Vec<LeaseRow>>>,
     },
+    Heartbeat {
+        worker: WorkerId,
+        beat: Heartbeat,
+        now: i64,
+        reply: oneshot::Sender<Result<HeartbeatResponse>>,
+    },
 }
 
 #[derive(Debug)]
 enum Answer {
     Upload(UploadAnswer),
     Lease(Vec<LeaseRow>),
+    Heartbeat(HeartbeatResponse),
 }
 
 impl Pending {
@@ -1040,8 +990,10 @@ impl Pending {
         match (self, answer) {
             (Pending::Upload { reply, .. }, Ok(Answer::Upload(a))) => _ = reply.send(Ok(a)),
             (Pending::Lease { reply, .. }, Ok(Answer::Lease(a))) => _ = reply.send(Ok(a)),
+            (Pending::Heartbeat { reply, .. }, Ok(Answer::Heartbeat(a))) => _ = reply.send(Ok(a)),
             (Pending::Upload { reply, .. }, Err(e)) => _ = reply.send(Err(e)),
             (Pending::Lease { reply, .. }, Err(e)) => _ = reply.send(Err(e)),
+            (Pending::Heartbeat { reply, .. }, Err(e)) => _ = reply.send(Err(e)),
             (_, Ok(_)) => unreachable!("write_batch answers each write in kind"),
         }
     }
@@ -1122,14 +1074,23 @@ async fn write_batch(
 ) -> Result<Vec<Answer>> {
     let mut uploads = Vec::new();
     let mut requests = Vec::new();
+    let mut beats = Vec::new();
     for p in batch {
         match p {
             Pending::Upload { upload, now, .. } => uploads.push((upload, *now)),
             Pending::Lease { request, .. } => requests.push(request),
+            Pending::Heartbeat {
+                worker, beat, now, ..
+            } => beats.push((*worker, beat, *now)),
         }
     }
     let mut tx = conn.begin().await?;
     let mut upload_answers = record_uploads(&mut tx, trust, &uploads).await?.into_iter();
+    let mut beat_answers = Vec::with_capacity(beats.len());
+    for (worker, beat, now) in beats {
+        beat_answers.push(apply_heartbeat(&mut tx, worker, beat, now).await?);
+    }
+    let mut beat_answers = beat_answers.into_iter();
     let mut lease_answers = lease_batch(&mut tx, trust, &requests).await?.into_iter();
     tx.commit().await?;
     Ok(batch
@@ -1139,8 +1100,86 @@ async fn write_batch(
                 Answer::Upload(upload_answers.next().expect("one per upload"))
             }
             Pending::Lease { .. } => Answer::Lease(lease_answers.next().expect("one per request")),
+            Pending::Heartbeat { .. } => {
+                Answer::Heartbeat(beat_answers.next().expect("one per heartbeat"))
+            }
         })
         .collect())
+}
+
+/// A heartbeat, applied in the writer's batch (see [`Store::heartbeat`]).
+async fn apply_heartbeat(
+    tx: &mut Transaction<'_, Sqlite>,
+    worker: WorkerId,
+    beat: &Heartbeat,
+    now: i64,
+) -> Result<HeartbeatResponse> {
+    let mut answer = HeartbeatResponse {
+        now_ms: now,
+        ..HeartbeatResponse::default()
+    };
+    sqlx::query("UPDATE workers SET last_seen_ms = ?, paused = ? WHERE id = ?")
+        .bind(now)
+        .bind(beat.paused)
+        .bind(worker.to_string())
+        .execute(&mut **tx)
+        .await?;
+    let reported: HashMap<i64, u64> = beat
+        .running
+        .iter()
+        .map(|p| (p.replica_id.0, p.fuel_used))
+        .collect();
+    let mut held = HashSet::new();
+    let ids: Vec<i64> = reported.keys().copied().collect();
+    for chunk in ids.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs, j.fuel
+             FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+             WHERE r.state = 'in_progress' AND j.state IN ('running', 'reducing', 'done')
+               AND r.worker_id = ",
+        );
+        q.push_bind(worker.to_string()).push(" AND r.id IN (");
+        push_list(&mut q, chunk.iter().copied());
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            let id: i64 = row.try_get("id")?;
+            let mut deadline: i64 = row.try_get("deadline_ms")?;
+            if deadline < now {
+                // Run out, though not yet swept: it is no longer held.
+                continue;
+            }
+            held.insert(id);
+            // No run uses more than the job's fuel limit.
+            let fuel = reported[&id].min(row.try_get::<i64, _>("fuel")?.max(0) as u64) as i64;
+            let before: Option<i64> = row.try_get("progress_fuel")?;
+            if fuel > before.unwrap_or(0) {
+                let period = row.try_get::<i64, _>("lease_secs")? * 1000;
+                let latest = row.try_get::<i64, _>("leased_ms")? + MAX_LEASE_PERIODS * period;
+                deadline = deadline.max((now + period).min(latest));
+                sqlx::query(
+                    "UPDATE replicas SET progress_fuel = ?, progress_ms = ?, deadline_ms = ?
+                     WHERE id = ?",
+                )
+                .bind(fuel)
+                .bind(now)
+                .bind(deadline)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            answer.leases.push(LeaseDeadline {
+                replica_id: ReplicaId(id),
+                deadline_ms: deadline,
+            });
+        }
+    }
+    answer.gone = beat
+        .running
+        .iter()
+        .map(|p| p.replica_id)
+        .filter(|r| !held.contains(&r.0))
+        .collect();
+    Ok(answer)
 }
 
 /// A unit at the head of the queue, as a batch of work requests sees it.
