@@ -596,7 +596,9 @@ async fn job(
             replicas.returned = job
                 .replicas_leased
                 .saturating_sub(replicas.total + job.replicas_in_progress);
-            replicas.total = job.replicas_leased.max(replicas.total);
+            // (The job row and the outcomes are read one after the other;
+            // the parts always add up to the total shown.)
+            replicas.total += replicas.in_progress + replicas.returned;
             let output_url = job
                 .output
                 .as_ref()
