@@ -289,12 +289,17 @@ const COUNTDOWN: &str = r#"(module
       (br_if $l (i32.gt_s (local.get $n) (i32.const 0))))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))))"#;
 
-#[test]
-fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
+fn countdown() -> (Sandbox, Program) {
     let sandbox = Sandbox::new().unwrap();
     let program = sandbox
         .compile(&wat::parse_str(COUNTDOWN).unwrap())
         .unwrap();
+    (sandbox, program)
+}
+
+#[test]
+fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
+    let (sandbox, program) = countdown();
     let limits = Limits {
         fuel: 1 << 40,
         ..LIMITS
@@ -323,10 +328,7 @@ fn a_paced_run_uses_the_same_fuel_and_gives_the_same_output() {
 
 #[test]
 fn a_paced_run_runs_out_of_fuel_exactly_where_a_plain_one_does() {
-    let sandbox = Sandbox::new().unwrap();
-    let program = sandbox
-        .compile(&wat::parse_str(COUNTDOWN).unwrap())
-        .unwrap();
+    let (sandbox, program) = countdown();
     for fuel in [SLICE_FUEL - 1, SLICE_FUEL, 3 * SLICE_FUEL + 7] {
         let limits = Limits { fuel, ..LIMITS };
         let plain = sandbox.run(&program, Mode::Run, &[200], &limits, Stdout::Capture);
@@ -346,10 +348,7 @@ fn a_paced_run_runs_out_of_fuel_exactly_where_a_plain_one_does() {
 
 #[test]
 fn a_pacer_can_stop_a_run() {
-    let sandbox = Sandbox::new().unwrap();
-    let program = sandbox
-        .compile(&wat::parse_str(COUNTDOWN).unwrap())
-        .unwrap();
+    let (sandbox, program) = countdown();
     let limits = Limits {
         fuel: 1 << 40,
         ..LIMITS
