@@ -111,7 +111,8 @@ impl Detector {
     }
 }
 
-/// Samples the machine every second and pauses or resumes the governor.
+/// Samples the machine every second and pauses or resumes the governor,
+/// until the worker that owns the governor is gone.
 pub fn watch(governor: Arc<Governor>, mut detector: Detector) -> anyhow::Result<()> {
     if sample().is_none() {
         anyhow::bail!(
@@ -121,7 +122,8 @@ pub fn watch(governor: Arc<Governor>, mut detector: Detector) -> anyhow::Result<
     std::thread::Builder::new()
         .name("idle-watch".into())
         .spawn(move || {
-            loop {
+            // Until the worker is gone (nobody else holds the governor).
+            while Arc::strong_count(&governor) > 1 {
                 if let Some(s) = sample() {
                     let busy = detector.observe(s, Instant::now());
                     if governor.paused().by_load != busy {
