@@ -10,7 +10,9 @@
 //!   its production settings), the ratio wasm/native of each and their
 //!   geometric mean (`geomean_ratio`).
 //! - `overhead`: the cost per unit of instantiate + run + collect output
-//!   for a trivial unit with a compiled module (`per_unit_us`).
+//!   for a trivial unit with a compiled module (`per_unit_us`; paced, as
+//!   the worker runs units: `paced_per_unit_us`), and end to end through a
+//!   real worker and coordinator (`e2e_per_unit_ms`).
 //!
 //! - `bigjob`: a job of 1,000,000 units split and stored by a real
 //!   coordinator (SQLite): `split_secs`, and the process's peak memory
@@ -158,6 +160,21 @@ fn overhead(smoke: bool) -> serde_json::Value {
     eprintln!(
         "trivial WAT module: {wat_us:.1} us per unit; Rust task (std start-up, `noop`): {rust_us:.1} us per unit"
     );
+    // As the worker runs units: paced (on a fiber, with a pacer).
+    let t = Instant::now();
+    for _ in 0..n {
+        let report = sandbox.run_paced(
+            &trivial,
+            Mode::Run,
+            b"",
+            &LIMITS,
+            Stdout::Capture,
+            &mut |_| sandbox::Pace::Continue,
+        );
+        assert_eq!(report.result, Ok(0));
+    }
+    let paced_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    eprintln!("trivial WAT module, paced as the worker runs it: {paced_us:.1} us per unit");
     let (e2e_units, e2e_ms) = end_to_end(smoke);
     eprintln!(
         "end to end, real worker (2 slots) and local coordinator: {e2e_units} trivial units, {e2e_ms:.3} ms per unit"
@@ -167,6 +184,7 @@ fn overhead(smoke: bool) -> serde_json::Value {
         "units": n,
         "per_unit_us": (wat_us * 10.0).round() / 10.0,
         "rust_task_per_unit_us": (rust_us * 10.0).round() / 10.0,
+        "paced_per_unit_us": (paced_us * 10.0).round() / 10.0,
         "e2e_units": e2e_units,
         "e2e_per_unit_ms": (e2e_ms * 1000.0).round() / 1000.0,
     })
