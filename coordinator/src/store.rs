@@ -2234,6 +2234,33 @@ impl Settling {
                     }
                 }
             }
+            // The accepted fuel of these units leaves their jobs' estimate.
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT u.job_id, SUM(r.fuel_used) AS fuel, COUNT(*) AS n
+                 FROM units u JOIN replicas r ON r.id = u.accepted_replica
+                 WHERE u.state = 'accepted' AND u.id IN (",
+            );
+            push_list(&mut q, chunk.iter().copied());
+            q.push(") GROUP BY u.job_id");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                let fuel = row.try_get::<Option<i64>, _>("fuel")?.unwrap_or(0);
+                let n = row.try_get::<i64, _>("n")?;
+                // Only accepted units with a judged winner were sampled:
+                // never below zero.
+                sqlx::query(
+                    "UPDATE jobs SET
+                        fuel_sampled = CASE WHEN fuel_sampled > ? THEN fuel_sampled - ? ELSE 0 END,
+                        fuel_samples = CASE WHEN fuel_samples > ? THEN fuel_samples - ? ELSE 0 END
+                     WHERE id = ?",
+                )
+                .bind(fuel)
+                .bind(fuel)
+                .bind(n)
+                .bind(n)
+                .bind(row.try_get::<String, _>("job_id")?)
+                .execute(&mut **tx)
+                .await?;
+            }
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
                         quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
