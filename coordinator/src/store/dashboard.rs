@@ -209,6 +209,23 @@ impl Store {
         if kept != real {
             wrong.push(format!("replicas leased: kept {kept}, counted {real}"));
         }
+        // The progress estimate: the fuel of the accepted units' results.
+        let (kept_fuel, kept_n, real_fuel, real_n): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT j.fuel_sampled, j.fuel_samples,
+                    (SELECT COALESCE(SUM(r.fuel_used), 0) FROM units u
+                     JOIN replicas r ON r.id = u.accepted_replica
+                     WHERE u.job_id = j.id AND u.state = 'accepted'),
+                    (SELECT COUNT(*) FROM units u WHERE u.job_id = j.id AND u.state = 'accepted')
+             FROM jobs j WHERE j.id = ?",
+        )
+        .bind(job)
+        .fetch_one(&self.read)
+        .await?;
+        if (kept_fuel, kept_n) != (real_fuel, real_n) {
+            wrong.push(format!(
+                "fuel estimate: kept {kept_fuel} over {kept_n} units, counted {real_fuel} over {real_n}"
+            ));
+        }
         let accepted = sqlx::query(
             "SELECT second, SUM(kept) AS kept, SUM(real) AS real FROM (
                  SELECT second, n AS kept, 0 AS real FROM job_accepted_seconds WHERE job_id = ?
