@@ -32,7 +32,7 @@ pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 const UNIT_BATCH: usize = 500;
 
 /// The most writes (uploads, work requests) applied in one transaction.
-const WRITE_BATCH: usize = 256;
+pub const WRITE_BATCH: usize = 256;
 
 /// The most batches the group-commit task applies before it lets other
 /// writers have the write connection.
@@ -797,6 +797,43 @@ impl Store {
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+
+    /// Serves `requests` in this order in one transaction, as one batch of
+    /// the group-commit task would, but without waiting for other writes:
+    /// what a batch holds is then chosen by the caller, not by timing, so a
+    /// simulation driving the store is deterministic. At most
+    /// [`WRITE_BATCH`] requests.
+    pub async fn lease_together(
+        &self,
+        requests: &[(WorkerRow, u32)],
+        now: i64,
+    ) -> Result<Vec<Vec<LeaseRow>>> {
+        assert!(requests.len() <= WRITE_BATCH, "at most WRITE_BATCH requests");
+        let requests: Vec<LeaseRequest> = requests
+            .iter()
+            .map(|(worker, max)| LeaseRequest {
+                worker: worker.clone(),
+                max: *max,
+                now,
+            })
+            .collect();
+        let refs: Vec<&LeaseRequest> = requests.iter().collect();
+        let mut tx = self.write.begin().await?;
+        let answers = lease_batch(&mut tx, &self.trust, &refs).await?;
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    /// Records `uploads` in this order in one transaction, as one batch of
+    /// the group-commit task would (see [`Store::lease_together`]).
+    pub async fn record_together(&self, uploads: &[Upload], now: i64) -> Result<Vec<UploadAnswer>> {
+        assert!(uploads.len() <= WRITE_BATCH, "at most WRITE_BATCH uploads");
+        let batch: Vec<(&Upload, i64)> = uploads.iter().map(|u| (u, now)).collect();
+        let mut tx = self.write.begin().await?;
+        let answers = record_uploads(&mut tx, &self.trust, &batch).await?;
+        tx.commit().await?;
+        Ok(answers)
     }
 
     /// Times out every lease whose deadline has passed and settles its unit

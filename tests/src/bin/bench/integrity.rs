@@ -6,7 +6,7 @@
 //! ends in 0 (random bytes after it, or, for colluders, bytes they agree
 //! on). At the end the accepted outputs are checked against the truth.
 
-use coordinator::store::{NewJob, Store, Trust, Upload, WorkerRow};
+use coordinator::store::{NewJob, Store, Trust, Upload, WRITE_BATCH, WorkerRow};
 use protocol::{BlobHash, FUEL_PER_CREDIT, JobId, Limits, Outcome, Validation, WorkerId};
 use std::collections::HashMap;
 
@@ -105,7 +105,7 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
         .unwrap();
     let mut now: i64 = 1_800_000_000_000;
     let module = store.put_blob(b"\0asm simulated", now).await.unwrap();
-    let job = JobId::random();
+    let job = JobId(uuid::Uuid::from_u128(0x10b));
     let inputs: Vec<Vec<u8>> = (0..units).map(|i| i.to_le_bytes().to_vec()).collect();
     let new_job = NewJob {
         id: job,
@@ -132,7 +132,9 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
     let platform = worker::client::platform();
     let mut crowd = Vec::new();
     for i in 0..workers {
-        let id = WorkerId::random();
+        // Ids from the index, not the OS: nothing in a run depends on
+        // anything but the seed.
+        let id = WorkerId(uuid::Uuid::from_u128(0x5117_0000_0000_0000 + i as u128));
         let account = format!("account-{i}");
         store
             .create_account(&account, &account, &format!("key-{i}"), now)
@@ -178,51 +180,54 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
             .into_iter()
             .map(|w| (w.id, w.trusted))
             .collect();
-        // Every worker asks at once, as over the network (one group
-        // commit), in a random order: who pairs with whom is chance.
+        // Every worker asks at once, as over the network, in a random
+        // order: who pairs with whom is chance. The requests go to the
+        // store in batches of the group-commit task's size, in that order,
+        // so what a batch holds is the seed's choice, not the scheduler's:
+        // the same seed gives the same figures.
         for i in (1..crowd.len()).rev() {
             let j = (rng.next() % (i as u64 + 1)) as usize;
             crowd.swap(i, j);
         }
-        let mut asks = tokio::task::JoinSet::new();
-        for (w, kind) in &crowd {
-            let (store, w, kind) = (store.clone(), w.clone(), *kind);
-            asks.spawn(async move { (store.lease(&w, 4, now).await.unwrap(), w, kind) });
-        }
         let mut uploads = Vec::new();
         let mut leased = 0;
-        while let Some(done) = asks.join_next().await {
-            let (leases, w, kind) = done.unwrap();
-            leased += leases.len();
-            for l in leases {
-                let index = u64::from_le_bytes(l.input[..8].try_into().unwrap());
-                let cheat = match kind {
-                    Kind::Honest => false,
-                    Kind::Saboteur(p) => rng.chance(p),
-                    Kind::TrustThenCheat => trusted.get(&w.id).copied().unwrap_or(false),
-                    Kind::Colluder => true,
-                };
-                let mut output = index.to_le_bytes().to_vec();
-                if !cheat {
-                    output.push(1);
-                } else if kind == Kind::Colluder {
-                    output.extend([0, 0xC0]);
-                } else {
-                    output.push(0);
-                    output.extend(rng.next().to_le_bytes());
+        for group in crowd.chunks(WRITE_BATCH) {
+            let requests: Vec<(WorkerRow, u32)> = group.iter().map(|(w, _)| (w.clone(), 4)).collect();
+            let answers = store.lease_together(&requests, now).await.unwrap();
+            for ((w, kind), leases) in group.iter().zip(answers) {
+                leased += leases.len();
+                for l in leases {
+                    let index = u64::from_le_bytes(l.input[..8].try_into().unwrap());
+                    let cheat = match *kind {
+                        Kind::Honest => false,
+                        Kind::Saboteur(p) => rng.chance(p),
+                        Kind::TrustThenCheat => trusted.get(&w.id).copied().unwrap_or(false),
+                        Kind::Colluder => true,
+                    };
+                    let mut output = index.to_le_bytes().to_vec();
+                    if !cheat {
+                        output.push(1);
+                    } else if *kind == Kind::Colluder {
+                        output.extend([0, 0xC0]);
+                    } else {
+                        output.push(0);
+                        output.extend(rng.next().to_le_bytes());
+                    }
+                    uploads.push(Upload {
+                        worker: w.id,
+                        replica: l.replica_id,
+                        outcome: Outcome::Success {
+                            output: output.into(),
+                        },
+                        fuel_used: 1_000,
+                    });
                 }
-                uploads.push(Upload {
-                    worker: w.id,
-                    replica: l.replica_id,
-                    outcome: Outcome::Success {
-                        output: output.into(),
-                    },
-                    fuel_used: 1_000,
-                });
             }
         }
-        for answer in store.record_results(uploads, now).await {
-            answer.unwrap().unwrap();
+        for group in uploads.chunks(WRITE_BATCH) {
+            for answer in store.record_together(group, now).await.unwrap() {
+                answer.unwrap();
+            }
         }
         let status = store.job_status(job).await.unwrap().unwrap();
         if status.units_accepted + status.units_failed == status.units_total
