@@ -1,9 +1,10 @@
 //! The `worker` command: what a volunteer runs. The binary is a call of
 //! [`main`]; the tests run the same function as a real process.
 
+use crate::config::Settings;
 use crate::control::{self, Reply};
 use crate::progress::{Display, LogWriter};
-use crate::{Settings, systemd_unit};
+use crate::service::systemd_unit;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
