@@ -9,21 +9,110 @@ use std::time::Duration;
 /// What went wrong talking to the coordinator.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The coordinator could not be reached or failed (network, 5xx): try
-    /// again later.
+    /// The coordinator could not be reached or failed (network, 5xx, 429):
+    /// try again later. Told apart by status, not code: a proxy in front of
+    /// the coordinator answers these without the coordinator's body.
     #[error("the coordinator is unavailable: {0}")]
     Unavailable(String),
-    /// The coordinator refused the request (4xx): trying again will not help.
-    #[error("the coordinator refused: {message} ({status})")]
-    Refused { status: u16, message: String },
+    /// The coordinator refused the request (4xx): trying again will not
+    /// help. `code` says why; `status` is kept for messages and tests.
+    #[error("the coordinator refused: {message} ({code}, {status})")]
+    Refused {
+        code: ErrorCode,
+        status: u16,
+        message: String,
+    },
 }
 
 impl ClientError {
+    /// The HTTP status of a refusal.
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Refused { status, .. } => Some(*status),
             ClientError::Unavailable(_) => None,
         }
+    }
+
+    /// The coordinator's code for a refusal.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            ClientError::Refused { code, .. } => Some(code),
+            ClientError::Unavailable(_) => None,
+        }
+    }
+
+    /// The error for an answer that is not a success: its status and body.
+    fn from_answer(status: reqwest::StatusCode, body: String) -> ClientError {
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => (ErrorCode::parse(&e.error), e.message),
+            Err(_) => (ErrorCode::for_status(status.as_u16()), body),
+        };
+        if status.is_server_error() || status.as_u16() == 429 {
+            ClientError::Unavailable(format!("{status}: {message}"))
+        } else {
+            ClientError::Refused {
+                code,
+                status: status.as_u16(),
+                message,
+            }
+        }
+    }
+}
+
+/// Why the coordinator refused: the stable code of its error body
+/// (`ErrorBody::error`; the codes are listed in the coordinator's
+/// `error.rs`). The worker acts on two of them; any other is kept as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `unauthorized`: the coordinator does not know this worker's token.
+    Unauthorized,
+    /// `upgrade_required`: the coordinator runs another engine or protocol
+    /// version than this worker.
+    UpgradeRequired,
+    /// Any other code (`not_found`, `gone`, `conflict`, ...).
+    Other(String),
+}
+
+impl ErrorCode {
+    pub fn parse(code: &str) -> ErrorCode {
+        match code {
+            "unauthorized" => ErrorCode::Unauthorized,
+            "upgrade_required" => ErrorCode::UpgradeRequired,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The code of an answer without the coordinator's error body (from a
+    /// proxy, or the HTTP framework's own answers such as an unknown
+    /// route): the one the coordinator gives that status, else `http_<status>`.
+    fn for_status(status: u16) -> ErrorCode {
+        let code = match status {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            410 => "gone",
+            413 => "too_large",
+            422 => "invalid",
+            426 => "upgrade_required",
+            other => return ErrorCode::Other(format!("http_{other}")),
+        };
+        ErrorCode::parse(code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -88,17 +177,7 @@ impl Client {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&body)
-            .map(|e| e.message)
-            .unwrap_or(body);
-        if status.is_server_error() || status.as_u16() == 429 {
-            Err(ClientError::Unavailable(format!("{status}: {message}")))
-        } else {
-            Err(ClientError::Refused {
-                status: status.as_u16(),
-                message,
-            })
-        }
+        Err(ClientError::from_answer(status, body))
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -198,5 +277,64 @@ impl Client {
     ) -> Result<protocol::HeartbeatResponse, ClientError> {
         self.json(self.http.post(self.url("/heartbeat")).json(beat))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    fn body(code: &str, message: &str) -> String {
+        serde_json::to_string(&ErrorBody {
+            error: code.into(),
+            message: message.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refusal_carries_the_code_of_the_coordinators_body() {
+        let e = ClientError::from_answer(
+            StatusCode::UPGRADE_REQUIRED,
+            body("upgrade_required", "engine differs"),
+        );
+        assert_eq!(e.code(), Some(&ErrorCode::UpgradeRequired));
+        assert_eq!(e.status(), Some(426));
+        assert_eq!(
+            e.to_string(),
+            "the coordinator refused: engine differs (upgrade_required, 426)"
+        );
+        let e = ClientError::from_answer(StatusCode::GONE, body("gone", "the lease ran out"));
+        assert_eq!(e.code(), Some(&ErrorCode::Other("gone".into())));
+        // The code decides, whatever the status.
+        let e = ClientError::from_answer(StatusCode::BAD_REQUEST, body("unauthorized", "who?"));
+        assert_eq!(e.code(), Some(&ErrorCode::Unauthorized));
+    }
+
+    #[test]
+    fn an_answer_without_a_body_gets_the_code_the_coordinator_gives_its_status() {
+        let e = ClientError::from_answer(StatusCode::UNAUTHORIZED, String::new());
+        assert_eq!(e.code(), Some(&ErrorCode::Unauthorized));
+        let e = ClientError::from_answer(StatusCode::NOT_FOUND, "no route".into());
+        assert_eq!(e.code(), Some(&ErrorCode::Other("not_found".into())));
+        assert!(e.to_string().contains("no route"), "{e}");
+        let e = ClientError::from_answer(StatusCode::IM_A_TEAPOT, String::new());
+        assert_eq!(e.code(), Some(&ErrorCode::Other("http_418".into())));
+        for code in ["unauthorized", "upgrade_required", "conflict"] {
+            assert_eq!(ErrorCode::parse(code).as_str(), code);
+        }
+    }
+
+    #[test]
+    fn server_errors_and_too_many_requests_are_worth_retrying() {
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            let e = ClientError::from_answer(status, body("internal", "oops"));
+            assert!(matches!(e, ClientError::Unavailable(_)), "{status}: {e:?}");
+        }
     }
 }

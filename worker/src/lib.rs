@@ -33,7 +33,7 @@ pub use config::Config;
 
 use anyhow::{Context as _, bail};
 use cache::ModuleCache;
-use client::{Client, ClientError};
+use client::{Client, ClientError, ErrorCode};
 use protocol::{
     FailureKind, Lease, MAX_RESULTS_PER_REQUEST, Outcome, ReplicaResult, ResultBatch, ResultUpload,
 };
@@ -372,16 +372,18 @@ impl Worker {
                     }));
                 }
                 Err(ClientError::Refused {
-                    status: 426,
+                    code: ErrorCode::UpgradeRequired,
                     message,
+                    ..
                 }) => {
                     break Some(anyhow::anyhow!(
                         "the coordinator needs another worker version: {message}"
                     ));
                 }
                 Err(ClientError::Refused {
-                    status: 401,
+                    code: ErrorCode::Unauthorized,
                     message,
+                    ..
                 }) => {
                     break Some(anyhow::anyhow!(
                         "the coordinator does not know this worker ({message}); remove {} to register anew",
@@ -704,9 +706,13 @@ impl Worker {
                         unanswered.answer();
                     }
                 }
-                Err(ClientError::Refused { status, message }) if take == 1 => {
+                Err(ClientError::Refused {
+                    code,
+                    status,
+                    message,
+                }) if take == 1 => {
                     let p = waiting.pop_front().expect("one was sent");
-                    tracing::warn!(replica = %p.replica_id, status, %message, "result refused; dropping it");
+                    tracing::warn!(replica = %p.replica_id, %code, status, %message, "result refused; dropping it");
                     self.state.remove_result(p.replica_id);
                     unanswered.answer();
                 }
