@@ -84,6 +84,9 @@ struct Worker {
 }
 
 impl Worker {
+    /// Starts the parts, in an order that matters: the lock first, the
+    /// control socket before registration (a new worker waiting for its
+    /// coordinator can be paused).
     async fn start(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<Worker> {
         let started = std::time::Instant::now();
         check(&config)?;
@@ -224,7 +227,7 @@ fn pacing(config: &Config, state: &StateDir) -> anyhow::Result<(Arc<Governor>, g
 /// drain.
 #[derive(Debug)]
 struct Loop {
-    w: Arc<Worker>,
+    worker: Arc<Worker>,
     stats: Stats,
     queue: LeaseQueue,
     runs: JoinSet<Finished>,
@@ -240,20 +243,20 @@ struct Loop {
 
 impl Loop {
     fn new(
-        w: Arc<Worker>,
+        worker: Arc<Worker>,
         results: mpsc::UnboundedSender<PendingResult>,
         unanswered: Arc<Unanswered>,
     ) -> Loop {
         Loop {
             stats: Stats::default(),
-            queue: LeaseQueue::new(w.config.slots),
+            queue: LeaseQueue::new(worker.config.slots),
             runs: JoinSet::new(),
             results,
             unanswered,
-            paused: w.governor.watch_paused(),
-            backoff: Backoff::new(w.config.max_backoff),
+            paused: worker.governor.watch_paused(),
+            backoff: Backoff::new(worker.config.max_backoff),
             idle_until: None,
-            w,
+            worker,
         }
     }
 
@@ -301,10 +304,10 @@ impl Loop {
         if is_paused && !self.queue.is_empty() {
             for replica in self.queue.drain() {
                 self.stats.released += 1;
-                give_back_later(&self.w.client, replica);
+                give_back_later(&self.worker.client, replica);
             }
         }
-        while !is_paused && self.runs.len() < self.w.config.slots {
+        while !is_paused && self.runs.len() < self.worker.config.slots {
             match self.queue.pop(Instant::now()) {
                 None => break,
                 Some(Next::RanOut(replica)) => {
@@ -312,11 +315,11 @@ impl Loop {
                     self.stats.dropped += 1;
                 }
                 Some(Next::Start(lease)) => {
-                    self.runs.spawn(self.w.runner.clone().run(lease));
+                    self.runs.spawn(self.worker.runner.clone().run(lease));
                 }
             }
         }
-        self.w
+        self.worker
             .shared
             .queued
             .store(self.queue.len(), Ordering::SeqCst);
@@ -342,7 +345,7 @@ impl Loop {
     /// error that ends the worker if the coordinator will never give it
     /// work; backs off if it is away.
     async fn ask_for_work(&mut self, want: u32) -> Option<anyhow::Error> {
-        match self.w.client.work(want).await {
+        match self.worker.client.work(want).await {
             Ok(resp) => {
                 self.backoff.reset();
                 if resp.leases.is_empty() {
@@ -365,7 +368,7 @@ impl Loop {
                 ..
             }) => Some(anyhow::anyhow!(
                 "the coordinator does not know this worker ({message}); remove {} to register anew",
-                self.w.config.state_dir.join("worker.json").display()
+                self.worker.config.state_dir.join("worker.json").display()
             )),
             Err(e) => {
                 let d = self.backoff.step();
@@ -384,7 +387,7 @@ impl Loop {
                 self.stats.units_run += 1;
                 if self.stats.units_run == 1 {
                     tracing::info!(
-                        after_ms = self.w.started.elapsed().as_millis() as u64,
+                        after_ms = self.worker.started.elapsed().as_millis() as u64,
                         "first unit done since start"
                     );
                 }
@@ -402,7 +405,7 @@ impl Loop {
     /// another worker gets it.
     fn collect_and_give_back(&mut self, done: Result<Finished, JoinError>) -> anyhow::Result<()> {
         if let Some(replica) = self.collect(done)? {
-            give_back_later(&self.w.client, replica);
+            give_back_later(&self.worker.client, replica);
         }
         Ok(())
     }
@@ -412,16 +415,16 @@ impl Loop {
     /// not move), then are abandoned and given back too. Uploads drain
     /// meanwhile; what is left stays on disk for the next start.
     async fn drain(mut self, uploader: JoinHandle<u64>) -> anyhow::Result<Stats> {
-        let grace_ends = Instant::now() + self.w.config.grace;
+        let grace_ends = Instant::now() + self.worker.config.grace;
         tracing::info!(
             running = self.runs.len(),
             queued = self.queue.len(),
             "stopping"
         );
         let queued = self.queue.drain();
-        self.stats.released += give_back(&self.w.client, queued).await;
+        self.stats.released += give_back(&self.worker.client, queued).await;
         let abandoned = self.finish_running(grace_ends).await?;
-        give_back(&self.w.client, abandoned).await;
+        give_back(&self.worker.client, abandoned).await;
         // The uploader ends once it has what was sent before.
         drop(self.results);
         // It gets what is left of the grace period, and at least a few
@@ -438,7 +441,7 @@ impl Loop {
     /// paused), then abandons the rest. Returns the abandoned units.
     async fn finish_running(&mut self, grace_ends: Instant) -> anyhow::Result<Vec<ReplicaId>> {
         let mut abandoned = Vec::new();
-        let frozen = self.w.governor.paused().any();
+        let frozen = self.worker.governor.paused().any();
         while !frozen && !self.runs.is_empty() {
             match tokio::time::timeout_at(grace_ends, self.runs.join_next()).await {
                 Ok(Some(done)) => abandoned.extend(self.collect(done)?),
@@ -455,7 +458,7 @@ impl Loop {
                     "grace period over"
                 }
             );
-            self.w.governor.abandon_all();
+            self.worker.governor.abandon_all();
             // A paced run ends at its next slice; one still downloading or
             // compiling its module is left behind after a few seconds.
             let ends = Instant::now() + GIVE_BACK_WAIT;
