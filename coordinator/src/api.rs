@@ -700,7 +700,7 @@ async fn post_results(
 fn answer_upload(
     c: &Coordinator,
     replica: ReplicaId,
-    recorded: Result<Result<(UploadStatus, Effects), Refusal>, sqlx::Error>,
+    recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
 ) -> ApiResult<UploadStatus> {
     match recorded? {
         Ok((status, effects)) => {

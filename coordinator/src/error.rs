@@ -53,8 +53,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
         ApiError::Internal(e.into())
     }
 }

@@ -4,11 +4,14 @@
 //!
 //! All of it is restartable from the database alone: a job found in
 //! `splitting` is split again from scratch (its half-written units are
-//! discarded), a job found in `reducing` is reduced again.
+//! discarded), a job found in `reducing` is reduced again. A split or a
+//! reduce runs under a [`Claim`] held in the database, so with several
+//! coordinators on one database each job's duty runs on one of them at a
+//! time, and moves to another if its coordinator dies (the claim expires).
 
 use crate::Coordinator;
-use crate::store::Effects;
-use protocol::{JobId, JobState, frame};
+use crate::store::{self, CLAIM_TTL_MS, Claim, Duty, Effects};
+use protocol::{JobState, frame};
 use sandbox::{Mode, Stdout};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,7 +56,7 @@ impl Coordinator {
     /// the coordinator's clock. Called by the background task and before
     /// handing out work, so a test that moves a manual clock sees leases
     /// expire on the next work request.
-    pub(crate) async fn expire_leases_if_due(&self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn expire_leases_if_due(&self) -> Result<(), store::Error> {
         let now = self.now_ms();
         let due = self.inner.next_expiry_ms.load(Ordering::SeqCst);
         if now < due
@@ -78,56 +81,81 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn start_pending_jobs(&self) -> Result<(), sqlx::Error> {
-        for state in [JobState::Splitting, JobState::Reducing] {
+    /// Claims every split and reduce that nobody performs, and starts each.
+    async fn start_pending_jobs(&self) -> Result<(), store::Error> {
+        for (state, duty) in [
+            (JobState::Splitting, Duty::Split),
+            (JobState::Reducing, Duty::Reduce),
+        ] {
             for job in self.inner.store.jobs_in_state(state).await? {
-                if !self
-                    .inner
-                    .busy_jobs
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(job)
-                {
-                    continue; // already being worked on
-                }
+                let Some(claim) = self.inner.store.claim(job, duty, self.now_ms()).await? else {
+                    continue; // performed by this or another coordinator
+                };
                 let c = self.clone();
-                tokio::spawn(async move {
-                    let result = match state {
-                        JobState::Splitting => c.split(job).await,
-                        _ => c.reduce(job).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::error!(%job, error = %format!("{e:#}"), "job step failed");
-                        if let Err(e) = c
-                            .inner
-                            .store
-                            .fail_job(job, &format!("{e:#}"), c.now_ms())
-                            .await
-                        {
-                            tracing::error!(%job, error = %e, "cannot record the job's failure");
-                        }
-                    }
-                    c.inner.busy_jobs.lock().expect("not poisoned").remove(&job);
-                    c.changed();
-                    c.inner.wake.notify_one();
-                });
+                tokio::spawn(async move { c.perform(claim).await });
             }
         }
         Ok(())
     }
 
+    /// Performs a claimed duty, renewing the claim while it runs; records
+    /// a failure unless the claim was lost (then its new holder goes on).
+    async fn perform(&self, claim: Claim) {
+        let store = self.inner.store.clone();
+        let clock = self.inner.clock.clone();
+        let renewing = claim.clone();
+        let renewer = tokio::spawn(async move {
+            let every = Duration::from_millis((CLAIM_TTL_MS / 4) as u64);
+            loop {
+                tokio::time::sleep(every).await;
+                if store.renew(&renewing, clock.now_ms()).await.is_err() {
+                    return; // the duty's next write finds out and stops
+                }
+            }
+        });
+        let job = claim.job;
+        let result = match claim.duty {
+            Duty::Split => self.split(&claim).await,
+            Duty::Reduce => self.reduce(&claim).await,
+        };
+        renewer.abort();
+        match result {
+            Ok(()) => {}
+            Err(e) if matches!(e.downcast_ref(), Some(store::Error::ClaimLost { .. })) => {
+                tracing::warn!(%job, duty = claim.duty.as_str(), "another coordinator took this job step over");
+            }
+            Err(e) => {
+                tracing::error!(%job, error = %format!("{e:#}"), "job step failed");
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .fail_job(job, &format!("{e:#}"), self.now_ms())
+                    .await
+                {
+                    tracing::error!(%job, error = %e, "cannot record the job's failure");
+                }
+            }
+        }
+        if let Err(e) = self.inner.store.release_claim(&claim).await {
+            tracing::warn!(%job, error = %e, "cannot release a claim; it expires by itself");
+        }
+        self.changed();
+        self.inner.wake.notify_one();
+    }
+
     /// Runs the module's `split` mode over the job input and streams the
     /// unit inputs into the database in batches: the units of a large job
     /// are never all in memory.
-    async fn split(&self, job: JobId) -> anyhow::Result<()> {
+    async fn split(&self, claim: &Claim) -> anyhow::Result<()> {
         let store = &self.inner.store;
+        let job = claim.job;
         let Some(row) = store.job_row(job).await? else {
             return Ok(());
         };
         if row.state != JobState::Splitting {
             return Ok(());
         }
-        store.discard_units(job).await?;
+        store.discard_units(claim, self.now_ms()).await?;
         let quorum = row.quorum;
         let program = self.program(row.module).await?;
         let input = match row.input {
@@ -169,7 +197,9 @@ impl Coordinator {
                 );
             }
             if batch.len() >= SPLIT_BATCH {
-                store.add_units(job, total, &batch, quorum).await?;
+                store
+                    .add_units(claim, total, &batch, quorum, self.now_ms())
+                    .await?;
                 total += batch.len() as u64;
                 batch.clear();
             }
@@ -192,9 +222,11 @@ impl Coordinator {
         decoder
             .finish()
             .map_err(|e| anyhow::anyhow!("split output is not framed as the task ABI says: {e}"))?;
-        store.add_units(job, total, &batch, quorum).await?;
+        store
+            .add_units(claim, total, &batch, quorum, self.now_ms())
+            .await?;
         total += batch.len() as u64;
-        let effects = store.finish_split(job, total, self.now_ms()).await?;
+        let effects = store.finish_split(claim, total, self.now_ms()).await?;
         tracing::info!(%job, units = total, secs = started.elapsed().as_secs_f64(), "split done");
         self.apply(effects);
         Ok(())
@@ -202,8 +234,9 @@ impl Coordinator {
 
     /// Runs the module's `reduce` mode over the accepted outputs in unit
     /// order; a module without one gets the framed outputs as job output.
-    async fn reduce(&self, job: JobId) -> anyhow::Result<()> {
+    async fn reduce(&self, claim: &Claim) -> anyhow::Result<()> {
         let store = &self.inner.store;
+        let job = claim.job;
         let Some(row) = store.job_row(job).await? else {
             return Ok(());
         };
@@ -228,7 +261,7 @@ impl Coordinator {
                 anyhow::anyhow!("reduce failed ({}): {}", f.kind.as_str(), f.message)
             })?,
         };
-        store.finish_job(job, &output, self.now_ms()).await?;
+        store.finish_job(claim, &output, self.now_ms()).await?;
         tracing::info!(%job, bytes = output.len(), "job done");
         Ok(())
     }

@@ -22,18 +22,22 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod credit;
 mod dashboard;
 pub mod error;
 pub mod jobs;
 pub mod manifest;
+pub mod placement;
+pub mod settings;
 pub mod store;
+pub mod trust;
 pub mod validator;
 
 use anyhow::Context as _;
 use clock::Clock;
-use protocol::{BlobHash, JobId, Limits};
+use protocol::{BlobHash, Limits};
 use sandbox::{Program, Sandbox};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicI64;
@@ -68,7 +72,7 @@ pub struct Config {
     /// How long a worker that got no work should wait before asking again.
     pub idle_retry_ms: u64,
     /// Whom to trust: adaptive replication, spot checks, quotas.
-    pub trust: store::Trust,
+    pub trust: trust::Trust,
 }
 
 impl Config {
@@ -96,7 +100,7 @@ impl Config {
             },
             expiry_interval_ms: 1000,
             idle_retry_ms: 1000,
-            trust: store::Trust::default(),
+            trust: trust::Trust::default(),
         }
     }
 }
@@ -122,8 +126,6 @@ struct Inner {
     wake: Notify,
     /// When expired leases are next looked for.
     next_expiry_ms: AtomicI64,
-    /// Jobs whose split or reduce is running now.
-    busy_jobs: Mutex<HashSet<JobId>>,
     /// Workers by the sha256 of their token, as authenticated so far.
     known_workers: Mutex<HashMap<String, store::WorkerRow>>,
 }
@@ -156,7 +158,6 @@ impl Coordinator {
                 changes: watch::channel(0).0,
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),
-                busy_jobs: Mutex::new(HashSet::new()),
                 known_workers: Mutex::new(HashMap::new()),
             }),
         })

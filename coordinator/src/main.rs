@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coordinator::client::Client;
+use coordinator::settings::Settings;
 use coordinator::{Config, Coordinator, clock::SystemClock};
 use protocol::JobId;
 use std::io::{IsTerminal as _, Write as _};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 )]
 #[command(after_help = "Examples:
   coordinator serve --listen 127.0.0.1:8080 --data-dir data
+  coordinator serve --config coordinator.toml --spot-check 0.2
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
   coordinator output JOB_ID")]
@@ -57,6 +59,12 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// A TOML file of settings (see `coordinator::settings`); flags and
+        /// environment variables win over it.
+        #[arg(long, env = "WASM_AT_HOME_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Submit the job described by a manifest (TOML); prints its id.
     Submit {
@@ -94,8 +102,19 @@ async fn main() -> anyhow::Result<()> {
         Client::new(&cli.coordinator, key)
     };
     match &cli.command {
-        Command::Serve { listen } => {
-            let mut config = Config::new(&cli.data_dir);
+        Command::Serve {
+            listen,
+            config,
+            settings,
+        } => {
+            let file = match config {
+                Some(path) => Settings::read(path)?,
+                None => Settings::default(),
+            };
+            let mut config = settings
+                .clone()
+                .or(file)
+                .apply(Config::new(&cli.data_dir))?;
             config.api_key = cli.api_key.clone();
             let c = Coordinator::open(config, Arc::new(SystemClock)).await?;
             let listener = tokio::net::TcpListener::bind(listen)

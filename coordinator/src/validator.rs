@@ -182,6 +182,31 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
     }
 }
 
+/// Judges the replicas that came back after their unit was settled, against
+/// the accepted one's verdict: agreeing ones are valid, others invalid. A
+/// unit that failed (no accepted replica) judges nothing.
+pub fn judge_late(accepted: Option<ReplicaId>, replicas: &[Replica]) -> Decision {
+    let reference = accepted
+        .and_then(|a| replicas.iter().find(|r| r.id == a))
+        .and_then(|r| r.verdict);
+    let mut decision = Decision {
+        outcome: UnitOutcome::Open { needed: 0 },
+        valid: vec![],
+        invalid: vec![],
+    };
+    for r in replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Returned)
+    {
+        match r.verdict.and_then(|v| reference.map(|a| a == v)) {
+            Some(true) => decision.valid.push(r.id),
+            Some(false) => decision.invalid.push(r.id),
+            None => {}
+        }
+    }
+    decision
+}
+
 fn judge(votes: &[(ReplicaId, Verdict)], winner: Verdict) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
@@ -306,6 +331,23 @@ mod tests {
         let d = decide(POLICY, &[r(1, Returned, oof), r(2, Returned, oof)]);
         assert!(matches!(d.outcome, UnitOutcome::Failed { .. }));
         assert_eq!(d.valid.len(), 2);
+    }
+
+    #[test]
+    fn a_late_replica_is_judged_against_the_accepted_one() {
+        let replicas = [
+            r(1, Valid, out(1)),
+            r(2, Valid, out(1)),
+            r(3, Returned, out(1)),
+            r(4, Returned, out(2)),
+            r(5, Returned, None),
+        ];
+        let d = judge_late(Some(ReplicaId(1)), &replicas);
+        assert_eq!(d.valid, vec![ReplicaId(3)]);
+        assert_eq!(d.invalid, vec![ReplicaId(4)]);
+        // A failed unit has nothing to judge against.
+        let d = judge_late(None, &replicas);
+        assert!(d.valid.is_empty() && d.invalid.is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   `job_outcomes` and `job_accepted_seconds` (migration 0009), which
 //!   triggers keep current as replicas and units change state.
 
-use super::{Result, Store, recent_credit_per_day};
+use super::{Result, Store};
+use crate::credit::recent_per_day as recent_credit_per_day;
 use crate::dashboard::{DashboardJob, Fleet, Leader, Rank, ReplicaGroup, RunningReplica};
 use protocol::FUEL_PER_CREDIT;
 use sqlx::Row;

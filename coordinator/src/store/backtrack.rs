@@ -1,0 +1,189 @@
+//! Backtracking and audits: repairing the past when a worker is caught.
+//! A worker judged invalid has every accepted unit it voted for without a
+//! currently trusted worker confirming it reopened; once per adaptive job,
+//! before its output exists, the last unit each worker vouched for alone
+//! is checked again (the audit). Both run inside settling's transaction.
+
+use super::Result;
+use super::settling::Settling;
+use super::sql::{IN_LIST_MAX, push_list, tally};
+use crate::trust::Trust;
+use sqlx::{Sqlite, Transaction};
+
+impl Settling {
+    /// Once per adaptive job, when its last unit settles and before its
+    /// output is produced: the last unit each worker vouched for alone gets
+    /// a second replica. A worker that cheats whenever it is trusted is
+    /// caught by it before the output exists, and backtracking redoes its
+    /// other units; it costs at most one replica per worker and job.
+    pub(super) async fn audit(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        job: &str,
+    ) -> Result<Vec<i64>> {
+        let due = sqlx::query(
+            "UPDATE jobs SET audited = TRUE
+             WHERE id = ? AND adaptive AND NOT audited
+               AND state = 'running' AND units_accepted + units_failed = units_total",
+        )
+        .bind(job)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if due == 0 {
+            return Ok(Vec::new());
+        }
+        let units: Vec<i64> = sqlx::query_scalar(
+            "SELECT MAX(u.id) FROM units u JOIN replicas r ON r.id = u.accepted_replica
+             WHERE u.job_id = ? AND u.state = 'accepted' AND u.alone GROUP BY r.worker_id",
+        )
+        .bind(job)
+        .fetch_all(&mut **tx)
+        .await?;
+        self.reopen(tx, &units, &[]).await
+    }
+
+    /// Reopens every accepted unit that one of `caught` voted for without a
+    /// trusted worker confirming it (see [`Settling::reopen`]).
+    pub(super) async fn backtrack(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        caught: &[String],
+        trust: &Trust,
+    ) -> Result<Vec<i64>> {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
+             WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
+        );
+        push_list(&mut q, caught.iter().cloned());
+        q.push(
+            ") AND NOT EXISTS (
+                 SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
+                 WHERE o.unit_id = r.unit_id AND o.state = 'valid'
+                   AND o.worker_id <> r.worker_id AND w.consecutive_valid >= ",
+        );
+        q.push_bind(trust.threshold as i64);
+        q.push(" AND o.worker_id NOT IN (");
+        push_list(&mut q, caught.iter().cloned());
+        q.push("))");
+        let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+        self.reopen(tx, &units, caught).await
+    }
+
+    /// Reopens accepted `units`: the replicas of `discard` (caught workers)
+    /// stop being votes, every other judged replica is judged again (an
+    /// honest one outvoted by colluders included), credit granted is taken
+    /// back, and each unit needs a quorum of at least two. A job already
+    /// reducing or done runs again; its output version goes up when it is
+    /// reduced anew. Returns the units reopened.
+    async fn reopen(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        units: &[i64],
+        discard: &[String],
+    ) -> Result<Vec<i64>> {
+        let mut reopened = Vec::new();
+        for chunk in units.chunks(IN_LIST_MAX) {
+            self.unjudge(tx, chunk, discard).await?;
+            take_out_of_estimates(tx, chunk).await?;
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE units SET state = 'open', needed = 0, accepted_replica = NULL, alone = FALSE,
+                        quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
+                                  FROM jobs j WHERE j.id = units.job_id)
+                 WHERE state = 'accepted' AND id IN (",
+            );
+            push_list(&mut q, chunk.iter().copied());
+            q.push(") RETURNING id, job_id");
+            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            reopened.extend(rows);
+        }
+        let mut jobs: Vec<(String, i64)> = Vec::new();
+        for (_, job) in &reopened {
+            tally(&mut jobs, job.clone(), 1);
+        }
+        for (job, n) in jobs {
+            sqlx::query(
+                "UPDATE jobs SET units_accepted = units_accepted - ?,
+                        state = CASE WHEN state IN ('reducing', 'done') THEN 'running' ELSE state END,
+                        finished_ms = CASE WHEN state IN ('reducing', 'done') THEN NULL ELSE finished_ms END
+                 WHERE id = ?",
+            )
+            .bind(n)
+            .bind(&job)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(reopened.into_iter().map(|(u, _)| u).collect())
+    }
+
+    /// The judged replicas of `units` go back to `returned` (those of
+    /// `discard` to `discarded`), and the credit the valid ones were granted
+    /// is taken back.
+    async fn unjudge(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        units: &[i64],
+        discard: &[String],
+    ) -> Result<()> {
+        for judged_as in ["valid", "invalid"] {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE replicas SET state = CASE WHEN worker_id IN (",
+            );
+            // An empty list would not be SQL everywhere; '' is no worker.
+            push_list(
+                &mut q,
+                std::iter::once(String::new()).chain(discard.iter().cloned()),
+            );
+            q.push(") THEN 'discarded' ELSE 'returned' END WHERE state = ")
+                .push_bind(judged_as)
+                .push(" AND unit_id IN (");
+            push_list(&mut q, units.iter().copied());
+            // What was credited: the agreed fuel, which is none for jobs
+            // validated with `compare` (their replicas' fuel may differ).
+            q.push(
+                ") RETURNING worker_id,
+                    CASE WHEN (SELECT j.compare FROM units u JOIN jobs j ON j.id = u.job_id
+                               WHERE u.id = replicas.unit_id)
+                         THEN 0 ELSE fuel_used END",
+            );
+            let rows: Vec<(String, Option<i64>)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            if judged_as == "valid" {
+                for (worker, fuel) in rows {
+                    self.worker(worker).refund(fuel.unwrap_or(0));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The accepted fuel of `units` leaves their jobs' progress estimate.
+async fn take_out_of_estimates(tx: &mut Transaction<'_, Sqlite>, units: &[i64]) -> Result<()> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "SELECT u.job_id, SUM(r.fuel_used) AS fuel, COUNT(*) AS n
+         FROM units u JOIN replicas r ON r.id = u.accepted_replica
+         WHERE u.state = 'accepted' AND u.id IN (",
+    );
+    push_list(&mut q, units.iter().copied());
+    q.push(") GROUP BY u.job_id");
+    let rows: Vec<(String, Option<i64>, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    for (job, fuel, n) in rows {
+        let fuel = fuel.unwrap_or(0);
+        // Only accepted units with a judged winner were sampled: never
+        // below zero.
+        sqlx::query(
+            "UPDATE jobs SET
+                fuel_sampled = CASE WHEN fuel_sampled > ? THEN fuel_sampled - ? ELSE 0 END,
+                fuel_samples = CASE WHEN fuel_samples > ? THEN fuel_samples - ? ELSE 0 END
+             WHERE id = ?",
+        )
+        .bind(fuel)
+        .bind(fuel)
+        .bind(n)
+        .bind(n)
+        .bind(job)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

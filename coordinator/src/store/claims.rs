@@ -1,0 +1,104 @@
+//! Claims: a coordinator's right, held in the database with an expiry, to
+//! run one job's split or reduce. Any number of coordinators may look for
+//! work at once; one claim per job and duty exists (its primary key), a
+//! claim that ran out may be taken over, and every write of the duty is
+//! fenced by the claim in its own transaction, so a coordinator that lost
+//! its claim (paused, partitioned) cannot write over its successor.
+
+use super::{Error, Result, Store};
+use protocol::JobId;
+use sqlx::SqliteConnection;
+
+/// How long a claim lasts unless renewed, in milliseconds of the
+/// coordinator's clock. The duty renews it as it goes (every batch of
+/// units, and on a timer).
+pub const CLAIM_TTL_MS: i64 = 60_000;
+
+/// A duty of a job's life that one coordinator at a time performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Duty {
+    Split,
+    Reduce,
+}
+
+impl Duty {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Duty::Split => "split",
+            Duty::Reduce => "reduce",
+        }
+    }
+}
+
+/// A claim this coordinator holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub job: JobId,
+    pub duty: Duty,
+    /// Random per claim: a new claim of the same duty, by anyone, is
+    /// another owner.
+    owner: String,
+}
+
+impl Store {
+    /// Claims `duty` of `job` if nobody holds it, or its holder let it run
+    /// out. `None`: someone else holds it.
+    pub async fn claim(&self, job: JobId, duty: Duty, now: i64) -> Result<Option<Claim>> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let won: Option<String> = sqlx::query_scalar(
+            "INSERT INTO claims (job_id, duty, owner, expires_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (job_id, duty) DO UPDATE
+                 SET owner = excluded.owner, expires_ms = excluded.expires_ms
+                 WHERE claims.expires_ms < ?
+             RETURNING owner",
+        )
+        .bind(job.to_string())
+        .bind(duty.as_str())
+        .bind(&owner)
+        .bind(now + CLAIM_TTL_MS)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(won.map(|owner| Claim { job, duty, owner }))
+    }
+
+    /// Extends `claim` by [`CLAIM_TTL_MS`] from `now`; [`Error::ClaimLost`]
+    /// if another coordinator took it over.
+    pub async fn renew(&self, claim: &Claim, now: i64) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        fence(&mut conn, claim, now).await
+    }
+
+    /// Gives `claim` up (its duty is done, or failed and recorded).
+    pub async fn release_claim(&self, claim: &Claim) -> Result<()> {
+        sqlx::query("DELETE FROM claims WHERE job_id = ? AND duty = ? AND owner = ?")
+            .bind(claim.job.to_string())
+            .bind(claim.duty.as_str())
+            .bind(&claim.owner)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Renews `claim` inside the caller's transaction, or fails it with
+/// [`Error::ClaimLost`]: the fence every write of a duty goes through.
+pub(super) async fn fence(conn: &mut SqliteConnection, claim: &Claim, now: i64) -> Result<()> {
+    let held =
+        sqlx::query("UPDATE claims SET expires_ms = ? WHERE job_id = ? AND duty = ? AND owner = ?")
+            .bind(now + CLAIM_TTL_MS)
+            .bind(claim.job.to_string())
+            .bind(claim.duty.as_str())
+            .bind(&claim.owner)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if held == 1 {
+        Ok(())
+    } else {
+        Err(Error::ClaimLost {
+            job: claim.job.to_string(),
+            duty: claim.duty.as_str(),
+        })
+    }
+}

@@ -1,0 +1,453 @@
+//! Leasing: serving a batch of work requests inside the writer's
+//! transaction. The head of the queue is read once for the batch, who
+//! holds what on it once, the [`placement`] policy assigns units in
+//! memory, and the replicas of the whole batch are inserted, and their
+//! units, jobs and workers updated, with one statement each.
+//!
+//! The schema backs the policy: `UNIQUE (unit_id, worker_id)`, a unique
+//! index on (account, unit) and on (network, unit), and a guard that keeps
+//! `units.needed` from going below zero, so no writer, however many there
+//! are, can place two replicas of a unit with one account.
+
+use super::sql::{IN_LIST_MAX, VALUES_MAX, count, hash, job_id, push_list, tally};
+use super::workers::WorkerRow;
+use super::{Error, Policy, Result};
+use crate::placement::{self, Candidate, Held, Key, Taker};
+use crate::trust::{DAY_MS, Standing};
+use protocol::{BlobHash, JobId, Limits, ReplicaId, UnitId};
+use sqlx::{Sqlite, Transaction};
+use std::collections::{HashMap, HashSet};
+
+/// A work request, as the store serves it.
+#[derive(Clone, Debug)]
+pub struct LeaseRequest {
+    pub worker: WorkerRow,
+    pub max: u32,
+    pub now: i64,
+}
+
+/// A replica just leased, with what the worker needs to run it.
+#[derive(Clone, Debug)]
+pub struct LeaseRow {
+    pub replica_id: ReplicaId,
+    pub unit_id: UnitId,
+    pub job_id: JobId,
+    pub module: BlobHash,
+    pub input: Vec<u8>,
+    pub limits: Limits,
+    pub deadline_ms: i64,
+    pub fuel_estimate: Option<u64>,
+}
+
+impl LeaseRequest {
+    fn keys(&self) -> Vec<Key> {
+        std::iter::once(Key::Account(self.worker.account.clone()))
+            .chain(self.worker.net.clone().map(Key::Net))
+            .collect()
+    }
+}
+
+/// Serves a batch of work requests: per request, the oldest units that
+/// still want replicas and that the placement policy lets its worker take.
+pub(super) async fn lease_batch(
+    tx: &mut Transaction<'_, Sqlite>,
+    policy: &Policy,
+    requests: &[&LeaseRequest],
+) -> Result<Vec<Vec<LeaseRow>>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let (mut room, trusted) = standings(tx, policy, requests, now).await?;
+    let asks: Vec<(String, i64)> = requests
+        .iter()
+        .map(|r| (r.worker.id.to_string(), i64::from(r.max)))
+        .collect();
+    let wants = placement::share_room(&asks, &mut room);
+    let total: i64 = wants.iter().sum();
+    if total == 0 {
+        return Ok(requests.iter().map(|_| Vec::new()).collect());
+    }
+    // Enough units for every request even if each worker already holds
+    // some of them.
+    let limit = 2 * total + 64;
+    let mut pool = head_of_queue(tx, None, None, limit).await?;
+    let pool_is_full = pool.len() as i64 == limit;
+    let mut held = held_keys(tx, &pool, requests).await?;
+    let mut chosen = Vec::with_capacity(requests.len());
+    for (req, &want) in requests.iter().zip(&wants) {
+        let taker = Taker {
+            worker: req.worker.id.to_string(),
+            keys: req.keys(),
+            arch: req.worker.arch.clone(),
+            trusted: trusted.contains(&req.worker.id.to_string()),
+        };
+        let mut mine = placement::take_from(&mut pool, &taker, &mut held, want as usize);
+        // Rare: this worker's account holds most of the pool. Look past it,
+        // for this worker alone.
+        if (mine.len() as i64) < want && pool_is_full {
+            let more = want - mine.len() as i64;
+            look_past(tx, &mut pool, req, &taker, &mut held, more, &mut mine).await?;
+        }
+        chosen.push(mine);
+    }
+    let mut answers = lease_rows(tx, requests, &chosen).await?;
+    insert_replicas(tx, requests, &mut answers).await?;
+    count_leases(tx, requests, &answers, &pool, now).await?;
+    Ok(answers)
+}
+
+#[derive(sqlx::FromRow)]
+struct StandingRow {
+    id: String,
+    slots: i64,
+    quota: i64,
+    quota_day: i64,
+    leased_today: i64,
+    consecutive_valid: i64,
+    in_flight: i64,
+}
+
+/// Marks the requesting workers seen, and reads how many more leases each
+/// may take ([`crate::trust::Trust::room`]) and which are trusted.
+async fn standings(
+    tx: &mut Transaction<'_, Sqlite>,
+    policy: &Policy,
+    requests: &[&LeaseRequest],
+    now: i64,
+) -> Result<(HashMap<String, i64>, HashSet<String>)> {
+    let mut workers: Vec<String> = requests.iter().map(|r| r.worker.id.to_string()).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    let today = now.div_euclid(DAY_MS);
+    let mut room = HashMap::new();
+    let mut trusted = HashSet::new();
+    for chunk in workers.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE workers SET last_seen_ms = ");
+        q.push_bind(now).push(" WHERE id IN (");
+        push_list(&mut q, chunk.iter().cloned());
+        q.push(
+            ") RETURNING id, slots, quota, quota_day, leased_today, consecutive_valid,
+                 (SELECT COUNT(*) FROM replicas r
+                     WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight",
+        );
+        let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for r in rows {
+            let standing = Standing {
+                slots: r.slots,
+                consecutive_valid: r.consecutive_valid,
+                quota: r.quota,
+                quota_day: r.quota_day,
+                leased_today: r.leased_today,
+            };
+            room.insert(
+                r.id.clone(),
+                policy.trust.room(&standing, r.in_flight, today),
+            );
+            if policy.trust.trusted(r.consecutive_valid) {
+                trusted.insert(r.id);
+            }
+        }
+    }
+    Ok((room, trusted))
+}
+
+/// Which placement keys of the requesting workers are already on the units
+/// of `pool`: one short index range per key.
+async fn held_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    pool: &[Candidate],
+    requests: &[&LeaseRequest],
+) -> Result<Held> {
+    let mut held = Held::default();
+    let (Some(first), Some(last)) = (pool.first(), pool.last()) else {
+        return Ok(held);
+    };
+    let mut keys: Vec<Key> = requests.iter().flat_map(|r| r.keys()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let accounts: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| match k {
+            Key::Account(a) => Some(a.as_str()),
+            Key::Net(_) => None,
+        })
+        .collect();
+    let nets: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| match k {
+            Key::Net(n) => Some(n.as_str()),
+            Key::Account(_) => None,
+        })
+        .collect();
+    for (column, wanted) in [("account_id", accounts), ("net", nets)] {
+        if wanted.is_empty() {
+            continue;
+        }
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
+            "SELECT unit_id, {column} AS k FROM replicas WHERE unit_id BETWEEN "
+        ));
+        q.push_bind(first.unit)
+            .push(" AND ")
+            .push_bind(last.unit)
+            .push(format!(" AND {column} IN ("));
+        // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
+        push_list(&mut q, wanted.iter().map(|k| k.to_string()));
+        q.push(")");
+        let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (unit, k) in rows {
+            let key = if column == "net" {
+                Key::Net(k)
+            } else {
+                Key::Account(k)
+            };
+            held.insert(unit, key);
+        }
+    }
+    Ok(held)
+}
+const _: () = assert!(2 * super::WRITE_BATCH <= IN_LIST_MAX);
+
+/// Reads units past the shared pool that `req`'s worker may take, and takes
+/// up to `more` of them for it.
+async fn look_past(
+    tx: &mut Transaction<'_, Sqlite>,
+    pool: &mut Vec<Candidate>,
+    req: &LeaseRequest,
+    taker: &Taker,
+    held: &mut Held,
+    more: i64,
+    mine: &mut Vec<i64>,
+) -> Result<()> {
+    let after = pool.iter().map(|c| c.unit).max();
+    let want = mine.len() as i64 + more;
+    for mut fresh in head_of_queue(tx, after, Some(&req.worker), more).await? {
+        if mine.len() as i64 == want {
+            break;
+        }
+        // An earlier request of this batch may have read it already.
+        let c = match pool.iter().position(|c| c.unit == fresh.unit) {
+            Some(i) => &mut pool[i],
+            None => {
+                fresh.read_for = Some(taker.worker.clone());
+                pool.push(fresh);
+                pool.last_mut().expect("just pushed")
+            }
+        };
+        if placement::take(c, taker, held) {
+            mine.push(c.unit);
+        }
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct QueueRow {
+    id: i64,
+    needed: i64,
+    arch: Option<String>,
+    adaptive: bool,
+    compare: bool,
+    fresh: bool,
+}
+
+/// Units that want replicas, oldest first, after unit `after`; with
+/// `worker`, only those it may take (its architecture, none of its keys).
+async fn head_of_queue(
+    tx: &mut Transaction<'_, Sqlite>,
+    after: Option<i64>,
+    worker: Option<&WorkerRow>,
+    limit: i64,
+) -> Result<Vec<Candidate>> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare,
+                CASE WHEN j.adaptive THEN NOT EXISTS (SELECT 1 FROM replicas f WHERE f.unit_id = u.id)
+                     ELSE FALSE END AS fresh
+         FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
+    );
+    q.push_bind(after.unwrap_or(i64::MIN));
+    if let Some(w) = worker {
+        q.push(" AND (u.arch IS NULL OR j.compare OR u.arch = ")
+            .push_bind(w.arch.clone())
+            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND (r.account_id = ")
+            .push_bind(w.account.clone())
+            .push(" OR r.net = ")
+            .push_bind(w.net.clone())
+            .push("))");
+    }
+    q.push(" ORDER BY u.id LIMIT ").push_bind(limit);
+    let rows: Vec<QueueRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Candidate::new(r.id, r.needed, r.arch, r.adaptive, r.compare, r.fresh))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    id: i64,
+    job_id: String,
+    input: Vec<u8>,
+    module: String,
+    fuel: i64,
+    memory_bytes: i64,
+    output_bytes: i64,
+    lease_secs: i64,
+    fuel_estimate: Option<i64>,
+}
+
+/// What the workers need to run the units chosen for them (replica ids
+/// still to be filled in).
+async fn lease_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[&LeaseRequest],
+    chosen: &[Vec<i64>],
+) -> Result<Vec<Vec<LeaseRow>>> {
+    let mut units: Vec<i64> = chosen.iter().flatten().copied().collect();
+    units.sort_unstable();
+    units.dedup();
+    let mut details: HashMap<i64, DetailRow> = HashMap::new();
+    for chunk in units.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT u.id, u.job_id, u.input, j.module, j.fuel, j.memory_bytes, j.output_bytes,
+                    j.lease_secs, j.fuel_sampled / NULLIF(j.fuel_samples, 0) AS fuel_estimate
+             FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.id IN (",
+        );
+        push_list(&mut q, chunk.iter().copied());
+        q.push(")");
+        let rows: Vec<DetailRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        details.extend(rows.into_iter().map(|r| (r.id, r)));
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for (req, mine) in requests.iter().zip(chosen) {
+        let mut leases = Vec::with_capacity(mine.len());
+        for unit in mine {
+            let r = details
+                .get(unit)
+                .ok_or_else(|| Error::corrupt("lease", format!("unit {unit} vanished")))?;
+            leases.push(LeaseRow {
+                replica_id: ReplicaId(0),
+                unit_id: UnitId(*unit),
+                job_id: job_id(&r.job_id)?,
+                module: hash(&r.module)?,
+                input: r.input.clone(),
+                limits: Limits {
+                    fuel: count(r.fuel),
+                    memory_bytes: count(r.memory_bytes),
+                    output_bytes: count(r.output_bytes),
+                },
+                deadline_ms: req.now + r.lease_secs * 1000,
+                fuel_estimate: r.fuel_estimate.map(|f| f.max(1) as u64),
+            });
+        }
+        answers.push(leases);
+    }
+    Ok(answers)
+}
+
+/// Inserts a replica per lease, one statement per chunk, and fills in the
+/// replica ids.
+async fn insert_replicas(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[&LeaseRequest],
+    answers: &mut [Vec<LeaseRow>],
+) -> Result<()> {
+    // (unit, worker) is unique, so the pair names the replica.
+    let mut ids: HashMap<(i64, String), i64> = HashMap::new();
+    let all: Vec<(&LeaseRow, &LeaseRequest)> = answers
+        .iter()
+        .zip(requests)
+        .flat_map(|(leases, req)| leases.iter().map(move |l| (l, *req)))
+        .collect();
+    for chunk in all.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO replicas (unit_id, worker_id, account_id, net, state, leased_ms, deadline_ms) ",
+        );
+        q.push_values(chunk, |mut b, (l, req)| {
+            b.push_bind(l.unit_id.0)
+                .push_bind(req.worker.id.to_string())
+                .push_bind(req.worker.account.clone())
+                .push_bind(req.worker.net.clone())
+                .push_bind("in_progress")
+                .push_bind(req.now)
+                .push_bind(l.deadline_ms);
+        });
+        q.push(" RETURNING id, unit_id, worker_id");
+        let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        ids.extend(
+            rows.into_iter()
+                .map(|(id, unit, worker)| ((unit, worker), id)),
+        );
+    }
+    for (leases, req) in answers.iter_mut().zip(requests) {
+        let worker = req.worker.id.to_string();
+        for l in leases {
+            l.replica_id =
+                ReplicaId(*ids.get(&(l.unit_id.0, worker.clone())).ok_or_else(|| {
+                    Error::corrupt("lease insert", "a replica id was not returned")
+                })?);
+        }
+    }
+    Ok(())
+}
+
+/// Counts the batch's leases: replicas leased per job (for the dashboard),
+/// what each touched unit still wants (guarded: never below zero), and
+/// the leases against each worker's daily quota (guarded: never past it).
+async fn count_leases(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[&LeaseRequest],
+    answers: &[Vec<LeaseRow>],
+    pool: &[Candidate],
+    now: i64,
+) -> Result<()> {
+    let mut per_job: Vec<(JobId, i64)> = Vec::new();
+    for l in answers.iter().flatten() {
+        tally(&mut per_job, l.job_id, 1);
+    }
+    for (job, n) in per_job {
+        sqlx::query("UPDATE jobs SET replicas_leased = replicas_leased + ? WHERE id = ?")
+            .bind(n)
+            .bind(job.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    let touched: Vec<&Candidate> = pool.iter().filter(|c| c.taken > 0).collect();
+    for chunk in touched.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch, alone) AS (");
+        q.push_values(chunk, |mut b, c| {
+            b.push_bind(c.unit)
+                .push_bind(c.taken)
+                .push_bind(c.arch.clone())
+                .push_bind(c.alone);
+        });
+        q.push(
+            ") UPDATE units SET needed = CASE WHEN v.alone THEN 0 ELSE units.needed - v.taken END,
+                                quorum = CASE WHEN v.alone THEN 1 ELSE units.quorum END,
+                                arch = COALESCE(units.arch, v.arch)
+               FROM v WHERE units.id = v.id",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    let today = now.div_euclid(DAY_MS);
+    let mut leased: Vec<(String, i64)> = Vec::new();
+    for (req, leases) in requests.iter().zip(answers) {
+        if !leases.is_empty() {
+            tally(&mut leased, req.worker.id.to_string(), leases.len() as i64);
+        }
+    }
+    for chunk in leased.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n) AS (");
+        q.push_values(chunk, |mut b, (id, n)| {
+            b.push_bind(id.clone()).push_bind(*n);
+        });
+        q.push(") UPDATE workers SET leased_today = CASE WHEN quota_day = ");
+        q.push_bind(today)
+            .push(" THEN leased_today + v.n ELSE v.n END, quota_day = ")
+            .push_bind(today)
+            .push(" FROM v WHERE workers.id = v.id");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}

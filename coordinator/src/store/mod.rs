@@ -1,0 +1,155 @@
+//! The store: the coordinator's only holder of SQL, one module per noun.
+//!
+//! - [`writer`]: group commit: the hot path's writes, batched per transaction.
+//! - [`leasing`]: serving work requests (the [`placement`] policy applied).
+//! - [`uploads`]: recording results; [`settling`]: deciding units (the
+//!   [`validator`] and [`trust`] policies applied); [`backtrack`]: repairing
+//!   the past when a worker is caught.
+//! - [`heartbeats`], [`expiry`]: leases that make progress, and leases that
+//!   end without a result.
+//! - [`jobs`]: jobs and units; [`claims`]: one coordinator at a time per
+//!   split or reduce; [`blobs`]: content-addressed bytes.
+//! - [`workers`]: workers, accounts, and their counters and credit.
+//! - [`dashboard`]: the web dashboard's read-only queries.
+//! - [`sql`]: shared helpers; [`error`]: the store's errors.
+//!
+//! Policy is decided above, in pure functions; this module reads rows into
+//! their plain views, calls them, and writes their decisions. Guarantees
+//! live in the schema (unique indexes, guard triggers, conditional
+//! updates `WHERE state = ...`), so a repeated upload, a crash between two
+//! statements or a second writer can never accept a unit twice, credit a
+//! replica twice, or give two replicas of a unit to one account.
+//!
+//! On SQLite all writes go through one connection (SQLite has one writer
+//! anyway; this way writers queue in the pool instead of failing with
+//! SQLITE_BUSY), and reads use a pool of their own. ARCHITECTURE.md,
+//! "Storage", has the plan for a PostgreSQL backend beside it.
+//!
+//! [`placement`]: crate::placement
+//! [`validator`]: crate::validator
+//! [`trust`]: crate::trust
+
+mod backtrack;
+mod blobs;
+mod claims;
+mod dashboard;
+mod error;
+mod expiry;
+mod heartbeats;
+mod jobs;
+mod leasing;
+mod settling;
+mod sql;
+mod uploads;
+mod workers;
+mod writer;
+
+pub use crate::trust::Trust;
+pub use claims::{CLAIM_TTL_MS, Claim, Duty};
+pub use error::{Error, Result};
+pub use heartbeats::extended_deadline;
+pub use jobs::{JobRow, NewJob};
+pub use leasing::{LeaseRequest, LeaseRow};
+pub use settling::Effects;
+pub use uploads::{Comparator, Refusal, Upload, UploadAnswer};
+pub use workers::WorkerRow;
+pub use writer::{Answer, WRITE_BATCH, Write};
+
+use crate::trust::SpotChecks;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+    policy: Arc<Policy>,
+    /// The queue of the group-commit task.
+    writes: mpsc::Sender<writer::Pending>,
+    path: PathBuf,
+}
+
+/// The policies the store's transactions apply, shared with the writer's
+/// thread.
+struct Policy {
+    trust: Trust,
+    spot_checks: SpotChecks,
+    /// Set by the coordinator, which owns the sandbox.
+    comparator: OnceLock<Comparator>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("trust", &self.trust)
+            .field("comparator", &self.comparator.get().is_some())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and brings
+    /// its schema up to date.
+    pub async fn open_sqlite(path: &Path, trust: Trust) -> Result<Store> {
+        let policy = Arc::new(Policy {
+            spot_checks: SpotChecks::new(trust.seed, trust.spot_check),
+            trust,
+            comparator: OnceLock::new(),
+        });
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Every acknowledged result is on disk.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // Batched statements differ in their number of rows, so each
+            // size is its own prepared statement: keep many.
+            .statement_cache_capacity(1024)
+            // Statement journals in memory.
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            // A ping before every transaction costs a round trip to the
+            // database thread; a broken local file shows at the next
+            // statement anyway.
+            .test_before_acquire(false)
+            // The writer's page cache: 16 MiB (negative: KiB) instead of
+            // SQLite's 2 MiB; readers keep the default.
+            .connect_with(options.clone().pragma("cache_size", "-16384"))
+            .await?;
+        sqlx::migrate!("./migrations").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let writes = writer::start(write.clone(), policy.clone())?;
+        Ok(Store {
+            write,
+            read,
+            policy,
+            writes,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the database lives (for tools and tests that open it too).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The trust policy this store applies.
+    pub fn trust(&self) -> &Trust {
+        &self.policy.trust
+    }
+
+    /// How outputs of jobs validated with `compare` are compared; set once.
+    pub fn set_comparator(&self, comparator: Comparator) {
+        let _ = self.policy.comparator.set(comparator);
+    }
+}

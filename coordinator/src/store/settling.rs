@@ -1,0 +1,479 @@
+//! Settling: deciding units from their replicas and applying the decisions
+//! inside the caller's transaction. The store reads each unit and its
+//! replicas into plain views, the [`validator`] and [`trust`] policies
+//! decide, and a few set-wise statements apply every decision, each
+//! conditional on the state it leaves, so applying a decision twice
+//! changes nothing the second time and credit is granted exactly once.
+//!
+//! [`trust`]: crate::trust
+
+use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, replica_state};
+use super::{Error, Policy, Result, workers};
+use crate::trust::{Counter, WorkerDelta, quorum_now};
+use crate::validator::{self, Decision, Replica, ReplicaState, UnitOutcome, Verdict};
+use protocol::{FailureKind, JobId, ReplicaId};
+use sqlx::{Sqlite, Transaction};
+use std::collections::HashMap;
+
+/// What recording a result changed, for the caller to act on.
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    /// Jobs whose every unit is now settled: ready to reduce.
+    pub jobs_to_reduce: Vec<JobId>,
+    /// Accepted units reopened by backtracking.
+    pub reopened: u64,
+}
+
+/// The units to settle and the worker counters to change in one
+/// transaction.
+#[derive(Debug, Default)]
+pub(super) struct Settling {
+    pub units: Vec<i64>,
+    pub workers: HashMap<String, WorkerDelta>,
+}
+
+/// One replica of a unit being settled, with its unit's and job's columns.
+#[derive(sqlx::FromRow)]
+struct ReplicaRow {
+    id: i64,
+    unit_id: i64,
+    worker_id: String,
+    state: String,
+    output_hash: Option<String>,
+    fuel_used: Option<i64>,
+    failure_kind: Option<String>,
+    output_class: Option<String>,
+    compare: bool,
+    unit_state: String,
+    accepted_replica: Option<i64>,
+    quorum: i64,
+    job_quorum: i64,
+    max_replicas: i64,
+}
+
+impl ReplicaRow {
+    /// What it returned, reduced to what replicas must agree on.
+    fn verdict(&self) -> Result<Option<Verdict>> {
+        let Some(fuel) = self.fuel_used else {
+            return Ok(None);
+        };
+        let (output_hash, fuel) = if self.compare {
+            // Equivalent outputs are one vote, and equivalent outputs may
+            // take different paths: the class alone must agree.
+            (self.output_class.as_ref().or(self.output_hash.as_ref()), 0)
+        } else {
+            (self.output_hash.as_ref(), fuel as u64)
+        };
+        Ok(match (output_hash, &self.failure_kind) {
+            (Some(h), _) => Some(Verdict::Output {
+                hash: hash(h)?,
+                fuel,
+            }),
+            (None, Some(k)) => {
+                let kind =
+                    FailureKind::parse(k).ok_or_else(|| Error::corrupt("failure kind", k))?;
+                kind.is_deterministic()
+                    .then_some(Verdict::Failure { kind, fuel })
+            }
+            (None, None) => None,
+        })
+    }
+}
+
+/// A unit as the policies see it: its state and quorums, and its replicas
+/// that count (not discarded, not released) with their workers.
+struct UnitView {
+    id: i64,
+    open: bool,
+    accepted: Option<ReplicaId>,
+    quorum: u32,
+    job_quorum: u32,
+    max_replicas: u32,
+    replicas: Vec<Replica>,
+    workers: Vec<String>,
+}
+
+impl UnitView {
+    fn from_rows(rows: &[ReplicaRow]) -> Result<Option<UnitView>> {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut view = UnitView {
+            id: first.unit_id,
+            open: first.unit_state == "open",
+            accepted: first.accepted_replica.map(ReplicaId),
+            quorum: first.quorum as u32,
+            job_quorum: first.job_quorum as u32,
+            max_replicas: first.max_replicas as u32,
+            replicas: Vec::with_capacity(rows.len()),
+            workers: Vec::with_capacity(rows.len()),
+        };
+        for r in rows {
+            let state = replica_state(&r.state)?;
+            if matches!(state, ReplicaState::Discarded | ReplicaState::Released) {
+                // Not a vote, and not counted against max_replicas: its
+                // worker was caught cheating elsewhere, or gave it back.
+                continue;
+            }
+            view.replicas.push(Replica {
+                id: ReplicaId(r.id),
+                state,
+                verdict: r.verdict()?,
+            });
+            view.workers.push(r.worker_id.clone());
+        }
+        Ok(Some(view))
+    }
+}
+
+/// A valid or invalid judgement of a returned replica.
+#[derive(Debug)]
+struct Judged {
+    replica: i64,
+    valid: bool,
+    worker: String,
+    fuel: i64,
+}
+
+/// A unit closed by a decision.
+#[derive(Debug)]
+struct Closed {
+    unit: i64,
+    winner: Option<i64>,
+    error: Option<String>,
+    alone: bool,
+}
+
+/// What deciding a batch of units changes.
+#[derive(Debug, Default)]
+struct Decisions {
+    judged: Vec<Judged>,
+    /// (unit, replicas it wants now)
+    needed: Vec<(i64, i64)>,
+    closed: Vec<Closed>,
+    /// (unit, quorum it needs from now on)
+    quorum: Vec<(i64, i64)>,
+}
+
+impl Decisions {
+    /// Notes the judgements of `decision` on the replicas still returned.
+    fn judge(&mut self, unit: &UnitView, decision: &Decision) {
+        for (ids, valid) in [(&decision.valid, true), (&decision.invalid, false)] {
+            for id in ids {
+                let Some(pos) = unit.replicas.iter().position(|r| r.id == *id) else {
+                    continue;
+                };
+                let r = &unit.replicas[pos];
+                if r.state != ReplicaState::Returned {
+                    continue;
+                }
+                let fuel = match r.verdict {
+                    Some(Verdict::Output { fuel, .. }) => fuel as i64,
+                    _ => 0,
+                };
+                self.judged.push(Judged {
+                    replica: id.0,
+                    valid,
+                    worker: unit.workers[pos].clone(),
+                    fuel,
+                });
+            }
+        }
+    }
+
+    /// Decides one unit: a settled one judges its late replicas against
+    /// the accepted result; an open one is decided by quorum, at the quorum
+    /// the trust policy says it needs now.
+    fn decide(&mut self, unit: &UnitView, policy: &Policy) {
+        if !unit.open {
+            self.judge(unit, &validator::judge_late(unit.accepted, &unit.replicas));
+            return;
+        }
+        let (quorum, changed) = quorum_now(unit.quorum, unit.job_quorum, &unit.replicas, || {
+            policy.spot_checks.draw()
+        });
+        if let Some(q) = changed {
+            self.quorum.push((unit.id, i64::from(q)));
+        }
+        let rule = validator::Policy {
+            quorum,
+            max_replicas: unit.max_replicas,
+        };
+        let decision = validator::decide(rule, &unit.replicas);
+        self.judge(unit, &decision);
+        let (winner, error) = match decision.outcome {
+            UnitOutcome::Open { needed } => {
+                self.needed.push((unit.id, i64::from(needed)));
+                return;
+            }
+            UnitOutcome::Accepted { winner } => (Some(winner.0), None),
+            UnitOutcome::Failed { reason } => (None, Some(reason)),
+        };
+        self.closed.push(Closed {
+            unit: unit.id,
+            alone: winner.is_some() && quorum == 1,
+            winner,
+            error,
+        });
+    }
+}
+
+/// What settling a batch changed for one job.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct JobCounts {
+    accepted: i64,
+    failed: i64,
+    /// The agreed fuel of the newly accepted units, and how many.
+    fuel: i64,
+    samples: i64,
+}
+
+impl Settling {
+    pub fn worker(&mut self, id: String) -> &mut WorkerDelta {
+        self.workers.entry(id).or_default()
+    }
+
+    /// Settles every unit queued, then every unit that settling reopened
+    /// (backtracking, audits), and writes the workers' changes once.
+    pub async fn apply(
+        mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Effects> {
+        let mut effects = Effects::default();
+        // Backtracking reopens units, which are then settled again: a loop,
+        // bounded because each round only reopens accepted units.
+        while !self.units.is_empty() {
+            let mut units = std::mem::take(&mut self.units);
+            units.sort_unstable();
+            units.dedup();
+            let (caught, audited) = self
+                .settle_round(tx, &units, policy, now, &mut effects)
+                .await?;
+            self.units = audited;
+            if !caught.is_empty() {
+                let reopened = self.backtrack(tx, &caught, &policy.trust).await?;
+                if !reopened.is_empty() {
+                    tracing::warn!(workers = ?caught, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
+                    effects.reopened += reopened.len() as u64;
+                }
+                self.units.extend(reopened);
+            }
+        }
+        workers::write_deltas(tx, &policy.trust, self.workers, now).await?;
+        Ok(effects)
+    }
+
+    /// Decides `units` and applies the decisions. Returns the workers just
+    /// caught with an invalid result, and units reopened by an audit.
+    async fn settle_round(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        units: &[i64],
+        policy: &Policy,
+        now: i64,
+        effects: &mut Effects,
+    ) -> Result<(Vec<String>, Vec<i64>)> {
+        let mut d = Decisions::default();
+        for chunk in units.chunks(IN_LIST_MAX) {
+            let rows = read_units(tx, chunk).await?;
+            for unit_rows in rows.chunk_by(|a, b| a.unit_id == b.unit_id) {
+                if let Some(view) = UnitView::from_rows(unit_rows)? {
+                    d.decide(&view, policy);
+                }
+            }
+        }
+        let caught = self.write_judgements(tx, &d.judged).await?;
+        set_on_open_units(tx, "quorum", &d.quorum).await?;
+        set_on_open_units(tx, "needed", &d.needed).await?;
+        let counts = close_units(tx, &d).await?;
+        let mut audited = Vec::new();
+        for (job, c) in counts {
+            sqlx::query(
+                "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?,
+                        fuel_sampled = fuel_sampled + ?, fuel_samples = fuel_samples + ?
+                 WHERE id = ?",
+            )
+            .bind(c.accepted)
+            .bind(c.failed)
+            .bind(c.fuel)
+            .bind(c.samples)
+            .bind(&job)
+            .execute(&mut **tx)
+            .await?;
+            let reopened = self.audit(tx, &job).await?;
+            if reopened.is_empty() {
+                complete_if_settled(tx, job_id(&job)?, now, effects).await?;
+            }
+            audited.extend(reopened);
+        }
+        Ok((caught, audited))
+    }
+
+    /// Writes valid and invalid judgements, crediting only the replicas
+    /// this statement moved out of `returned` (exactly once). Returns the
+    /// workers caught with an invalid result.
+    async fn write_judgements(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        judged: &[Judged],
+    ) -> Result<Vec<String>> {
+        let mut caught = Vec::new();
+        for chunk in judged.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, state) AS (");
+            q.push_values(chunk, |mut b, j| {
+                let state = if j.valid {
+                    ReplicaState::Valid
+                } else {
+                    ReplicaState::Invalid
+                };
+                b.push_bind(j.replica).push_bind(state.as_str());
+            });
+            q.push(
+                ") UPDATE replicas SET state = v.state FROM v
+                   WHERE replicas.id = v.id AND replicas.state = 'returned'
+                   RETURNING replicas.id",
+            );
+            let changed: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            for j in chunk.iter().filter(|j| changed.contains(&j.replica)) {
+                let w = self.worker(j.worker.clone());
+                if j.valid {
+                    w.valid(j.fuel);
+                } else {
+                    w.broke_streak(Counter::Invalid);
+                    if !caught.contains(&j.worker) {
+                        caught.push(j.worker.clone());
+                    }
+                }
+            }
+        }
+        Ok(caught)
+    }
+}
+
+/// The units, their jobs' policies and every replica, in one statement.
+async fn read_units(tx: &mut Transaction<'_, Sqlite>, units: &[i64]) -> Result<Vec<ReplicaRow>> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
+                r.failure_kind, r.output_class, j.compare,
+                u.state AS unit_state, u.accepted_replica,
+                COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
+                j.max_replicas
+         FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+         WHERE r.unit_id IN (",
+    );
+    push_list(&mut q, units.iter().copied());
+    q.push(") ORDER BY r.unit_id, r.id");
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// Closes the decided units still open, and counts per job the units
+/// accepted and failed and the agreed fuel of the accepted ones (the
+/// estimate a running unit's progress is told in).
+async fn close_units(
+    tx: &mut Transaction<'_, Sqlite>,
+    d: &Decisions,
+) -> Result<Vec<(String, JobCounts)>> {
+    let winner_fuel: HashMap<i64, i64> = d.judged.iter().map(|j| (j.replica, j.fuel)).collect();
+    let mut counts: Vec<(String, JobCounts)> = Vec::new();
+    for chunk in d.closed.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "WITH v(id, state, accepted_replica, error, alone) AS (",
+        );
+        q.push_values(chunk, |mut b, c| {
+            b.push_bind(c.unit)
+                .push_bind(if c.winner.is_some() {
+                    "accepted"
+                } else {
+                    "failed"
+                })
+                .push_bind(c.winner)
+                .push_bind(c.error.clone())
+                .push_bind(c.alone);
+        });
+        q.push(
+            ") UPDATE units SET state = v.state, needed = 0,
+                      accepted_replica = v.accepted_replica, error = v.error, alone = v.alone
+               FROM v WHERE units.id = v.id AND units.state = 'open'
+               RETURNING units.job_id, units.state, units.accepted_replica",
+        );
+        let rows: Vec<(String, String, Option<i64>)> =
+            q.build_query_as().fetch_all(&mut **tx).await?;
+        for (job, state, winner) in rows {
+            let i = match counts.iter().position(|(j, _)| *j == job) {
+                Some(i) => i,
+                None => {
+                    counts.push((job, JobCounts::default()));
+                    counts.len() - 1
+                }
+            };
+            let c = &mut counts[i].1;
+            if state == "accepted" {
+                c.accepted += 1;
+                if let Some(fuel) = winner.and_then(|w| winner_fuel.get(&w)) {
+                    c.fuel += fuel;
+                    c.samples += 1;
+                }
+            } else {
+                c.failed += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Sets `column` (a name from this module, never from input) of the open
+/// units among `values` (unit, value), with one statement per chunk.
+async fn set_on_open_units(
+    tx: &mut Transaction<'_, Sqlite>,
+    column: &'static str,
+    values: &[(i64, i64)],
+) -> Result<()> {
+    for chunk in values.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, value) AS (");
+        q.push_values(chunk, |mut b, (unit, value)| {
+            b.push_bind(*unit).push_bind(*value);
+        });
+        q.push(format!(
+            ") UPDATE units SET {column} = v.value FROM v
+               WHERE units.id = v.id AND units.state = 'open'"
+        ));
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Moves a running job whose units are all settled to `reducing`, or to
+/// `failed` if not one unit was accepted (there is nothing to reduce).
+pub(super) async fn complete_if_settled(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<()> {
+    let changed = sqlx::query(
+        "UPDATE jobs SET state = 'reducing'
+         WHERE id = ? AND state = 'running' AND units_accepted + units_failed = units_total
+           AND (units_accepted > 0 OR units_total = 0)",
+    )
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        effects.jobs_to_reduce.push(job);
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE jobs SET state = 'failed', finished_ms = ?,
+                error = 'every unit failed; for example: ' ||
+                        (SELECT u.error FROM units u WHERE u.job_id = jobs.id AND u.state = 'failed' LIMIT 1)
+         WHERE id = ? AND state = 'running' AND units_failed = units_total AND units_total > 0",
+    )
+    .bind(now)
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

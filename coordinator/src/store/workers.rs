@@ -1,0 +1,300 @@
+//! Workers and volunteer accounts: registration, authentication, their
+//! public records, and the one write per transaction of what settling
+//! changed in their counters, standing and credit.
+
+use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, worker_id};
+use super::{Result, Store};
+use crate::credit;
+use crate::trust::{DAY_MS, Standing, Trust, WorkerDelta};
+use protocol::{AccountStatus, Platform, WorkerId, WorkerStatus};
+use sqlx::{Sqlite, Transaction};
+use std::collections::HashMap;
+
+/// A worker found by its token.
+#[derive(Clone, Debug)]
+pub struct WorkerRow {
+    pub id: WorkerId,
+    pub arch: String,
+    /// Its volunteer account (its own id if it has none).
+    pub account: String,
+    /// The network prefix of the request, when replicas of a unit must come
+    /// from distinct networks ([`Trust::distinct_networks`]).
+    pub net: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    id: String,
+    name: String,
+    arch: String,
+    os: String,
+    slots: i64,
+    created_ms: i64,
+    last_seen_ms: i64,
+    valid_count: i64,
+    invalid_count: i64,
+    error_count: i64,
+    timeout_count: i64,
+    consecutive_valid: i64,
+    credit: i64,
+    recent_credit: f64,
+    account_id: Option<String>,
+    quota: i64,
+    quota_day: i64,
+    leased_today: i64,
+    paused: bool,
+    running: i64,
+}
+
+impl Store {
+    /// The account whose key hashes to `key_hash`.
+    pub async fn account_by_key(&self, key_hash: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM accounts WHERE key_hash = ?")
+                .bind(key_hash)
+                .fetch_optional(&self.write)
+                .await?,
+        )
+    }
+
+    pub async fn create_account(
+        &self,
+        id: &str,
+        name: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO accounts (id, name, key_hash, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(key_hash)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one column each, all required
+    pub async fn register_worker(
+        &self,
+        id: WorkerId,
+        name: &str,
+        token_hash: &str,
+        platform: &Platform,
+        slots: u32,
+        account: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, name, token_hash, arch, os, engine, slots, created_ms,
+                                  last_seen_ms, account_id, quota)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(token_hash)
+        .bind(&platform.arch)
+        .bind(&platform.os)
+        .bind(&platform.engine)
+        .bind(slots as i64)
+        .bind(now)
+        .bind(now)
+        .bind(account)
+        .bind(self.policy.trust.full_quota(i64::from(slots)))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn worker_by_token(&self, token_hash: &str) -> Result<Option<WorkerRow>> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT id, arch, COALESCE(account_id, id) AS account FROM workers WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|(id, arch, account)| {
+            Ok(WorkerRow {
+                id: worker_id(&id)?,
+                arch,
+                account,
+                net: None,
+            })
+        })
+        .transpose()
+    }
+
+    /// Workers, most recently seen first.
+    pub async fn workers(&self, limit: u32, now: i64) -> Result<Vec<WorkerStatus>> {
+        let rows: Vec<StatusRow> = sqlx::query_as(
+            "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
+                    error_count, timeout_count, consecutive_valid, credit, recent_credit,
+                    account_id, quota, quota_day, leased_today, paused,
+                    (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
+             FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let trust = &self.policy.trust;
+        let today = now.div_euclid(DAY_MS);
+        rows.into_iter()
+            .map(|r| {
+                let standing = Standing {
+                    slots: r.slots,
+                    consecutive_valid: r.consecutive_valid,
+                    quota: r.quota,
+                    quota_day: r.quota_day,
+                    leased_today: r.leased_today,
+                };
+                Ok(WorkerStatus {
+                    id: worker_id(&r.id)?,
+                    name: r.name,
+                    arch: r.arch,
+                    os: r.os,
+                    slots: count(r.slots) as u32,
+                    created_ms: r.created_ms,
+                    last_seen_ms: r.last_seen_ms,
+                    valid: count(r.valid_count),
+                    invalid: count(r.invalid_count),
+                    errors: count(r.error_count),
+                    timeouts: count(r.timeout_count),
+                    consecutive_valid: count(r.consecutive_valid),
+                    trusted: trust.trusted(r.consecutive_valid),
+                    credit_fuel: count(r.credit),
+                    credit: credit::credits(r.credit.max(0)),
+                    recent_credit: credit::recent_per_day(r.recent_credit, now),
+                    running: count(r.running),
+                    account_id: r.account_id,
+                    quota_left: count(r.quota).saturating_sub(count(standing.used(today))),
+                    paused: r.paused,
+                })
+            })
+            .collect()
+    }
+
+    /// Accounts by total credit, highest first.
+    pub async fn accounts(&self, limit: u32, now: i64) -> Result<Vec<AccountStatus>> {
+        let rows: Vec<(String, String, i64, f64, i64)> = sqlx::query_as(
+            "SELECT a.id, a.name, a.credit, a.recent_credit,
+                    (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS workers
+             FROM accounts a ORDER BY a.credit DESC, a.created_ms LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, credit, recent, workers)| AccountStatus {
+                id,
+                name,
+                workers: count(workers),
+                credit_fuel: count(credit),
+                credit: credit::credits(credit.max(0)),
+                recent_credit: credit::recent_per_day(recent, now),
+            })
+            .collect())
+    }
+}
+
+/// A worker's stored standing and account, read before settling rewrites
+/// them.
+#[derive(sqlx::FromRow)]
+struct StandingRow {
+    id: String,
+    account_id: Option<String>,
+    slots: i64,
+    consecutive_valid: i64,
+    quota: i64,
+    quota_day: i64,
+    leased_today: i64,
+}
+
+/// Writes what one transaction changed for each worker: counters and
+/// credit added, streak and quota as the trust policy decides from the
+/// stored standing, and the credit of their accounts.
+pub(super) async fn write_deltas(
+    tx: &mut Transaction<'_, Sqlite>,
+    trust: &Trust,
+    deltas: HashMap<String, WorkerDelta>,
+    now: i64,
+) -> Result<()> {
+    let mut deltas: Vec<(String, WorkerDelta)> = deltas.into_iter().collect();
+    // One order for every batch: rows are written in key order.
+    deltas.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut accounts: Vec<(String, i64)> = Vec::new();
+    for chunk in deltas.chunks(IN_LIST_MAX.min(VALUES_MAX)) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT id, account_id, slots, consecutive_valid, quota, quota_day, leased_today
+             FROM workers WHERE id IN (",
+        );
+        push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));
+        q.push(")");
+        let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        let standings: HashMap<String, StandingRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut writes = Vec::with_capacity(chunk.len());
+        for (id, d) in chunk {
+            let Some(row) = standings.get(id) else {
+                continue;
+            };
+            let before = Standing {
+                slots: row.slots,
+                consecutive_valid: row.consecutive_valid,
+                quota: row.quota,
+                quota_day: row.quota_day,
+                leased_today: row.leased_today,
+            };
+            writes.push((id, d, before.after(d, trust)));
+            if let Some(account) = &row.account_id
+                && d.credit != 0
+            {
+                super::sql::tally(&mut accounts, account.clone(), d.credit);
+            }
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota) AS (",
+        );
+        q.push_values(&writes, |mut b, (id, d, after)| {
+            b.push_bind((*id).clone())
+                .push_bind(d.valid)
+                .push_bind(d.invalid)
+                .push_bind(d.errors)
+                .push_bind(d.timeouts)
+                .push_bind(d.credit)
+                .push_bind(credit::recent_increment(d.credit, now))
+                .push_bind(after.consecutive_valid)
+                .push_bind(after.quota);
+        });
+        q.push(
+            ") UPDATE workers SET valid_count = valid_count + v.valid,
+                      invalid_count = invalid_count + v.invalid,
+                      error_count = error_count + v.errors,
+                      timeout_count = timeout_count + v.timeouts,
+                      credit = workers.credit + v.credit,
+                      recent_credit = workers.recent_credit + v.recent,
+                      consecutive_valid = v.streak,
+                      quota = v.quota
+               FROM v WHERE workers.id = v.id",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in accounts.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, credit, recent) AS (");
+        q.push_values(chunk, |mut b, (id, credit)| {
+            b.push_bind(id.clone())
+                .push_bind(*credit)
+                .push_bind(credit::recent_increment(*credit, now));
+        });
+        q.push(
+            ") UPDATE accounts SET credit = accounts.credit + v.credit,
+                      recent_credit = accounts.recent_credit + v.recent
+               FROM v WHERE accounts.id = v.id",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}

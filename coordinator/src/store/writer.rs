@@ -1,0 +1,318 @@
+//! Group commit: the task that applies every waiting work request, upload
+//! and heartbeat in one transaction and answers each only after the
+//! commit, so the per-transaction and per-statement costs are shared by
+//! the batch instead of paid by each request. Durability is unchanged: the
+//! commit is shared, never skipped.
+
+use super::leasing::{self, LeaseRequest, LeaseRow};
+use super::uploads::{self, Upload, UploadAnswer};
+use super::workers::WorkerRow;
+use super::{Error, Policy, Result, Store, heartbeats};
+use protocol::{Heartbeat, HeartbeatResponse, WorkerId};
+use sqlx::{Connection as _, SqliteConnection, SqlitePool};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most writes (uploads, work requests, heartbeats) applied in one
+/// transaction.
+pub const WRITE_BATCH: usize = 256;
+
+/// The most batches the group-commit task applies before it lets other
+/// writers have the write connection.
+const HOLD_BATCHES: usize = 8;
+
+/// One write of the hot path.
+#[derive(Debug)]
+pub enum Write {
+    Lease(LeaseRequest),
+    Upload {
+        upload: Upload,
+        now: i64,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        beat: Heartbeat,
+        now: i64,
+    },
+}
+
+/// What a write is answered with.
+#[derive(Debug)]
+pub enum Answer {
+    Lease(Vec<LeaseRow>),
+    Upload(UploadAnswer),
+    Heartbeat(HeartbeatResponse),
+}
+
+/// A write waiting for the group-commit task, with where its answer goes.
+#[derive(Debug)]
+pub(super) struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Answer>>,
+}
+
+impl Store {
+    /// Queues `write` for the group-commit task and waits for its answer.
+    async fn submit(&self, write: Write) -> Result<Answer> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| Error::WriterGone)?;
+        answer.await.map_err(|_| Error::WriterGone)?
+    }
+
+    /// Leases up to `max` replicas to `worker` (see [`leasing`]).
+    pub async fn lease(&self, worker: &WorkerRow, max: u32, now: i64) -> Result<Vec<LeaseRow>> {
+        let request = LeaseRequest {
+            worker: worker.clone(),
+            max,
+            now,
+        };
+        match self.submit(Write::Lease(request)).await? {
+            Answer::Lease(leases) => Ok(leases),
+            other => unreachable!("a lease is answered with leases, not {other:?}"),
+        }
+    }
+
+    /// A worker's heartbeat (see [`heartbeats`]).
+    pub async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        beat: Heartbeat,
+        now: i64,
+    ) -> Result<HeartbeatResponse> {
+        match self.submit(Write::Heartbeat { worker, beat, now }).await? {
+            Answer::Heartbeat(answer) => Ok(answer),
+            other => unreachable!("a heartbeat is answered in kind, not {other:?}"),
+        }
+    }
+
+    /// Records what a worker returned for one of its replicas and settles
+    /// the unit, acknowledging only after the commit.
+    pub async fn record_result(&self, upload: Upload, now: i64) -> Result<UploadAnswer> {
+        match self.submit(Write::Upload { upload, now }).await? {
+            Answer::Upload(answer) => Ok(answer),
+            other => unreachable!("an upload is answered in kind, not {other:?}"),
+        }
+    }
+
+    /// Records several results, answering each as [`Store::record_result`]
+    /// would; queued together, they usually share one transaction.
+    pub async fn record_results(
+        &self,
+        uploads: Vec<Upload>,
+        now: i64,
+    ) -> Vec<Result<UploadAnswer>> {
+        let mut answers = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let (reply, answer) = oneshot::channel();
+            let write = Write::Upload { upload, now };
+            let queued = self.writes.send(Pending { write, reply }).await;
+            answers.push(queued.map(|()| answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => match answer.await {
+                    Ok(Ok(Answer::Upload(a))) => Ok(a),
+                    Ok(Ok(other)) => unreachable!("an upload is answered in kind, not {other:?}"),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Error::WriterGone),
+                },
+                Err(_) => Err(Error::WriterGone),
+            });
+        }
+        results
+    }
+
+    /// Applies `writes` in this order in one transaction, as one batch of
+    /// the group-commit task would, but without waiting for other writes:
+    /// what a batch holds is then chosen by the caller, not by timing, so a
+    /// simulation or a test driving the store is deterministic. At most
+    /// [`WRITE_BATCH`] writes.
+    pub async fn apply_together(&self, writes: Vec<Write>) -> Result<Vec<Answer>> {
+        assert!(writes.len() <= WRITE_BATCH, "at most WRITE_BATCH writes");
+        let mut conn = self.write.acquire().await?;
+        let refs: Vec<&Write> = writes.iter().collect();
+        write_batch(&mut conn, &self.policy, &refs).await
+    }
+
+    /// [`Store::apply_together`] for work requests alone.
+    pub async fn lease_together(
+        &self,
+        requests: &[(WorkerRow, u32)],
+        now: i64,
+    ) -> Result<Vec<Vec<LeaseRow>>> {
+        let writes = requests
+            .iter()
+            .map(|(worker, max)| {
+                Write::Lease(LeaseRequest {
+                    worker: worker.clone(),
+                    max: *max,
+                    now,
+                })
+            })
+            .collect();
+        let answers = self.apply_together(writes).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Lease(leases) => leases,
+                other => unreachable!("a lease is answered with leases, not {other:?}"),
+            })
+            .collect())
+    }
+
+    /// [`Store::apply_together`] for uploads alone.
+    pub async fn record_together(&self, uploads: &[Upload], now: i64) -> Result<Vec<UploadAnswer>> {
+        let writes = uploads
+            .iter()
+            .map(|u| Write::Upload {
+                upload: u.clone(),
+                now,
+            })
+            .collect();
+        let answers = self.apply_together(writes).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Upload(answer) => answer,
+                other => unreachable!("an upload is answered in kind, not {other:?}"),
+            })
+            .collect())
+    }
+}
+
+/// Starts the group-commit task on a thread of its own: on the shared
+/// runtime, every statement's completion waits behind the ready request
+/// tasks before the next statement goes out (measured: milliseconds per
+/// statement under load). It ends when every `Store` handle is gone.
+pub(super) fn start(pool: SqlitePool, policy: Arc<Policy>) -> Result<mpsc::Sender<Pending>> {
+    let (writes, queue) = mpsc::channel(4 * WRITE_BATCH);
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(pool, policy, queue)),
+                Err(e) => tracing::error!(error = %e, "cannot start the store's writer"),
+            }
+        })?;
+    Ok(writes)
+}
+
+/// The group-commit loop: takes every write waiting (up to `WRITE_BATCH`),
+/// applies them in one transaction, answers each after the commit.
+async fn run(write: SqlitePool, policy: Arc<Policy>, mut queue: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        // A batch taken but not applied in the last turn goes first.
+        if batch.is_empty() && queue.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+            return;
+        }
+        let mut conn = match write.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = e.to_string();
+                for pending in batch.drain(..) {
+                    let _ = pending
+                        .reply
+                        .send(Err(sqlx::Error::Protocol(e.clone()).into()));
+                }
+                continue;
+            }
+        };
+        // Keep the connection while writes keep coming: giving it back to
+        // the pool costs a task hand-off (measured: 3.7 ms per batch on a
+        // busy runtime). Give it back at least every HOLD_BATCHES batches
+        // so splits, expiry and the other writers get their turn.
+        for _ in 0..HOLD_BATCHES {
+            apply(&mut conn, &policy, &mut batch).await;
+            while batch.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// Applies `batch` and answers every write in it, leaving it empty. A
+/// database error fails the whole transaction: the writes are then applied
+/// one by one, so only the one at fault gets the error.
+async fn apply(conn: &mut SqliteConnection, policy: &Policy, batch: &mut Vec<Pending>) {
+    let writes: Vec<&Write> = batch.iter().map(|p| &p.write).collect();
+    match write_batch(conn, policy, &writes).await {
+        Ok(answers) => {
+            for (pending, answer) in batch.drain(..).zip(answers) {
+                // A receiver that is gone (the client hung up) needs no answer.
+                let _ = pending.reply.send(Ok(answer));
+            }
+        }
+        Err(e) if batch.len() > 1 => {
+            tracing::warn!(error = %e, writes = batch.len(), "batch failed; applying its writes one at a time");
+            for pending in batch.drain(..) {
+                let answer = write_batch(conn, policy, &[&pending.write])
+                    .await
+                    .map(|mut a| a.remove(0));
+                let _ = pending.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            if let Some(pending) = batch.pop() {
+                let _ = pending.reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// Applies a batch of writes in one transaction: uploads first (they free
+/// capacity and settle units), then heartbeats, then work requests in
+/// arrival order. Answers in the order of `batch`.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    policy: &Policy,
+    batch: &[&Write],
+) -> Result<Vec<Answer>> {
+    let mut uploads = Vec::new();
+    let mut requests = Vec::new();
+    for w in batch {
+        match w {
+            Write::Upload { upload, now } => uploads.push((upload, *now)),
+            Write::Lease(request) => requests.push(request),
+            Write::Heartbeat { .. } => {}
+        }
+    }
+    let mut tx = conn.begin().await?;
+    let mut upload_answers = uploads::record(&mut tx, policy, &uploads)
+        .await?
+        .into_iter();
+    let mut beat_answers = Vec::new();
+    for w in batch {
+        if let Write::Heartbeat { worker, beat, now } = w {
+            beat_answers.push(heartbeats::apply(&mut tx, *worker, beat, *now).await?);
+        }
+    }
+    let mut beat_answers = beat_answers.into_iter();
+    let mut lease_answers = leasing::lease_batch(&mut tx, policy, &requests)
+        .await?
+        .into_iter();
+    tx.commit().await?;
+    Ok(batch
+        .iter()
+        .map(|w| match w {
+            Write::Upload { .. } => Answer::Upload(upload_answers.next().expect("one per upload")),
+            Write::Lease(_) => Answer::Lease(lease_answers.next().expect("one per request")),
+            Write::Heartbeat { .. } => {
+                Answer::Heartbeat(beat_answers.next().expect("one per heartbeat"))
+            }
+        })
+        .collect())
+}

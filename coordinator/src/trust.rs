@@ -1,0 +1,406 @@
+//! Trust policy: when a worker is trusted, the secret spot-check draws, the
+//! quorum of a unit given to a worker alone, and how a worker's streak and
+//! daily quota follow its results. Pure functions over plain values: the
+//! store reads rows, calls these and writes what they decide
+//! (ARCHITECTURE.md, "Trust").
+
+use crate::validator::{Replica, ReplicaState, Verdict};
+use std::sync::Mutex;
+
+/// How the coordinator learns whom to trust.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trust {
+    /// Valid results in a row after which a worker may get a unit of an
+    /// adaptive job alone.
+    pub threshold: u64,
+    /// The probability that a unit returned by a worker alone is secretly
+    /// given a second replica.
+    pub spot_check: f64,
+    /// A worker's daily lease quota at most, per slot; each error, invalid
+    /// result or timeout halves its quota, each valid result doubles it.
+    pub daily_quota_per_slot: u64,
+    /// Leases a worker may hold at once, per slot it declared (one running,
+    /// one queued).
+    pub leases_per_slot: u32,
+    /// Seed of the spot-check draws, for reproducible simulations; `None`
+    /// draws the seed from the OS.
+    pub seed: Option<u64>,
+    /// Replicas of a unit also go to distinct networks (/24 for IPv4, /48
+    /// for IPv6), against one person's many accounts on one network.
+    pub distinct_networks: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            threshold: 10,
+            spot_check: 0.1,
+            daily_quota_per_slot: 10_000,
+            leases_per_slot: 2,
+            seed: None,
+            distinct_networks: false,
+        }
+    }
+}
+
+impl Trust {
+    /// Refuses settings that would make the policy meaningless, naming the
+    /// setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threshold == 0 {
+            return Err(
+                "trust.threshold must be at least 1 (0 would trust every new worker)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.spot_check) {
+            return Err(format!(
+                "trust.spot_check is a probability: between 0 and 1, not {}",
+                self.spot_check
+            ));
+        }
+        if self.daily_quota_per_slot == 0 || self.daily_quota_per_slot > 1 << 32 {
+            return Err(format!(
+                "trust.daily_quota_per_slot must be between 1 and {}, not {}",
+                1u64 << 32,
+                self.daily_quota_per_slot
+            ));
+        }
+        if !(1..=64).contains(&self.leases_per_slot) {
+            return Err(format!(
+                "trust.leases_per_slot must be between 1 and 64, not {}",
+                self.leases_per_slot
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a worker with this many valid results in a row is trusted.
+    pub fn trusted(&self, consecutive_valid: i64) -> bool {
+        consecutive_valid >= self.threshold as i64
+    }
+
+    /// The largest daily quota of a worker with `slots` slots.
+    pub fn full_quota(&self, slots: i64) -> i64 {
+        slots.saturating_mul(self.daily_quota_per_slot as i64)
+    }
+
+    /// How many more replicas a worker may lease now: the lease cap of its
+    /// slots less the leases it holds, and what is left of its daily quota.
+    pub fn room(&self, standing: &Standing, in_flight: i64, today: i64) -> i64 {
+        let cap = standing.slots * i64::from(self.leases_per_slot) - in_flight;
+        cap.min(standing.quota_left(self, today))
+    }
+}
+
+/// A worker's stored standing: what the trust policy reads and rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub slots: i64,
+    pub consecutive_valid: i64,
+    /// Its daily quota; 0 for a worker registered before quotas existed,
+    /// which has the full quota.
+    pub quota: i64,
+    /// The day (`now / DAY_MS`) that `leased_today` counts.
+    pub quota_day: i64,
+    pub leased_today: i64,
+}
+
+/// One day in milliseconds: quotas are per day.
+pub const DAY_MS: i64 = 86_400_000;
+
+impl Standing {
+    fn quota_or_full(&self, trust: &Trust) -> i64 {
+        if self.quota <= 0 {
+            trust.full_quota(self.slots)
+        } else {
+            self.quota
+        }
+    }
+
+    /// Leases used today.
+    pub fn used(&self, today: i64) -> i64 {
+        if self.quota_day == today {
+            self.leased_today
+        } else {
+            0
+        }
+    }
+
+    /// What is left of today's quota.
+    pub fn quota_left(&self, trust: &Trust, today: i64) -> i64 {
+        self.quota_or_full(trust) - self.used(today)
+    }
+
+    /// The standing after the changes of one transaction: the streak either
+    /// extended or restarted, the quota halved per break and doubled per
+    /// valid result, between the worker's slots and its full quota.
+    pub fn after(&self, delta: &WorkerDelta, trust: &Trust) -> Standing {
+        let consecutive_valid = if delta.broken {
+            delta.streak
+        } else {
+            self.consecutive_valid + delta.streak
+        };
+        let full = trust.full_quota(self.slots);
+        let halved = self.quota_or_full(trust) >> delta.breaks.min(62);
+        let quota = halved
+            .saturating_mul(1i64 << delta.gains.min(62))
+            .clamp(self.slots.min(full), full);
+        Standing {
+            consecutive_valid,
+            quota,
+            ..*self
+        }
+    }
+}
+
+/// The counters of a worker that a broken streak raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Errors,
+    Timeouts,
+    Invalid,
+}
+
+/// What one transaction changes in one worker's row, written once at the
+/// end: `+=` on the counters and credit, and the streak and quota changes
+/// that [`Standing::after`] applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerDelta {
+    pub valid: i64,
+    pub invalid: i64,
+    pub errors: i64,
+    pub timeouts: i64,
+    /// Fuel credited (negative where backtracking took credit back).
+    pub credit: i64,
+    /// The streak was broken in this transaction: it restarts at `streak`.
+    pub broken: bool,
+    /// Valid results since the last break (or since the start).
+    pub streak: i64,
+    pub breaks: u32,
+    /// Valid results granted (not counting refunds), for the quota.
+    pub gains: u32,
+}
+
+impl WorkerDelta {
+    /// A valid result worth `credit` fuel.
+    pub fn valid(&mut self, credit: i64) {
+        self.valid += 1;
+        self.credit += credit;
+        self.streak += 1;
+        self.gains += 1;
+    }
+
+    /// Takes back a valid judgement that backtracking reopened.
+    pub fn refund(&mut self, credit: i64) {
+        self.valid -= 1;
+        self.credit -= credit;
+    }
+
+    pub fn broke_streak(&mut self, counter: Counter) {
+        match counter {
+            Counter::Errors => self.errors += 1,
+            Counter::Timeouts => self.timeouts += 1,
+            Counter::Invalid => self.invalid += 1,
+        }
+        self.broken = true;
+        self.streak = 0;
+        self.breaks += 1;
+    }
+}
+
+/// The secret spot-check draws: SplitMix64 from a seed the workers never
+/// see, so nothing in a request, an answer or its timing tells a worker
+/// which of its units are checked.
+#[derive(Debug)]
+pub struct SpotChecks {
+    state: Mutex<u64>,
+    rate: f64,
+}
+
+impl SpotChecks {
+    pub fn new(seed: Option<u64>, rate: f64) -> SpotChecks {
+        let seed = seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS random source works");
+            u64::from_le_bytes(b)
+        });
+        SpotChecks {
+            state: Mutex::new(seed),
+            rate,
+        }
+    }
+
+    /// Whether the next unit returned alone gets a second replica.
+    pub fn draw(&self) -> bool {
+        let mut state = self.state.lock().expect("not poisoned");
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.rate
+    }
+}
+
+/// The quorum a unit needs now, given its stored quorum and its job's:
+/// a unit given to a trusted worker alone (`unit_quorum` 1 in a job of a
+/// larger quorum) is accepted on that worker's word once its output is
+/// back, unless `draw` (the secret spot check, drawn only then) says
+/// otherwise; anything else back (a failure, an error, a timeout) sends it
+/// to the job's quorum (at least 2). `Some(q)`: the unit's quorum changes
+/// to `q`.
+pub fn quorum_now(
+    unit_quorum: u32,
+    job_quorum: u32,
+    replicas: &[Replica],
+    draw: impl FnOnce() -> bool,
+) -> (u32, Option<u32>) {
+    if unit_quorum != 1 || job_quorum <= 1 {
+        return (unit_quorum, None);
+    }
+    let output_back = replicas
+        .iter()
+        .any(|r| matches!(r.verdict, Some(Verdict::Output { .. })));
+    let settled_alone = output_back && !draw();
+    if !settled_alone
+        && (output_back || replicas.iter().any(|r| r.state != ReplicaState::InProgress))
+    {
+        let q = job_quorum.max(2);
+        return (q, Some(q));
+    }
+    (unit_quorum, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{BlobHash, ReplicaId};
+
+    fn standing(quota: i64) -> Standing {
+        Standing {
+            slots: 2,
+            consecutive_valid: 5,
+            quota,
+            quota_day: 0,
+            leased_today: 0,
+        }
+    }
+
+    #[test]
+    fn a_break_halves_the_quota_and_a_valid_result_doubles_it_within_bounds() {
+        let trust = Trust::default();
+        let full = trust.full_quota(2);
+        let mut d = WorkerDelta::default();
+        d.broke_streak(Counter::Errors);
+        assert_eq!(standing(full).after(&d, &trust).quota, full / 2);
+        d.broke_streak(Counter::Timeouts);
+        assert_eq!(standing(full).after(&d, &trust).quota, full / 4);
+        // Never below the worker's slots, never above its full quota.
+        let mut many = WorkerDelta::default();
+        for _ in 0..40 {
+            many.broke_streak(Counter::Invalid);
+        }
+        assert_eq!(standing(full).after(&many, &trust).quota, 2);
+        let mut good = WorkerDelta::default();
+        for _ in 0..40 {
+            good.valid(1);
+        }
+        assert_eq!(standing(3).after(&good, &trust).quota, full);
+        // A worker from before quotas has the full quota.
+        assert_eq!(
+            standing(0).after(&WorkerDelta::default(), &trust).quota,
+            full
+        );
+    }
+
+    #[test]
+    fn the_streak_restarts_at_a_break_and_grows_otherwise() {
+        let trust = Trust::default();
+        let mut d = WorkerDelta::default();
+        d.valid(10);
+        d.valid(10);
+        assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 7);
+        d.broke_streak(Counter::Invalid);
+        d.valid(10);
+        assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 1);
+        assert_eq!((d.valid, d.invalid, d.credit), (3, 1, 30));
+        d.refund(10);
+        assert_eq!((d.valid, d.credit), (2, 20));
+    }
+
+    #[test]
+    fn room_is_the_lease_cap_less_leases_held_and_at_most_the_quota_left() {
+        let trust = Trust::default();
+        let s = Standing {
+            slots: 3,
+            consecutive_valid: 0,
+            quota: 10,
+            quota_day: 7,
+            leased_today: 8,
+        };
+        assert_eq!(trust.room(&s, 1, 7), 2, "quota left: 10 - 8");
+        assert_eq!(trust.room(&s, 1, 8), 5, "a new day: the cap, 6 - 1");
+        assert_eq!(trust.room(&s, 6, 8), 0);
+    }
+
+    #[test]
+    fn trust_starts_at_the_threshold() {
+        let trust = Trust::default();
+        assert!(!trust.trusted(9));
+        assert!(trust.trusted(10));
+    }
+
+    #[test]
+    fn spot_checks_follow_their_seed_and_rate() {
+        let a = SpotChecks::new(Some(5), 0.1);
+        let b = SpotChecks::new(Some(5), 0.1);
+        let xs: Vec<bool> = (0..1000).map(|_| a.draw()).collect();
+        let ys: Vec<bool> = (0..1000).map(|_| b.draw()).collect();
+        assert_eq!(xs, ys);
+        let hits = xs.iter().filter(|x| **x).count();
+        assert!((60..140).contains(&hits), "{hits} of 1000 at 10%");
+        assert!(!(0..100).any(|_| SpotChecks::new(Some(1), 0.0).draw()));
+    }
+
+    fn replica(id: i64, state: ReplicaState, verdict: Option<Verdict>) -> Replica {
+        Replica {
+            id: ReplicaId(id),
+            state,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn a_unit_given_alone_is_accepted_on_its_output_unless_drawn_for_a_check() {
+        let output = Some(Verdict::Output {
+            hash: BlobHash::of(b"x"),
+            fuel: 1,
+        });
+        let back = [replica(1, ReplicaState::Returned, output)];
+        assert_eq!(quorum_now(1, 2, &back, || false), (1, None));
+        assert_eq!(quorum_now(1, 2, &back, || true), (2, Some(2)));
+        // Still running: nothing changes, and nothing is drawn.
+        let running = [replica(1, ReplicaState::InProgress, None)];
+        assert_eq!(quorum_now(1, 3, &running, || unreachable!()), (1, None));
+        // A timeout or an error goes back to the job's quorum.
+        let lost = [replica(1, ReplicaState::TimedOut, None)];
+        assert_eq!(quorum_now(1, 3, &lost, || unreachable!()), (3, Some(3)));
+        // A job of quorum 1 has nothing to go back to.
+        assert_eq!(quorum_now(1, 1, &lost, || unreachable!()), (1, None));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        let bad = Trust {
+            spot_check: 1.5,
+            ..Trust::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("trust.spot_check"));
+        let bad = Trust {
+            threshold: 0,
+            ..Trust::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("trust.threshold"));
+        assert!(Trust::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,145 @@
+//! Opening a store for a test, and the few steps every scenario takes:
+//! workers in accounts, a job of units, leases and uploads.
+
+use coordinator::store::{LeaseRow, NewJob, Store, Trust, Upload, UploadAnswer, WorkerRow};
+use protocol::{BlobHash, JobId, Limits, Outcome, Platform, UploadStatus, Validation, WorkerId};
+
+/// The coordinator clock's start in every scenario.
+pub const T0: i64 = 1_800_000_000_000;
+
+pub struct Fixture {
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh store on the backend the environment names.
+pub async fn open(trust: Trust) -> Fixture {
+    let backend = std::env::var("WASM_AT_HOME_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into());
+    assert_eq!(
+        backend, "sqlite",
+        "this build's store has the SQLite backend only"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("store.sqlite"), trust)
+        .await
+        .unwrap();
+    Fixture { store, _dir: dir }
+}
+
+/// Spot checks off and a fixed seed: scenarios decide what is checked.
+pub fn trust() -> Trust {
+    Trust {
+        seed: Some(1),
+        spot_check: 0.0,
+        ..Trust::default()
+    }
+}
+
+pub fn platform() -> Platform {
+    Platform {
+        arch: "x86_64".into(),
+        os: "linux".into(),
+        engine: "test-engine".into(),
+        protocol: protocol::PROTOCOL_VERSION,
+    }
+}
+
+impl Fixture {
+    /// A worker with `slots` slots in account `account` (created if new).
+    pub async fn worker(&self, name: &str, account: &str, slots: u32) -> WorkerRow {
+        if self
+            .store
+            .account_by_key(&format!("key-{account}"))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            self.store
+                .create_account(account, account, &format!("key-{account}"), T0)
+                .await
+                .unwrap();
+        }
+        let id = WorkerId::random();
+        let token = format!("token-{name}-{id}");
+        self.store
+            .register_worker(id, name, &token, &platform(), slots, account, T0)
+            .await
+            .unwrap();
+        self.store.worker_by_token(&token).await.unwrap().unwrap()
+    }
+
+    /// A running job of `units` units (inputs "0", "1", ...).
+    pub async fn job(&self, units: usize, validation: Validation) -> JobId {
+        let module = self.store.put_blob(b"\0asm test module", T0).await.unwrap();
+        let job = JobId::random();
+        let inputs: Vec<Vec<u8>> = (0..units).map(|i| i.to_string().into_bytes()).collect();
+        let new = NewJob {
+            id: job,
+            name: "conformance".into(),
+            module,
+            input: None::<BlobHash>,
+            limits: Limits {
+                fuel: 1_000_000,
+                memory_bytes: 1 << 20,
+                output_bytes: 1 << 10,
+            },
+            lease_secs: 60,
+            validation,
+        };
+        self.store
+            .create_job(&new, Some(&inputs), T0)
+            .await
+            .unwrap();
+        job
+    }
+
+    pub async fn lease(&self, worker: &WorkerRow, max: u32, now: i64) -> Vec<LeaseRow> {
+        self.store.lease(worker, max, now).await.unwrap()
+    }
+
+    /// Uploads `output` with `fuel` for `lease`.
+    pub async fn upload(
+        &self,
+        worker: &WorkerRow,
+        lease: &LeaseRow,
+        output: &[u8],
+        fuel: u64,
+        now: i64,
+    ) -> UploadAnswer {
+        let upload = Upload {
+            worker: worker.id,
+            replica: lease.replica_id,
+            outcome: Outcome::Success {
+                output: output.to_vec().into(),
+            },
+            fuel_used: fuel,
+        };
+        self.store.record_result(upload, now).await.unwrap()
+    }
+
+    /// Uploads the honest answer for `lease`: its input, echoed.
+    pub async fn honest(&self, worker: &WorkerRow, lease: &LeaseRow, now: i64) -> UploadStatus {
+        let answer = self.upload(worker, lease, &lease.input, 100, now).await;
+        answer.expect("an honest upload is admitted").0
+    }
+
+    /// Asserts the dashboard's kept aggregates match a recount.
+    pub async fn aggregates_agree(&self, job: JobId) {
+        let wrong = self
+            .store
+            .verify_job_aggregates(&job.to_string())
+            .await
+            .unwrap();
+        assert!(wrong.is_empty(), "aggregates disagree: {wrong:?}");
+    }
+
+    pub async fn credit_of(&self, worker: &WorkerRow) -> u64 {
+        let all = self.store.workers(1000, T0).await.unwrap();
+        all.iter().find(|w| w.id == worker.id).unwrap().credit_fuel
+    }
+
+    pub async fn status_of(&self, worker: &WorkerRow) -> protocol::WorkerStatus {
+        let all = self.store.workers(1000, T0).await.unwrap();
+        all.into_iter().find(|w| w.id == worker.id).unwrap()
+    }
+}

@@ -1,0 +1,120 @@
+//! Trust through the store: a worker trusted after a streak takes units
+//! alone; caught lying, the units accepted on its word are reopened and
+//! their credit taken back; an audit catches one that lied while trusted.
+
+use crate::fixture::{T0, open};
+use coordinator::store::Trust;
+use protocol::{JobState, UploadStatus, Validation};
+
+fn trust() -> Trust {
+    Trust {
+        threshold: 2,
+        spot_check: 0.0,
+        seed: Some(3),
+        ..Trust::default()
+    }
+}
+
+fn adaptive(quorum: u32, max: u32) -> Validation {
+    Validation {
+        adaptive: true,
+        ..Validation::quorum(quorum, max)
+    }
+}
+
+#[tokio::test]
+async fn a_caught_worker_has_the_units_it_alone_vouched_for_reopened_and_their_credit_taken_back() {
+    let f = open(trust()).await;
+    // The catch: a plain job whose unit is first in the queue.
+    let trap = f.job(1, Validation::quorum(2, 4)).await;
+    let job = f.job(4, adaptive(2, 4)).await;
+    let cheat = f.worker("cheat", "mallory", 2).await;
+    let h1 = f.worker("h1", "alice", 2).await;
+    let h2 = f.worker("h2", "bob", 2).await;
+    let cheat_trap = f.lease(&cheat, 1, T0).await.remove(0);
+    let h2_trap = f.lease(&h2, 1, T0).await.remove(0);
+    assert_eq!((cheat_trap.job_id, h2_trap.job_id), (trap, trap));
+    // Trust, earned honestly on two units confirmed by h1.
+    for _ in 0..2 {
+        let lc = f.lease(&cheat, 1, T0).await.remove(0);
+        let lh = f.lease(&h1, 1, T0).await.remove(0);
+        assert_eq!(lc.unit_id, lh.unit_id);
+        f.honest(&cheat, &lc, T0).await;
+        f.honest(&h1, &lh, T0).await;
+    }
+    assert!(f.status_of(&cheat).await.trusted);
+    // Trusted, it takes a fresh unit alone and lies: accepted on its word.
+    let alone = f.lease(&cheat, 1, T0).await.remove(0);
+    assert_eq!(alone.job_id, job);
+    f.upload(&cheat, &alone, b"lie", 100, T0).await.unwrap();
+    assert_eq!(
+        f.store
+            .job_status(job)
+            .await
+            .unwrap()
+            .unwrap()
+            .units_accepted,
+        3
+    );
+    assert_eq!(f.credit_of(&cheat).await, 300);
+    // Caught on the trap: h2 and then h1 outvote it.
+    f.upload(&cheat, &cheat_trap, b"lie", 100, T0)
+        .await
+        .unwrap();
+    f.honest(&h2, &h2_trap, T0).await;
+    let h1_trap = f.lease(&h1, 1, T0).await.remove(0);
+    assert_eq!(h1_trap.unit_id, cheat_trap.unit_id);
+    let (status, effects) = f
+        .upload(&h1, &h1_trap, &h1_trap.input, 100, T0)
+        .await
+        .unwrap();
+    assert_eq!(status, UploadStatus::Accepted);
+    assert_eq!(
+        effects.reopened, 1,
+        "the unit it alone vouched for; the confirmed ones stay"
+    );
+    let s = f.status_of(&cheat).await;
+    assert_eq!(
+        (s.invalid, s.valid, s.credit_fuel, s.trusted),
+        (1, 2, 200, false)
+    );
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(s.units_accepted, 2);
+    f.aggregates_agree(job).await;
+    f.aggregates_agree(trap).await;
+}
+
+#[tokio::test]
+async fn an_audit_before_the_output_catches_a_worker_that_lied_while_trusted() {
+    let f = open(trust()).await;
+    let job = f.job(3, adaptive(2, 4)).await;
+    let cheat = f.worker("cheat", "mallory", 2).await;
+    let h1 = f.worker("h1", "alice", 2).await;
+    let h2 = f.worker("h2", "bob", 2).await;
+    for _ in 0..2 {
+        let lc = f.lease(&cheat, 1, T0).await.remove(0);
+        let lh = f.lease(&h1, 1, T0).await.remove(0);
+        f.honest(&cheat, &lc, T0).await;
+        f.honest(&h1, &lh, T0).await;
+    }
+    let alone = f.lease(&cheat, 1, T0).await.remove(0);
+    let (_, effects) = f.upload(&cheat, &alone, b"lie", 100, T0).await.unwrap();
+    assert!(effects.jobs_to_reduce.is_empty(), "the audit comes first");
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(
+        (s.state, s.units_accepted),
+        (JobState::Running, 2),
+        "its last unit alone is checked again"
+    );
+    // Two honest replicas outvote it; the unit and the job complete.
+    let l1 = f.lease(&h1, 1, T0).await.remove(0);
+    assert_eq!(l1.unit_id, alone.unit_id);
+    f.honest(&h1, &l1, T0).await;
+    let l2 = f.lease(&h2, 1, T0).await.remove(0);
+    let (_, effects) = f.upload(&h2, &l2, &l2.input, 100, T0).await.unwrap();
+    assert_eq!(effects.jobs_to_reduce, vec![job]);
+    let s = f.status_of(&cheat).await;
+    assert_eq!((s.invalid, s.credit_fuel), (1, 200));
+    assert_eq!(f.store.accepted_outputs(job).await.unwrap()[2], alone.input);
+    f.aggregates_agree(job).await;
+}
