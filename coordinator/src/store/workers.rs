@@ -2,7 +2,7 @@
 //! public records, and the one write per transaction of what settling
 //! changed in their counters, standing and credit.
 
-use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, worker_id};
+use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, tally, worker_id};
 use super::{Result, Store};
 use crate::credit;
 use crate::trust::{DAY_MS, Standing, Trust, WorkerDelta};
@@ -224,15 +224,7 @@ pub(super) async fn write_deltas(
     deltas.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut accounts: Vec<(String, i64)> = Vec::new();
     for chunk in deltas.chunks(IN_LIST_MAX.min(VALUES_MAX)) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT id, account_id, slots, consecutive_valid, quota, quota_day, leased_today
-             FROM workers WHERE id IN (",
-        );
-        push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));
-        q.push(")");
-        let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
-        let standings: HashMap<String, StandingRow> =
-            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let standings = read_standings(tx, chunk).await?;
         let mut writes = Vec::with_capacity(chunk.len());
         for (id, d) in chunk {
             let Some(row) = standings.get(id) else {
@@ -245,42 +237,14 @@ pub(super) async fn write_deltas(
                 quota_day: row.quota_day,
                 leased_today: row.leased_today,
             };
-            writes.push((id, d, before.after(d, trust)));
+            writes.push((id.as_str(), d, before.after(d, trust)));
             if let Some(account) = &row.account_id
                 && d.credit != 0
             {
-                super::sql::tally(&mut accounts, account.clone(), d.credit);
+                tally(&mut accounts, account.clone(), d.credit);
             }
         }
-        if writes.is_empty() {
-            continue;
-        }
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota) AS (",
-        );
-        q.push_values(&writes, |mut b, (id, d, after)| {
-            b.push_bind((*id).clone())
-                .push_bind(d.valid)
-                .push_bind(d.invalid)
-                .push_bind(d.errors)
-                .push_bind(d.timeouts)
-                .push_bind(d.credit)
-                .push_bind(credit::recent_increment(d.credit, now))
-                .push_bind(after.consecutive_valid)
-                .push_bind(after.quota);
-        });
-        q.push(
-            ") UPDATE workers SET valid_count = valid_count + v.valid,
-                      invalid_count = invalid_count + v.invalid,
-                      error_count = error_count + v.errors,
-                      timeout_count = timeout_count + v.timeouts,
-                      credit = workers.credit + v.credit,
-                      recent_credit = workers.recent_credit + v.recent,
-                      consecutive_valid = v.streak,
-                      quota = v.quota
-               FROM v WHERE workers.id = v.id",
-        );
-        q.build().execute(&mut **tx).await?;
+        write_workers(tx, &writes, now).await?;
     }
     for chunk in accounts.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, credit, recent) AS (");
@@ -296,5 +260,59 @@ pub(super) async fn write_deltas(
         );
         q.build().execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// The stored standing and account of each worker of `chunk`.
+async fn read_standings(
+    tx: &mut Transaction<'_, Sqlite>,
+    chunk: &[(String, WorkerDelta)],
+) -> Result<HashMap<String, StandingRow>> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "SELECT id, account_id, slots, consecutive_valid, quota, quota_day, leased_today
+         FROM workers WHERE id IN (",
+    );
+    push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));
+    q.push(")");
+    let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// Adds the counters and credit, and sets streak and quota, of each
+/// (worker, change, standing after) in one statement.
+async fn write_workers(
+    tx: &mut Transaction<'_, Sqlite>,
+    writes: &[(&str, &WorkerDelta, Standing)],
+    now: i64,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota) AS (",
+    );
+    q.push_values(writes, |mut b, (id, d, after)| {
+        b.push_bind(id.to_string())
+            .push_bind(d.valid)
+            .push_bind(d.invalid)
+            .push_bind(d.errors)
+            .push_bind(d.timeouts)
+            .push_bind(d.credit)
+            .push_bind(credit::recent_increment(d.credit, now))
+            .push_bind(after.consecutive_valid)
+            .push_bind(after.quota);
+    });
+    q.push(
+        ") UPDATE workers SET valid_count = valid_count + v.valid,
+                  invalid_count = invalid_count + v.invalid,
+                  error_count = error_count + v.errors,
+                  timeout_count = timeout_count + v.timeouts,
+                  credit = workers.credit + v.credit,
+                  recent_credit = workers.recent_credit + v.recent,
+                  consecutive_valid = v.streak,
+                  quota = v.quota
+           FROM v WHERE workers.id = v.id",
+    );
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }
