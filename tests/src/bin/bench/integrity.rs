@@ -192,7 +192,8 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
         let mut uploads = Vec::new();
         let mut leased = 0;
         for group in crowd.chunks(WRITE_BATCH) {
-            let requests: Vec<(WorkerRow, u32)> = group.iter().map(|(w, _)| (w.clone(), 4)).collect();
+            let requests: Vec<(WorkerRow, u32)> =
+                group.iter().map(|(w, _)| (w.clone(), 4)).collect();
             let answers = store.lease_together(&requests, now).await.unwrap();
             for ((w, kind), leases) in group.iter().zip(answers) {
                 leased += leases.len();
