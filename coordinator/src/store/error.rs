@@ -33,17 +33,4 @@ impl Error {
             value: value.to_string(),
         }
     }
-
-    /// The database refused a write because it would break a schema
-    /// invariant (a unique index, a CHECK or a guard trigger).
-    pub fn is_invariant_violation(&self) -> bool {
-        match self {
-            Error::Database(sqlx::Error::Database(e)) => {
-                e.is_unique_violation()
-                    || e.is_check_violation()
-                    || e.message().contains("invariant")
-            }
-            _ => false,
-        }
-    }
 }

@@ -143,11 +143,6 @@ impl Store {
         &self.path
     }
 
-    /// The trust policy this store applies.
-    pub fn trust(&self) -> &Trust {
-        &self.policy.trust
-    }
-
     /// How outputs of jobs validated with `compare` are compared; set once.
     pub fn set_comparator(&self, comparator: Comparator) {
         let _ = self.policy.comparator.set(comparator);
