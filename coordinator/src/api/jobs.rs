@@ -1,0 +1,217 @@
+//! Jobs: submission and its checks, status, output, units and
+//! cancellation.
+
+use super::auth::require_api_key;
+use super::{ApiResult, ListQuery, parse};
+use crate::Coordinator;
+use crate::error::ApiError;
+use crate::store::NewJob;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use protocol::{JobCreated, JobId, JobSpec, JobStatus, UnitStatus};
+use serde::Deserialize;
+
+/// Checks a job spec's numbers, each with a sentence that says what to fix.
+fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::Unprocessable(m));
+    let l = &spec.limits;
+    if spec.name.len() > 200 {
+        return bad("name: at most 200 characters".into());
+    }
+    if l.fuel == 0 || l.fuel > 100_000_000_000_000 {
+        return bad(format!(
+            "limits.fuel must be between 1 and 10^14, got {}",
+            l.fuel
+        ));
+    }
+    if l.memory_bytes < 64 << 10 || l.memory_bytes > 4 << 30 {
+        return bad(format!(
+            "limits.memory must be between 64 KiB and 4 GiB, got {} bytes",
+            l.memory_bytes
+        ));
+    }
+    let max_out = c.config().max_output_bytes;
+    if l.output_bytes == 0 || l.output_bytes > max_out {
+        return bad(format!(
+            "limits.output must be between 1 byte and {max_out} bytes on this coordinator, got {}",
+            l.output_bytes
+        ));
+    }
+    if spec.lease_secs == 0 || spec.lease_secs > 7 * 24 * 3600 {
+        return bad(format!(
+            "lease_secs must be between 1 and 604800 (a week), got {}",
+            spec.lease_secs
+        ));
+    }
+    let v = &spec.validation;
+    if v.quorum == 0 || v.quorum > 16 {
+        return bad(format!(
+            "validation.quorum must be between 1 and 16, got {}",
+            v.quorum
+        ));
+    }
+    if v.max_replicas < v.quorum || v.max_replicas > 64 {
+        return bad(format!(
+            "validation.max_replicas must be between the quorum ({}) and 64, got {}",
+            v.quorum, v.max_replicas
+        ));
+    }
+    match (&spec.input, &spec.units) {
+        (Some(_), Some(_)) => {
+            bad("give either `input` (split by the module) or `units`, not both".into())
+        }
+        (None, None) => bad("give the job's `input` (split by the module) or its `units`".into()),
+        (None, Some(units)) if units.is_empty() => {
+            bad("`units` is empty: a job needs at least one unit".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) async fn post_job(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    body: Result<Json<JobSpec>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<JobCreated>)> {
+    require_api_key(&c, &headers)?;
+    let Json(spec) = body?;
+    check_spec(&c, &spec)?;
+    let module = c.inner.store.blob(&spec.module).await?.ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "module {} is not stored: upload it first with POST /api/v1/blobs",
+            spec.module
+        ))
+    })?;
+    if let Some(input) = &spec.input
+        && !c.inner.store.blob_exists(input).await?
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "job input {input} is not stored: upload it first with POST /api/v1/blobs"
+        )));
+    }
+    c.compile(module)
+        .await
+        .map_err(|e| match e.downcast::<sandbox::ModuleError>() {
+            Ok(e) => ApiError::Unprocessable(format!("the module was refused: {e}")),
+            Err(e) => ApiError::Internal(e),
+        })?;
+    let job = NewJob {
+        id: JobId::random(),
+        name: spec.name.clone(),
+        module: spec.module,
+        input: spec.input,
+        limits: spec.limits,
+        lease_secs: spec.lease_secs,
+        validation: spec.validation,
+    };
+    let units: Option<Vec<Vec<u8>>> = spec
+        .units
+        .map(|u| u.into_iter().map(|b| b.into_inner()).collect());
+    c.inner
+        .store
+        .create_job(&job, units.as_deref(), c.now_ms())
+        .await?;
+    tracing::info!(job = %job.id, name = %job.name, module = %job.module.short(), "job submitted");
+    c.inner.wake.notify_one();
+    c.changed();
+    Ok((StatusCode::CREATED, Json(JobCreated { job_id: job.id })))
+}
+
+pub(super) async fn list_jobs(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<JobStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .job_statuses(q.limit.unwrap_or(100).min(1000))
+            .await?,
+    ))
+}
+
+async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
+    let id: JobId = parse(id, "job id")?;
+    c.inner
+        .store
+        .job_status(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+pub(super) async fn get_job(
+    State(c): State<Coordinator>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    Ok(Json(job_status(&c, &id).await?))
+}
+
+pub(super) async fn job_output(
+    State(c): State<Coordinator>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let status = job_status(&c, &id).await?;
+    let Some(hash) = status.output else {
+        return Err(ApiError::Conflict(format!(
+            "job {} is {}: it has no output yet",
+            status.id,
+            status.state.as_str()
+        )));
+    };
+    let bytes = c.inner.store.blob(&hash).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "output blob {hash} of job {} is missing",
+            status.id
+        ))
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+}
+
+#[derive(Deserialize)]
+pub(super) struct UnitsQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(super) async fn job_units(
+    State(c): State<Coordinator>,
+    Path(id): Path<String>,
+    Query(q): Query<UnitsQuery>,
+) -> ApiResult<Json<Vec<UnitStatus>>> {
+    let status = job_status(&c, &id).await?;
+    if let Some(s) = &q.state
+        && !["open", "accepted", "failed"].contains(&s.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "state must be open, accepted or failed, not {s:?}"
+        )));
+    }
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Ok(Json(
+        c.inner
+            .store
+            .units(status.id, q.state.as_deref(), limit)
+            .await?,
+    ))
+}
+
+pub(super) async fn cancel_job(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    require_api_key(&c, &headers)?;
+    let status = job_status(&c, &id).await?;
+    if !c.inner.store.cancel_job(status.id, c.now_ms()).await? {
+        return Err(ApiError::Conflict(format!(
+            "job {} is already {}",
+            status.id,
+            status.state.as_str()
+        )));
+    }
+    tracing::info!(job = %status.id, "job cancelled");
+    c.changed();
+    Ok(Json(job_status(&c, &id).await?))
+}

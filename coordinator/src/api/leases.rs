@@ -1,0 +1,139 @@
+//! A worker's leases: asking for work (`POST /work`), keeping them alive
+//! (`POST /heartbeat`) and giving one back (`POST /replicas/{id}/release`).
+
+use super::auth::{check_platform, require_worker};
+use super::{ApiResult, parse};
+use crate::Coordinator;
+use crate::error::ApiError;
+use crate::store::Refusal;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use protocol::{Heartbeat, HeartbeatResponse, Lease, ReplicaId, WorkRequest, WorkResponse};
+
+/// The most leases one work request gets.
+pub const MAX_LEASES_PER_REQUEST: u32 = 64;
+
+/// The most running units one heartbeat may report: far more than any
+/// worker holds (two per slot).
+const MAX_HEARTBEAT_UNITS: usize = 4096;
+
+/// The network a peer address belongs to, for placement: its /24 (IPv4)
+/// or /48 (IPv6).
+pub fn network_prefix(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_prefix(std::net::IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+    }
+}
+
+pub(super) async fn work(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: Result<Json<WorkRequest>, JsonRejection>,
+) -> ApiResult<Json<WorkResponse>> {
+    let mut worker = require_worker(&c, &headers).await?;
+    if c.config().trust.distinct_networks {
+        let peer = extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        worker.net = peer.map(network_prefix);
+    }
+    let Json(req) = body?;
+    check_platform(&req.platform)?;
+    if req.platform.arch != worker.arch {
+        return Err(ApiError::Conflict(format!(
+            "this worker registered as {} and now reports {}: register a new worker on this machine",
+            worker.arch, req.platform.arch
+        )));
+    }
+    c.expire_leases_if_due().await?;
+    let max = req.max_units.clamp(1, MAX_LEASES_PER_REQUEST);
+    let now = c.now_ms();
+    let rows = c.inner.store.lease(&worker, max, now).await?;
+    if !rows.is_empty() {
+        tracing::debug!(worker = %worker.id, leases = rows.len(), "leased");
+        c.changed();
+    }
+    let leases = rows
+        .into_iter()
+        .map(|r| Lease {
+            replica_id: r.replica_id,
+            unit_id: r.unit_id,
+            job_id: r.job_id,
+            module: r.module,
+            input: r.input.into(),
+            limits: r.limits,
+            deadline_ms: r.deadline_ms,
+            fuel_estimate: r.fuel_estimate,
+        })
+        .collect::<Vec<_>>();
+    let retry_after_ms = if leases.is_empty() {
+        c.config().idle_retry_ms
+    } else {
+        0
+    };
+    Ok(Json(WorkResponse {
+        leases,
+        retry_after_ms,
+        now_ms: now,
+    }))
+}
+
+/// A worker's heartbeat: progress of its running units, which extends
+/// their leases; the answer names the units it no longer holds.
+pub(super) async fn heartbeat(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    body: Result<Json<Heartbeat>, JsonRejection>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let worker = require_worker(&c, &headers).await?;
+    let Json(beat) = body?;
+    if beat.running.len() > MAX_HEARTBEAT_UNITS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} running units in one heartbeat; at most {MAX_HEARTBEAT_UNITS}",
+            beat.running.len()
+        )));
+    }
+    let answer = c.inner.store.heartbeat(worker.id, beat, c.now_ms()).await?;
+    c.changed();
+    Ok(Json(answer))
+}
+
+/// A worker gives back a lease it will not run (it is stopping): the unit
+/// goes to another worker at once. Releasing twice, or after the result,
+/// changes nothing.
+pub(super) async fn release_replica(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let worker = require_worker(&c, &headers).await?;
+    let replica: ReplicaId = parse(&id, "replica id")?;
+    match c
+        .inner
+        .store
+        .release(worker.id, replica, c.now_ms())
+        .await?
+    {
+        Ok(effects) => {
+            c.apply(effects);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(Refusal::NotYours) => Err(ApiError::Forbidden(format!(
+            "replica {replica} was leased to another worker"
+        ))),
+        Err(_) => Err(ApiError::NotFound(format!("no replica {replica}"))),
+    }
+}

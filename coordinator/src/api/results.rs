@@ -1,0 +1,114 @@
+//! A worker's results: one (`PUT /replicas/{id}/result`) or a batch
+//! (`POST /results`), and how the API answers what the store made of each.
+
+use super::auth::require_worker;
+use super::{ApiResult, parse};
+use crate::Coordinator;
+use crate::error::ApiError;
+use crate::store::{Effects, Refusal, Upload};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use protocol::{
+    MAX_RESULTS_PER_REQUEST, ReplicaAnswer, ReplicaId, ResultBatch, ResultBatchResponse,
+    ResultUpload, UploadResponse, UploadStatus,
+};
+
+pub(super) async fn put_result(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ResultUpload>, JsonRejection>,
+) -> ApiResult<Json<UploadResponse>> {
+    let worker = require_worker(&c, &headers).await?;
+    let replica: ReplicaId = parse(&id, "replica id")?;
+    let Json(upload) = body?;
+    let upload = Upload {
+        worker: worker.id,
+        replica,
+        outcome: upload.outcome,
+        fuel_used: upload.fuel_used,
+    };
+    let status = answer_upload(
+        &c,
+        replica,
+        c.inner.store.record_result(upload, c.now_ms()).await,
+    )?;
+    Ok(Json(UploadResponse { status }))
+}
+
+/// Several results in one request: recorded together (usually in one
+/// transaction), each answered as `PUT /replicas/{id}/result` would.
+pub(super) async fn post_results(
+    State(c): State<Coordinator>,
+    headers: HeaderMap,
+    body: Result<Json<ResultBatch>, JsonRejection>,
+) -> ApiResult<Json<ResultBatchResponse>> {
+    let worker = require_worker(&c, &headers).await?;
+    let Json(batch) = body?;
+    if batch.results.len() > MAX_RESULTS_PER_REQUEST {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} results in one request; at most {MAX_RESULTS_PER_REQUEST}",
+            batch.results.len()
+        )));
+    }
+    let ids: Vec<ReplicaId> = batch.results.iter().map(|r| r.replica_id).collect();
+    let uploads = batch
+        .results
+        .into_iter()
+        .map(|r| Upload {
+            worker: worker.id,
+            replica: r.replica_id,
+            outcome: r.result.outcome,
+            fuel_used: r.result.fuel_used,
+        })
+        .collect();
+    let recorded = c.inner.store.record_results(uploads, c.now_ms()).await;
+    let results = ids
+        .into_iter()
+        .zip(recorded)
+        .map(
+            |(replica_id, recorded)| match answer_upload(&c, replica_id, recorded) {
+                Ok(status) => ReplicaAnswer {
+                    replica_id,
+                    status: Some(status),
+                    error: None,
+                },
+                Err(e) => ReplicaAnswer {
+                    replica_id,
+                    status: None,
+                    error: Some(e.body()),
+                },
+            },
+        )
+        .collect();
+    Ok(Json(ResultBatchResponse { results }))
+}
+
+/// What the store made of an upload, as the API answers it.
+fn answer_upload(
+    c: &Coordinator,
+    replica: ReplicaId,
+    recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
+) -> ApiResult<UploadStatus> {
+    match recorded? {
+        Ok((status, effects)) => {
+            c.apply(effects);
+            Ok(status)
+        }
+        Err(Refusal::NoSuchReplica) => Err(ApiError::NotFound(format!("no replica {replica}"))),
+        Err(Refusal::NotYours) => Err(ApiError::Forbidden(format!(
+            "replica {replica} was leased to another worker"
+        ))),
+        Err(Refusal::Expired) => Err(ApiError::Gone(format!(
+            "the lease of replica {replica} expired and its unit went to another worker; drop it"
+        ))),
+        Err(Refusal::OverLimits) => Err(ApiError::Unprocessable(format!(
+            "the result for replica {replica} exceeds the job's output or fuel limit"
+        ))),
+        Err(Refusal::Conflict) => Err(ApiError::Conflict(format!(
+            "a different result for replica {replica} was received before"
+        ))),
+    }
+}

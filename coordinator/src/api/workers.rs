@@ -1,0 +1,95 @@
+//! Workers and their volunteer accounts: registration (a new account, or
+//! joining one by its key) and the public lists.
+
+use super::auth::{check_platform, hash_secret, random_secret};
+use super::{ApiResult, ListQuery};
+use crate::Coordinator;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use protocol::{AccountStatus, RegisterRequest, RegisterResponse, WorkerId, WorkerStatus};
+
+pub(super) async fn register(
+    State(c): State<Coordinator>,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    let Json(req) = body?;
+    check_platform(&req.platform)?;
+    if req.slots == 0 || req.slots > 1024 {
+        return Err(ApiError::BadRequest(
+            "slots must be between 1 and 1024".into(),
+        ));
+    }
+    let name: String = req.name.chars().take(100).collect();
+    let id = WorkerId::random();
+    let token = random_secret();
+    let now = c.now_ms();
+    let (account_id, account_key) = match &req.account_key {
+        Some(key) => match c.inner.store.account_by_key(&hash_secret(key)).await? {
+            Some(account) => (account, None),
+            None => {
+                return Err(ApiError::Forbidden(
+                    "no account has this key: check the --account value, or leave it out to create a new account".into(),
+                ));
+            }
+        },
+        None => {
+            let account = uuid::Uuid::new_v4().to_string();
+            let key = random_secret();
+            c.inner
+                .store
+                .create_account(&account, &name, &hash_secret(&key), now)
+                .await?;
+            (account, Some(key))
+        }
+    };
+    c.inner
+        .store
+        .register_worker(
+            id,
+            &name,
+            &hash_secret(&token),
+            &req.platform,
+            req.slots,
+            &account_id,
+            now,
+        )
+        .await?;
+    tracing::info!(worker = %id, name = %name, arch = %req.platform.arch, account = %account_id, "worker registered");
+    c.changed();
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            worker_id: id,
+            token,
+            account_id,
+            account_key,
+        }),
+    ))
+}
+
+pub(super) async fn list_workers(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<WorkerStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .workers(q.limit.unwrap_or(100).min(10_000), c.now_ms())
+            .await?,
+    ))
+}
+
+pub(super) async fn list_accounts(
+    State(c): State<Coordinator>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<AccountStatus>>> {
+    Ok(Json(
+        c.inner
+            .store
+            .accounts(q.limit.unwrap_or(100).min(10_000), c.now_ms())
+            .await?,
+    ))
+}
