@@ -150,23 +150,11 @@ pub struct Leader {
     pub account: Option<String>,
 }
 
-/// What the leaderboard ranks by.
+/// What the leaderboard ranks by (the store picks the ORDER BY for each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rank {
     Credit,
     Recent,
-}
-
-impl Rank {
-    /// The ORDER BY terms for table alias `t`.
-    pub(crate) fn order(self, t: &str) -> String {
-        match self {
-            // The stored recent_credit sorts like the decayed value: every
-            // row is scaled back by the same factor when read.
-            Rank::Credit => format!("{t}.credit DESC, {t}.recent_credit DESC"),
-            Rank::Recent => format!("{t}.recent_credit DESC, {t}.credit DESC"),
-        }
-    }
 }
 
 pub fn routes() -> Router<Coordinator> {

@@ -49,6 +49,16 @@ fn dashboard_job(r: &sqlx::sqlite::SqliteRow) -> Result<DashboardJob> {
     })
 }
 
+/// The ORDER BY terms that rank the rows of table alias `t` by `rank`.
+fn rank_order(rank: Rank, t: &str) -> String {
+    match rank {
+        // The stored recent_credit sorts like the decayed value: every
+        // row is scaled back by the same factor when read.
+        Rank::Credit => format!("{t}.credit DESC, {t}.recent_credit DESC"),
+        Rank::Recent => format!("{t}.recent_credit DESC, {t}.credit DESC"),
+    }
+}
+
 impl Store {
     /// The newest `limit` jobs, with their leases in flight.
     pub(crate) async fn dashboard_jobs(&self, limit: u32) -> Result<Vec<DashboardJob>> {
@@ -330,7 +340,7 @@ impl Store {
                 "SELECT a.id, a.name, a.credit, a.recent_credit, NULL AS account,
                         (SELECT COUNT(*) FROM workers w WHERE w.account_id = a.id) AS n
                  FROM accounts a ORDER BY {}, a.created_ms LIMIT ?",
-                rank.order("a")
+                rank_order(rank, "a")
             ),
             limit,
             now,
@@ -350,7 +360,7 @@ impl Store {
                 "SELECT w.id, w.name, w.credit, w.recent_credit, w.valid_count AS n, a.name AS account
                  FROM workers w LEFT JOIN accounts a ON a.id = w.account_id
                  ORDER BY {}, w.created_ms LIMIT ?",
-                rank.order("w")
+                rank_order(rank, "w")
             ),
             limit,
             now,
