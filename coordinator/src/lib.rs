@@ -26,6 +26,7 @@ pub mod credit;
 mod dashboard;
 pub mod error;
 pub mod jobs;
+pub mod lease;
 pub mod manifest;
 pub mod placement;
 pub mod settings;

@@ -18,7 +18,7 @@ use serde::Deserialize;
 fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::Unprocessable(m));
     let l = &spec.limits;
-    if spec.name.len() > 200 {
+    if spec.name.chars().count() > 200 {
         return bad("name: at most 200 characters".into());
     }
     if l.fuel == 0 || l.fuel > 100_000_000_000_000 {

@@ -59,7 +59,8 @@ pub(super) async fn work(
         )));
     }
     c.expire_leases_if_due().await?;
-    let max = req.max_units.clamp(1, MAX_LEASES_PER_REQUEST);
+    // Asking for none gets none (a worker that only wants its answers).
+    let max = req.max_units.min(MAX_LEASES_PER_REQUEST);
     let now = c.now_ms();
     let rows = c.inner.store.lease(&worker, max, now).await?;
     if !rows.is_empty() {

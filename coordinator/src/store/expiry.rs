@@ -5,6 +5,7 @@
 use super::settling::{Effects, Settling};
 use super::uploads::Refusal;
 use super::{Result, Store};
+use crate::lease;
 use crate::trust::Counter;
 use crate::validator::ReplicaState;
 use protocol::{ReplicaId, WorkerId};
@@ -62,7 +63,9 @@ impl Store {
         if lease.worker_id != worker.to_string() {
             return Ok(Err(Refusal::NotYours));
         }
-        if lease.state != ReplicaState::InProgress.as_str() || lease.deadline_ms < now {
+        if lease.state != ReplicaState::InProgress.as_str()
+            || !lease::is_live(lease.deadline_ms, now)
+        {
             // Returned, timed out or released before: nothing to give back.
             // A lease that ran out is a timeout, not a release, even if
             // the sweep has not marked it yet.

@@ -1,13 +1,12 @@
 //! Heartbeats: a worker's report of how far each running replica has got,
 //! applied in the group-commit writer's batches. Progress pushes a lease's
-//! deadline back (by [`extended_deadline`]); reported replicas the worker no
-//! longer holds come back as gone.
+//! deadline back ([`crate::lease::extended_deadline`]); reported replicas
+//! the worker no longer holds come back as gone.
 
 use super::Result;
 use super::sql::{IN_LIST_MAX, push_list};
-use protocol::{
-    Heartbeat, HeartbeatResponse, LeaseDeadline, MAX_LEASE_PERIODS, ReplicaId, WorkerId,
-};
+use crate::lease::extended_deadline;
+use protocol::{Heartbeat, HeartbeatResponse, LeaseDeadline, ReplicaId, WorkerId};
 use sqlx::{Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
 
@@ -20,30 +19,6 @@ struct Running {
     progress_fuel: Option<i64>,
     lease_secs: i64,
     fuel: i64,
-}
-
-/// The deadline of a lease whose worker reports `fuel` used at `now`:
-/// progress since the last report buys a full lease period from now, but
-/// never more than [`MAX_LEASE_PERIODS`] periods after the lease was
-/// granted, and never an earlier deadline; no progress changes nothing.
-/// `None`: the lease ran out already (not held any more), whatever the
-/// report.
-pub fn extended_deadline(
-    deadline_ms: i64,
-    leased_ms: i64,
-    period_ms: i64,
-    fuel_before: Option<i64>,
-    fuel: i64,
-    now: i64,
-) -> Option<(i64, bool)> {
-    if deadline_ms < now {
-        return None;
-    }
-    if fuel <= fuel_before.unwrap_or(0) {
-        return Some((deadline_ms, false));
-    }
-    let latest = leased_ms + MAX_LEASE_PERIODS * period_ms;
-    Some((deadline_ms.max((now + period_ms).min(latest)), true))
 }
 
 /// Applies one heartbeat inside the writer's transaction.
@@ -120,43 +95,4 @@ pub(super) async fn apply(
         .filter(|r| !held.contains(&r.0))
         .collect();
     Ok(answer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PERIOD: i64 = 1_000;
-
-    #[test]
-    fn progress_buys_a_period_from_now_up_to_the_cap() {
-        // Leased at 0, deadline 1,000; progress at 500: 1,500.
-        assert_eq!(
-            extended_deadline(1_000, 0, PERIOD, None, 10, 500),
-            Some((1_500, true))
-        );
-        // Near the cap: never past MAX_LEASE_PERIODS periods after leasing.
-        let cap = MAX_LEASE_PERIODS * PERIOD;
-        assert_eq!(
-            extended_deadline(cap - 100, 0, PERIOD, Some(10), 20, cap - 200),
-            Some((cap, true))
-        );
-    }
-
-    #[test]
-    fn no_progress_changes_nothing_and_a_lapsed_lease_is_not_revived() {
-        assert_eq!(
-            extended_deadline(1_000, 0, PERIOD, Some(10), 10, 500),
-            Some((1_000, false))
-        );
-        assert_eq!(
-            extended_deadline(1_000, 0, PERIOD, Some(10), 20, 1_001),
-            None
-        );
-        // An extension never moves a deadline earlier.
-        assert_eq!(
-            extended_deadline(5_000, 0, PERIOD, None, 10, 500),
-            Some((5_000, true))
-        );
-    }
 }

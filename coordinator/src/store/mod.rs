@@ -47,7 +47,6 @@ mod writer;
 pub use crate::trust::Trust;
 pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
-pub use heartbeats::extended_deadline;
 pub use jobs::{JobRow, NewJob};
 pub use leasing::{LeaseRequest, LeaseRow};
 pub use settling::Effects;

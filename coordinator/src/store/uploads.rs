@@ -7,6 +7,7 @@
 use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, push_list, replica_state};
 use super::{Policy, Result, blobs};
+use crate::lease;
 use crate::trust::Counter;
 use crate::validator::ReplicaState;
 use protocol::{BlobHash, Outcome, ReplicaId, UploadStatus, WorkerId};
@@ -74,6 +75,8 @@ pub struct Found {
     pub unit_id: i64,
     pub worker_id: String,
     pub state: ReplicaState,
+    /// The lease's deadline (an upload after it finds the lease gone).
+    pub deadline_ms: i64,
     pub returned: Option<Returned>,
     pub output_limit: u64,
     pub fuel_limit: u64,
@@ -92,11 +95,12 @@ pub enum Admission {
 }
 
 /// Admits or refuses `upload` for the replica `found` (`None`: no such
-/// replica). Only the worker a replica was leased to may upload it, once;
-/// no honest sandbox returns more than the job's limits allow; a lease
-/// that timed out takes no result; a repeat of the same result is a
+/// replica) at `now`. Only the worker a replica was leased to may upload
+/// it, once; no honest sandbox returns more than the job's limits allow; a
+/// lease that ran out ([`lease::is_live`], whether or not the sweep has
+/// marked it yet) takes no result; a repeat of the same result is a
 /// replay, a different one a conflict.
-pub fn admit(found: Option<&Found>, upload: &Upload) -> Admission {
+pub fn admit(found: Option<&Found>, upload: &Upload, now: i64) -> Admission {
     let Some(f) = found else {
         return Admission::Refuse(Refusal::NoSuchReplica);
     };
@@ -111,8 +115,10 @@ pub fn admit(found: Option<&Found>, upload: &Upload) -> Admission {
         return Admission::Refuse(Refusal::OverLimits);
     }
     match f.state {
-        ReplicaState::InProgress => {}
-        ReplicaState::TimedOut => return Admission::Refuse(Refusal::Expired),
+        ReplicaState::InProgress if lease::is_live(f.deadline_ms, now) => {}
+        ReplicaState::InProgress | ReplicaState::TimedOut => {
+            return Admission::Refuse(Refusal::Expired);
+        }
         _ if f.returned.as_ref() == Some(&Returned::of(upload)) => return Admission::Replay,
         _ => return Admission::Refuse(Refusal::Conflict),
     }
@@ -150,7 +156,7 @@ pub(super) async fn record(
     let mut settling = Settling::default();
     for &(u, now) in batch {
         let f = found.get_mut(&u.replica.0);
-        let state = match admit(f.as_deref(), u) {
+        let state = match admit(f.as_deref(), u, now) {
             Admission::Refuse(why) => {
                 answers.push(Err(why));
                 continue;
@@ -202,6 +208,7 @@ struct FoundRow {
     unit_id: i64,
     worker_id: String,
     state: String,
+    deadline_ms: i64,
     output_hash: Option<String>,
     fuel_used: Option<i64>,
     failure_kind: Option<String>,
@@ -222,7 +229,7 @@ async fn find(
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
+            "SELECT r.id, r.unit_id, r.worker_id, r.state, r.deadline_ms, r.output_hash, r.fuel_used,
                     r.failure_kind, j.output_bytes, j.fuel, j.compare, j.module
              FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
              WHERE r.id IN (",
@@ -237,6 +244,7 @@ async fn find(
                     unit_id: r.unit_id,
                     worker_id: r.worker_id,
                     state: replica_state(&r.state)?,
+                    deadline_ms: r.deadline_ms,
                     returned: r.fuel_used.map(|fuel_used| Returned {
                         output_hash: r.output_hash,
                         fuel_used,
@@ -348,6 +356,7 @@ mod tests {
             unit_id: 1,
             worker_id: worker.to_string(),
             state,
+            deadline_ms: 1_000,
             returned: None,
             output_limit: 4,
             fuel_limit: 100,
@@ -371,24 +380,24 @@ mod tests {
         let w = WorkerId::random();
         let f = found(ReplicaState::InProgress, w);
         assert_eq!(
-            admit(None, &upload(w, b"ok", 1)),
+            admit(None, &upload(w, b"ok", 1), 0),
             Admission::Refuse(Refusal::NoSuchReplica)
         );
         let other = WorkerId::random();
         assert_eq!(
-            admit(Some(&f), &upload(other, b"ok", 1)),
+            admit(Some(&f), &upload(other, b"ok", 1), 0),
             Admission::Refuse(Refusal::NotYours)
         );
         assert_eq!(
-            admit(Some(&f), &upload(w, b"12345", 1)),
+            admit(Some(&f), &upload(w, b"12345", 1), 0),
             Admission::Refuse(Refusal::OverLimits)
         );
         assert_eq!(
-            admit(Some(&f), &upload(w, b"ok", 101)),
+            admit(Some(&f), &upload(w, b"ok", 101), 0),
             Admission::Refuse(Refusal::OverLimits)
         );
         assert_eq!(
-            admit(Some(&f), &upload(w, b"ok", 1)),
+            admit(Some(&f), &upload(w, b"ok", 1), 0),
             Admission::Record(ReplicaState::Returned)
         );
     }
@@ -399,14 +408,24 @@ mod tests {
         let u = upload(w, b"ok", 1);
         let mut f = found(ReplicaState::Valid, w);
         f.returned = Some(Returned::of(&u));
-        assert_eq!(admit(Some(&f), &u), Admission::Replay);
+        assert_eq!(admit(Some(&f), &u, 0), Admission::Replay);
         assert_eq!(
-            admit(Some(&f), &upload(w, b"no", 1)),
+            admit(Some(&f), &upload(w, b"no", 1), 0),
             Admission::Refuse(Refusal::Conflict)
         );
         let lapsed = found(ReplicaState::TimedOut, w);
         assert_eq!(
-            admit(Some(&lapsed), &u),
+            admit(Some(&lapsed), &u, 0),
+            Admission::Refuse(Refusal::Expired)
+        );
+        // Past its deadline a lease takes no result, swept or not.
+        let running = found(ReplicaState::InProgress, w);
+        assert_eq!(
+            admit(Some(&running), &u, 1_000),
+            Admission::Record(ReplicaState::Returned)
+        );
+        assert_eq!(
+            admit(Some(&running), &u, 1_001),
             Admission::Refuse(Refusal::Expired)
         );
     }
@@ -423,7 +442,7 @@ mod tests {
             ..upload(w, b"", 1)
         };
         assert_eq!(
-            admit(Some(&f), &trouble),
+            admit(Some(&f), &trouble, 0),
             Admission::Record(ReplicaState::Errored)
         );
     }

@@ -170,6 +170,46 @@ async fn an_expired_lease_times_out_counts_against_its_worker_and_is_replaced() 
 }
 
 #[tokio::test]
+async fn a_lease_past_its_deadline_takes_no_result_before_the_sweep_marks_it() {
+    // Issue 12: uploads 100-600 ms after the deadline were accepted until
+    // the expiry sweep ran; heartbeats already treated the lease as gone.
+    let f = open(trust()).await;
+    let job = f.job(1, Validation::quorum(1, 3)).await;
+    let a = f.worker("a", "alice", 1).await;
+    let la = f.lease(&a, 1, T0).await.remove(0);
+    let late = la.deadline_ms + 1;
+    assert_eq!(
+        f.upload(&a, &la, b"0", 100, late).await.unwrap_err(),
+        Refusal::Expired
+    );
+    let beat = Heartbeat {
+        running: vec![UnitProgress {
+            replica_id: la.replica_id,
+            fuel_used: 10,
+        }],
+        paused: false,
+    };
+    let answer = f.store.heartbeat(a.id, beat, late).await.unwrap();
+    assert_eq!(
+        answer.gone,
+        vec![la.replica_id],
+        "one rule for uploads and heartbeats"
+    );
+    f.store
+        .release(a.id, la.replica_id, late)
+        .await
+        .unwrap()
+        .unwrap();
+    let (n, _) = f.store.expire_leases(late).await.unwrap();
+    assert_eq!(
+        n, 1,
+        "still a timeout: neither the late upload nor the release counted"
+    );
+    assert_eq!(f.status_of(&a).await.timeouts, 1);
+    f.aggregates_agree(job).await;
+}
+
+#[tokio::test]
 async fn heartbeat_progress_extends_a_lease_and_names_replicas_no_longer_held() {
     let f = open(trust()).await;
     let job = f.job(2, Validation::quorum(1, 3)).await;
