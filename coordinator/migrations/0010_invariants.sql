@@ -15,7 +15,18 @@ CREATE UNIQUE INDEX replicas_one_per_net ON replicas (net, unit_id) WHERE net IS
 -- Counters never go below zero or past their limit. SQLite cannot add a
 -- CHECK to an existing table, so guards are triggers that abort the
 -- statement (and with it the transaction); their messages start with
--- "invariant:" so that callers can tell them from other failures.
+-- "invariant:" so that callers can tell them from other failures
+-- (store::Error::Invariant).
+--
+-- First, repair what earlier code could leave: backtracking refunded the
+-- fuel of valid replicas of jobs validated with `compare`, which had been
+-- credited nothing, so credit could be negative. The guards on counters
+-- that such data could reach refuse only a move further below zero, so a
+-- row the repair missed still takes credit and results.
+UPDATE workers SET credit = 0 WHERE credit < 0;
+UPDATE accounts SET credit = 0 WHERE credit < 0;
+UPDATE workers SET valid_count = 0 WHERE valid_count < 0;
+UPDATE units SET needed = 0 WHERE needed < 0;
 CREATE TRIGGER units_needed_guard BEFORE UPDATE OF needed ON units
 WHEN NEW.needed < 0
 BEGIN
@@ -30,8 +41,13 @@ END;
 
 CREATE TRIGGER jobs_counts_guard
 BEFORE UPDATE OF units_accepted, units_failed, units_total, replicas_leased, state ON jobs
-WHEN NEW.units_accepted < 0 OR NEW.units_failed < 0 OR NEW.replicas_leased < 0
-  OR (NEW.state <> 'splitting' AND NEW.units_accepted + NEW.units_failed > NEW.units_total)
+WHEN (NEW.units_accepted < 0 AND NEW.units_accepted < OLD.units_accepted)
+  OR (NEW.units_failed < 0 AND NEW.units_failed < OLD.units_failed)
+  OR (NEW.replicas_leased < 0 AND NEW.replicas_leased < OLD.replicas_leased)
+  OR (NEW.state <> 'splitting'
+      AND NEW.units_accepted + NEW.units_failed > NEW.units_total
+      AND (NEW.units_accepted + NEW.units_failed > OLD.units_accepted + OLD.units_failed
+           OR NEW.units_total < OLD.units_total))
 BEGIN
     SELECT RAISE(ABORT, 'invariant: a job counts at most its units settled, never below zero');
 END;
@@ -48,14 +64,17 @@ END;
 
 CREATE TRIGGER workers_counters_guard
 BEFORE UPDATE OF valid_count, invalid_count, error_count, timeout_count, credit ON workers
-WHEN NEW.valid_count < 0 OR NEW.invalid_count < 0 OR NEW.error_count < 0
-  OR NEW.timeout_count < 0 OR NEW.credit < 0
+WHEN (NEW.valid_count < 0 AND NEW.valid_count < OLD.valid_count)
+  OR (NEW.invalid_count < 0 AND NEW.invalid_count < OLD.invalid_count)
+  OR (NEW.error_count < 0 AND NEW.error_count < OLD.error_count)
+  OR (NEW.timeout_count < 0 AND NEW.timeout_count < OLD.timeout_count)
+  OR (NEW.credit < 0 AND NEW.credit < OLD.credit)
 BEGIN
     SELECT RAISE(ABORT, 'invariant: worker counters and credit never go below zero');
 END;
 
 CREATE TRIGGER accounts_credit_guard BEFORE UPDATE OF credit ON accounts
-WHEN NEW.credit < 0
+WHEN NEW.credit < 0 AND NEW.credit < OLD.credit
 BEGIN
     SELECT RAISE(ABORT, 'invariant: account credit never goes below zero');
 END;

@@ -17,6 +17,19 @@ fn growth(now: i64) -> f64 {
     ((now as f64 - RECENT_EPOCH_MS) / RECENT_HALF_LIFE_MS).exp2()
 }
 
+/// The fuel a valid replica is credited: its agreed fuel when it returned
+/// an output. A valid failure (the unit fails) earns nothing, and neither
+/// does a replica of a job validated with `compare`, whose equivalent
+/// outputs may take different fuel (so no fuel was agreed). Backtracking
+/// takes back exactly this.
+pub fn granted(compare: bool, output: bool, fuel_used: i64) -> i64 {
+    if output && !compare {
+        fuel_used.max(0)
+    } else {
+        0
+    }
+}
+
 /// Credits for `fuel`.
 pub fn credits(fuel: i64) -> f64 {
     fuel as f64 / FUEL_PER_CREDIT
@@ -64,7 +77,14 @@ mod tests {
     }
 
     #[test]
-    fn taking_credit_back_cancels_it() {
+    fn only_agreed_output_fuel_is_credited() {
+        assert_eq!(granted(false, true, 500), 500);
+        assert_eq!(granted(true, true, 500), 0, "compare: no agreed fuel");
+        assert_eq!(granted(false, false, 500), 0, "a valid failure");
+    }
+
+    #[test]
+    fn taking_credit_back_at_the_time_it_was_granted_cancels_it() {
         let granted = recent_increment(5_000, NOW);
         let refund = recent_increment(-5_000, NOW);
         assert_eq!(granted + refund, 0.0);

@@ -32,6 +32,8 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     UpgradeRequired(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -55,7 +58,13 @@ impl ApiError {
 
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
-        ApiError::Internal(e.into())
+        match e {
+            // Going down: a client should come back (workers retry on 5xx).
+            crate::store::Error::WriterGone => {
+                ApiError::Unavailable("the coordinator is stopping; try again shortly".into())
+            }
+            e => ApiError::Internal(e.into()),
+        }
     }
 }
 

@@ -11,8 +11,9 @@
 
 use crate::Coordinator;
 use crate::store::{self, CLAIM_TTL_MS, Claim, Duty, Effects};
-use protocol::{JobState, frame};
+use protocol::{JobId, JobState, frame};
 use sandbox::{Mode, Stdout};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -88,61 +89,62 @@ impl Coordinator {
             (JobState::Reducing, Duty::Reduce),
         ] {
             for job in self.inner.store.jobs_in_state(state).await? {
-                let Some(claim) = self.inner.store.claim(job, duty, self.now_ms()).await? else {
-                    continue; // performed by this or another coordinator
+                if self.performing().contains(&(job, duty)) {
+                    continue; // here, already: no need to ask the database
+                }
+                let now = self.now_ms();
+                let Some(claim) = self
+                    .inner
+                    .store
+                    .claim(job, duty, &self.inner.node, now)
+                    .await?
+                else {
+                    continue; // performed by another coordinator
                 };
-                let c = self.clone();
-                tokio::spawn(async move { c.perform(claim).await });
+                let guard = Performing::start(self, claim);
+                tokio::spawn(async move { guard.c.clone().perform(guard).await });
             }
         }
         Ok(())
     }
 
+    fn performing(&self) -> std::sync::MutexGuard<'_, HashSet<(JobId, Duty)>> {
+        self.inner.performing.lock().expect("not poisoned")
+    }
+
     /// Performs a claimed duty, renewing the claim while it runs; records
     /// a failure unless the claim was lost (then its new holder goes on).
-    async fn perform(&self, claim: Claim) {
-        let store = self.inner.store.clone();
-        let clock = self.inner.clock.clone();
-        let renewing = claim.clone();
-        let renewer = tokio::spawn(async move {
-            let every = Duration::from_millis((CLAIM_TTL_MS / 4) as u64);
-            loop {
-                tokio::time::sleep(every).await;
-                if store.renew(&renewing, clock.now_ms()).await.is_err() {
-                    return; // the duty's next write finds out and stops
-                }
-            }
-        });
+    async fn perform(self, guard: Performing) {
+        let claim = &guard.claim;
         let job = claim.job;
         let result = match claim.duty {
-            Duty::Split => self.split(&claim).await,
-            Duty::Reduce => self.reduce(&claim).await,
+            Duty::Split => self.split(claim).await,
+            Duty::Reduce => self.reduce(claim).await,
         };
-        renewer.abort();
         match result {
             Ok(()) => {}
             Err(e) if matches!(e.downcast_ref(), Some(store::Error::ClaimLost { .. })) => {
-                tracing::warn!(%job, duty = claim.duty.as_str(), "another coordinator took this job step over");
+                tracing::warn!(%job, duty = claim.duty.as_str(), "this job step's claim was lost (it ran out, or backtracking changed the outputs): its new holder goes on");
             }
             Err(e) => {
                 tracing::error!(%job, error = %format!("{e:#}"), "job step failed");
-                if let Err(e) = self
+                let failed = self
                     .inner
                     .store
-                    .fail_job(job, &format!("{e:#}"), self.now_ms())
-                    .await
-                {
+                    .fail_duty(claim, &format!("{e:#}"), self.now_ms())
+                    .await;
+                if let Err(e) = failed {
                     tracing::error!(%job, error = %e, "cannot record the job's failure");
                 }
             }
         }
-        if let Err(e) = self.inner.store.release_claim(&claim).await {
-            tracing::warn!(%job, error = %e, "cannot release a claim; it expires by itself");
+        if let Err(e) = self.inner.store.release_claim(claim).await {
+            tracing::warn!(%job, error = %e, "cannot release a claim; it runs out by itself");
         }
+        drop(guard);
         self.changed();
         self.inner.wake.notify_one();
     }
-
     /// Runs the module's `split` mode over the job input and streams the
     /// unit inputs into the database in batches: the units of a large job
     /// are never all in memory.
@@ -264,5 +266,51 @@ impl Coordinator {
         store.finish_job(claim, &output, self.now_ms()).await?;
         tracing::info!(%job, bytes = output.len(), "job done");
         Ok(())
+    }
+}
+
+/// A duty this coordinator performs: while it lives, the claim is renewed
+/// and the duty counts as performed here; dropped (at the end, or by a
+/// panic), the renewal stops and the duty may be claimed again.
+struct Performing {
+    c: Coordinator,
+    claim: Claim,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Performing {
+    fn start(c: &Coordinator, claim: Claim) -> Performing {
+        c.performing().insert((claim.job, claim.duty));
+        let renewer = tokio::spawn(renew(c.clone(), claim.clone()));
+        Performing {
+            c: c.clone(),
+            claim,
+            renewer,
+        }
+    }
+}
+
+impl Drop for Performing {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        self.c
+            .performing()
+            .remove(&(self.claim.job, self.claim.duty));
+    }
+}
+
+/// Renews `claim` every quarter of its lifetime until it is lost; a passing
+/// failure (a busy database) is retried at the next turn.
+async fn renew(c: Coordinator, claim: Claim) {
+    let every = Duration::from_millis((CLAIM_TTL_MS / 4) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        match c.inner.store.renew(&claim, c.now_ms()).await {
+            Ok(()) => {}
+            Err(store::Error::ClaimLost { .. }) => return, // its next write stops the duty
+            Err(e) => {
+                tracing::warn!(job = %claim.job, error = %e, "cannot renew a claim; retrying")
+            }
+        }
     }
 }

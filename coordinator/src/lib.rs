@@ -36,9 +36,9 @@ pub mod validator;
 
 use anyhow::Context as _;
 use clock::Clock;
-use protocol::{BlobHash, Limits};
+use protocol::{BlobHash, JobId, Limits};
 use sandbox::{Program, Sandbox};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicI64;
@@ -127,6 +127,12 @@ struct Inner {
     wake: Notify,
     /// When expired leases are next looked for.
     next_expiry_ms: AtomicI64,
+    /// This coordinator's node id (kept in `data_dir/node-id`): the owner
+    /// prefix of its claims, so a restart takes back what it held.
+    node: String,
+    /// The splits and reduces this process performs now (each also claimed
+    /// in the database, which is what keeps coordinators apart).
+    performing: Mutex<HashSet<(JobId, store::Duty)>>,
     /// Workers by the sha256 of their token, as authenticated so far.
     known_workers: Mutex<HashMap<String, store::WorkerRow>>,
 }
@@ -148,6 +154,9 @@ impl Coordinator {
             .with_context(|| format!("cannot open database {}", db.display()))?;
         let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         store.set_comparator(comparator(sandbox.clone(), config.compare_limits));
+        let node = load_or_create_node_id(&config.data_dir)?;
+        // What a previous run of this coordinator claimed, nobody performs.
+        store.release_claims_of(&node).await?;
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 store,
@@ -159,6 +168,8 @@ impl Coordinator {
                 changes: watch::channel(0).0,
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),
+                node,
+                performing: Mutex::new(HashSet::new()),
                 known_workers: Mutex::new(HashMap::new()),
             }),
         })
@@ -182,6 +193,11 @@ impl Coordinator {
             .await;
         let _ = stop_tx.send(true);
         let _ = background.await;
+        // Duties still running here stop at their next (fenced) write;
+        // another coordinator, or this one restarted, takes them at once.
+        if let Err(e) = self.inner.store.release_claims_of(&self.inner.node).await {
+            tracing::warn!(error = %e, "cannot release this coordinator's claims; they run out by themselves");
+        }
         result
     }
 
@@ -294,6 +310,21 @@ fn load_or_create_api_key(dir: &Path) -> anyhow::Result<String> {
     writeln!(file, "{key}")?;
     file.sync_all()?;
     Ok(key)
+}
+
+/// The node id in `dir/node-id`, created (a random UUID) on first start.
+fn load_or_create_node_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => anyhow::bail!("the node id file {} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(id)
 }
 
 /// Reads the API key a local coordinator created in `data_dir`.

@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_and_environment_win_over_the_file_and_the_file_over_defaults() {
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: Settings = toml::from_str(
             "max_blob_mb = 8\n[trust]\nthreshold = 4\nspot_check = 0.5\ndistinct_networks = true\n",
         )

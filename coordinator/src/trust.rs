@@ -4,6 +4,7 @@
 //! store reads rows, calls these and writes what they decide
 //! (ARCHITECTURE.md, "Trust").
 
+use crate::credit;
 use crate::validator::{Replica, ReplicaState, Verdict};
 use std::sync::Mutex;
 
@@ -164,7 +165,7 @@ pub enum Counter {
 /// What one transaction changes in one worker's row, written once at the
 /// end: `+=` on the counters and credit, and the streak and quota changes
 /// that [`Standing::after`] applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WorkerDelta {
     pub valid: i64,
     pub invalid: i64,
@@ -172,6 +173,9 @@ pub struct WorkerDelta {
     pub timeouts: i64,
     /// Fuel credited (negative where backtracking took credit back).
     pub credit: i64,
+    /// What that adds to the stored recent-credit sum: each grant and each
+    /// refund weighted by the time of the grant ([`credit::recent_increment`]).
+    pub recent: f64,
     /// The streak was broken in this transaction: it restarts at `streak`.
     pub broken: bool,
     /// Valid results since the last break (or since the start).
@@ -182,18 +186,21 @@ pub struct WorkerDelta {
 }
 
 impl WorkerDelta {
-    /// A valid result worth `credit` fuel.
-    pub fn valid(&mut self, credit: i64) {
+    /// A valid result worth `credit` fuel, granted at `now`.
+    pub fn valid(&mut self, credit: i64, now: i64) {
         self.valid += 1;
         self.credit += credit;
+        self.recent += credit::recent_increment(credit, now);
         self.streak += 1;
         self.gains += 1;
     }
 
-    /// Takes back a valid judgement that backtracking reopened.
-    pub fn refund(&mut self, credit: i64) {
+    /// Takes back a valid judgement that backtracking reopened: `credit`
+    /// fuel, granted at `granted_ms`.
+    pub fn refund(&mut self, credit: i64, granted_ms: i64) {
         self.valid -= 1;
         self.credit -= credit;
+        self.recent -= credit::recent_increment(credit, granted_ms);
     }
 
     pub fn broke_streak(&mut self, counter: Counter) {
@@ -303,7 +310,7 @@ mod tests {
         assert_eq!(standing(full).after(&many, &trust).quota, 2);
         let mut good = WorkerDelta::default();
         for _ in 0..40 {
-            good.valid(1);
+            good.valid(1, 0);
         }
         assert_eq!(standing(3).after(&good, &trust).quota, full);
         // A worker from before quotas has the full quota.
@@ -317,14 +324,14 @@ mod tests {
     fn the_streak_restarts_at_a_break_and_grows_otherwise() {
         let trust = Trust::default();
         let mut d = WorkerDelta::default();
-        d.valid(10);
-        d.valid(10);
+        d.valid(10, 0);
+        d.valid(10, 0);
         assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 7);
         d.broke_streak(Counter::Invalid);
-        d.valid(10);
+        d.valid(10, 0);
         assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 1);
         assert_eq!((d.valid, d.invalid, d.credit), (3, 1, 30));
-        d.refund(10);
+        d.refund(10, 0);
         assert_eq!((d.valid, d.credit), (2, 20));
     }
 

@@ -5,8 +5,10 @@
 //! is checked again (the audit). Both run inside settling's transaction.
 
 use super::Result;
+use super::claims;
 use super::settling::Settling;
 use super::sql::{IN_LIST_MAX, push_list, tally};
+use crate::credit;
 use crate::trust::Trust;
 use sqlx::{Sqlite, Transaction};
 
@@ -101,7 +103,7 @@ impl Settling {
         for (_, job) in &reopened {
             tally(&mut jobs, job.clone(), 1);
         }
-        for (job, n) in jobs {
+        for (job, n) in &jobs {
             sqlx::query(
                 "UPDATE jobs SET units_accepted = units_accepted - ?,
                         state = CASE WHEN state IN ('reducing', 'done') THEN 'running' ELSE state END,
@@ -109,10 +111,13 @@ impl Settling {
                  WHERE id = ?",
             )
             .bind(n)
-            .bind(&job)
+            .bind(job)
             .execute(&mut **tx)
             .await?;
         }
+        // A reduce under way read outputs that just changed.
+        let jobs: Vec<String> = jobs.into_iter().map(|(j, _)| j).collect();
+        claims::end_reduces(tx, &jobs).await?;
         Ok(reopened.into_iter().map(|(u, _)| u).collect())
     }
 
@@ -138,18 +143,21 @@ impl Settling {
                 .push_bind(judged_as)
                 .push(" AND unit_id IN (");
             push_list(&mut q, units.iter().copied());
-            // What was credited: the agreed fuel, which is none for jobs
-            // validated with `compare` (their replicas' fuel may differ).
             q.push(
-                ") RETURNING worker_id,
-                    CASE WHEN (SELECT j.compare FROM units u JOIN jobs j ON j.id = u.job_id
-                               WHERE u.id = replicas.unit_id)
-                         THEN 0 ELSE fuel_used END",
+                ") RETURNING worker_id, fuel_used, COALESCE(returned_ms, 0),
+                    output_hash IS NOT NULL AS output,
+                    (SELECT j.compare FROM units u JOIN jobs j ON j.id = u.job_id
+                     WHERE u.id = replicas.unit_id) AS compare",
             );
-            let rows: Vec<(String, Option<i64>)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            let rows: Vec<(String, Option<i64>, i64, bool, bool)> =
+                q.build_query_as().fetch_all(&mut **tx).await?;
             if judged_as == "valid" {
-                for (worker, fuel) in rows {
-                    self.worker(worker).refund(fuel.unwrap_or(0));
+                for (worker, fuel, returned_ms, output, compare) in rows {
+                    // Exactly what the valid judgement credited, weighted
+                    // in the recent average as of about when it was (its
+                    // result's return).
+                    let credit = credit::granted(compare, output, fuel.unwrap_or(0));
+                    self.worker(worker).refund(credit, returned_ms);
                 }
             }
         }

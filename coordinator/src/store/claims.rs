@@ -15,7 +15,7 @@ use sqlx::SqliteConnection;
 pub const CLAIM_TTL_MS: i64 = 60_000;
 
 /// A duty of a job's life that one coordinator at a time performs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Duty {
     Split,
     Reduce,
@@ -35,16 +35,23 @@ impl Duty {
 pub struct Claim {
     pub job: JobId,
     pub duty: Duty,
-    /// Random per claim: a new claim of the same duty, by anyone, is
-    /// another owner.
+    /// `NODE/RANDOM`: the claiming coordinator's node and a fresh value
+    /// per claim, so a new claim of the same duty, by anyone, is another
+    /// owner, and a restarted node can take back what it held.
     owner: String,
 }
 
 impl Store {
-    /// Claims `duty` of `job` if nobody holds it, or its holder let it run
-    /// out. `None`: someone else holds it.
-    pub async fn claim(&self, job: JobId, duty: Duty, now: i64) -> Result<Option<Claim>> {
-        let owner = uuid::Uuid::new_v4().to_string();
+    /// Claims `duty` of `job` for coordinator `node` if nobody holds it, or
+    /// its holder let it run out. `None`: someone holds it.
+    pub async fn claim(
+        &self,
+        job: JobId,
+        duty: Duty,
+        node: &str,
+        now: i64,
+    ) -> Result<Option<Claim>> {
+        let owner = format!("{node}/{}", uuid::Uuid::new_v4());
         let won: Option<String> = sqlx::query_scalar(
             "INSERT INTO claims (job_id, duty, owner, expires_ms) VALUES (?, ?, ?, ?)
              ON CONFLICT (job_id, duty) DO UPDATE
@@ -79,6 +86,36 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+impl Store {
+    /// Gives up every claim of coordinator `node`: at its start (what a
+    /// previous run of it held is not being performed any more) and at a
+    /// clean stop, so its duties resume at once instead of after
+    /// [`CLAIM_TTL_MS`].
+    pub async fn release_claims_of(&self, node: &str) -> Result<u64> {
+        let prefix = format!("{node}/");
+        let done = sqlx::query("DELETE FROM claims WHERE substr(owner, 1, length(?)) = ?")
+            .bind(&prefix)
+            .bind(&prefix)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Ends the reduce claims of `jobs` inside the caller's transaction: their
+/// accepted outputs changed (backtracking reopened a unit), so a reduce
+/// under way reads stale outputs and must not publish them; its fenced
+/// write fails with [`Error::ClaimLost`].
+pub(super) async fn end_reduces(conn: &mut SqliteConnection, jobs: &[String]) -> Result<()> {
+    for job in jobs {
+        sqlx::query("DELETE FROM claims WHERE job_id = ? AND duty = 'reduce'")
+            .bind(job)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Renews `claim` inside the caller's transaction, or fails it with

@@ -4,13 +4,20 @@
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The database refused or failed a statement (including a schema
-    /// invariant: a unique index, a counter guard).
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database refused or failed a statement.
+    #[error(transparent)]
+    Database(sqlx::Error),
+    /// A write would have broken a schema invariant (a guard trigger,
+    /// whose message starts with `invariant:`): a bug in the caller, never
+    /// a client's mistake, and nothing was changed.
+    #[error("refused by the schema: {0}")]
+    Invariant(String),
     /// The schema could not be brought up to date.
-    #[error("cannot migrate the database: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store was opened with settings that make no sense.
+    #[error("{0}")]
+    Settings(String),
     /// A row holds a value no version of this code writes.
     #[error("bad {what} in the database: {value:?}")]
     Corrupt { what: &'static str, value: String },
@@ -20,8 +27,19 @@ pub enum Error {
     /// Another coordinator took over this duty (our claim ran out).
     #[error("the {duty} of job {job} was taken over by another coordinator")]
     ClaimLost { job: String, duty: &'static str },
-    #[error("cannot start the store's writer: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot start the store's writer")]
+    WriterStart(#[source] std::io::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        match &e {
+            sqlx::Error::Database(db) if db.message().contains("invariant:") => {
+                Error::Invariant(db.message().to_string())
+            }
+            _ => Error::Database(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

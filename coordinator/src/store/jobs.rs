@@ -170,45 +170,24 @@ impl Store {
         Ok(())
     }
 
-    /// Fails a job that cannot go on (bad split, bad reduce).
-    pub async fn fail_job(&self, job: JobId, error: &str, now: i64) -> Result<()> {
-        self.end_job(job, JobState::Failed, Some(error), now)
-            .await?;
+    /// Fails the job of `claim`, whose split or reduce cannot go on (a bad
+    /// split, a bad reduce): fenced, so a coordinator that lost the claim
+    /// cannot fail a job its successor is performing.
+    pub async fn fail_duty(&self, claim: &Claim, error: &str, now: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        fence(&mut tx, claim, now).await?;
+        end_job(&mut tx, claim.job, JobState::Failed, Some(error), now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Cancels a job: no more replicas are handed out for it. Returns false
     /// if it had already ended.
     pub async fn cancel_job(&self, job: JobId, now: i64) -> Result<bool> {
-        self.end_job(job, JobState::Cancelled, None, now).await
-    }
-
-    /// Ends a job that has not ended yet; true if this call ended it.
-    async fn end_job(
-        &self,
-        job: JobId,
-        state: JobState,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<bool> {
         let mut tx = self.write.begin().await?;
-        let ended = sqlx::query(
-            "UPDATE jobs SET state = ?, error = COALESCE(?, error), finished_ms = ?
-             WHERE id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(now)
-        .bind(job.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("UPDATE units SET needed = 0 WHERE job_id = ? AND needed > 0")
-            .bind(job.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let ended = end_job(&mut tx, job, JobState::Cancelled, None, now).await?;
         tx.commit().await?;
-        Ok(ended == 1)
+        Ok(ended)
     }
 
     pub async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobId>> {
@@ -309,6 +288,33 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Ends a job that has not ended yet, inside the caller's transaction; true
+/// if this call ended it.
+async fn end_job(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    state: JobState,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let ended = sqlx::query(
+        "UPDATE jobs SET state = ?, error = COALESCE(?, error), finished_ms = ?
+             WHERE id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
+    )
+    .bind(state.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE units SET needed = 0 WHERE job_id = ? AND needed > 0")
+        .bind(job.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(ended == 1)
 }
 
 /// Inserts unit inputs `first_index..` of `job`, [`UNIT_BATCH`] rows a

@@ -94,6 +94,7 @@ impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and brings
     /// its schema up to date.
     pub async fn open_sqlite(path: &Path, trust: Trust) -> Result<Store> {
+        trust.validate().map_err(Error::Settings)?;
         let policy = Arc::new(Policy {
             spot_checks: SpotChecks::new(trust.seed, trust.spot_check),
             trust,

@@ -9,6 +9,7 @@
 
 use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, replica_state};
 use super::{Error, Policy, Result, workers};
+use crate::credit;
 use crate::trust::{Counter, WorkerDelta, quorum_now};
 use crate::validator::{self, Decision, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{FailureKind, JobId, ReplicaId};
@@ -89,8 +90,12 @@ struct UnitView {
     quorum: u32,
     job_quorum: u32,
     max_replicas: u32,
+    /// Its job compares outputs with `compare`.
+    compare: bool,
     replicas: Vec<Replica>,
+    /// Per replica: its worker, and the fuel it reported.
     workers: Vec<String>,
+    fuel_used: Vec<i64>,
 }
 
 impl UnitView {
@@ -105,8 +110,10 @@ impl UnitView {
             quorum: first.quorum as u32,
             job_quorum: first.job_quorum as u32,
             max_replicas: first.max_replicas as u32,
+            compare: first.compare,
             replicas: Vec::with_capacity(rows.len()),
             workers: Vec::with_capacity(rows.len()),
+            fuel_used: Vec::with_capacity(rows.len()),
         };
         for r in rows {
             let state = replica_state(&r.state)?;
@@ -121,6 +128,7 @@ impl UnitView {
                 verdict: r.verdict()?,
             });
             view.workers.push(r.worker_id.clone());
+            view.fuel_used.push(r.fuel_used.unwrap_or(0));
         }
         Ok(Some(view))
     }
@@ -132,7 +140,10 @@ struct Judged {
     replica: i64,
     valid: bool,
     worker: String,
-    fuel: i64,
+    /// What a valid judgement credits ([`credit::granted`]).
+    credit: i64,
+    /// The fuel it reported: what the job's progress estimate samples.
+    fuel_used: i64,
 }
 
 /// A unit closed by a decision.
@@ -167,15 +178,14 @@ impl Decisions {
                 if r.state != ReplicaState::Returned {
                     continue;
                 }
-                let fuel = match r.verdict {
-                    Some(Verdict::Output { fuel, .. }) => fuel as i64,
-                    _ => 0,
-                };
+                let output = matches!(r.verdict, Some(Verdict::Output { .. }));
+                let fuel_used = unit.fuel_used[pos];
                 self.judged.push(Judged {
                     replica: id.0,
                     valid,
                     worker: unit.workers[pos].clone(),
-                    fuel,
+                    credit: credit::granted(unit.compare, output, fuel_used),
+                    fuel_used,
                 });
             }
         }
@@ -223,7 +233,7 @@ impl Decisions {
 struct JobCounts {
     accepted: i64,
     failed: i64,
-    /// The agreed fuel of the newly accepted units, and how many.
+    /// The fuel of the newly accepted units' winners, and how many.
     fuel: i64,
     samples: i64,
 }
@@ -261,7 +271,7 @@ impl Settling {
                 self.units.extend(reopened);
             }
         }
-        workers::write_deltas(tx, &policy.trust, self.workers, now).await?;
+        workers::write_deltas(tx, &policy.trust, self.workers).await?;
         Ok(effects)
     }
 
@@ -284,7 +294,7 @@ impl Settling {
                 }
             }
         }
-        let caught = self.write_judgements(tx, &d.judged).await?;
+        let caught = self.write_judgements(tx, &d.judged, now).await?;
         set_on_open_units(tx, "quorum", &d.quorum).await?;
         set_on_open_units(tx, "needed", &d.needed).await?;
         let counts = close_units(tx, &d).await?;
@@ -318,6 +328,7 @@ impl Settling {
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         judged: &[Judged],
+        now: i64,
     ) -> Result<Vec<String>> {
         let mut caught = Vec::new();
         for chunk in judged.chunks(VALUES_MAX) {
@@ -339,7 +350,7 @@ impl Settling {
             for j in chunk.iter().filter(|j| changed.contains(&j.replica)) {
                 let w = self.worker(j.worker.clone());
                 if j.valid {
-                    w.valid(j.fuel);
+                    w.valid(j.credit, now);
                 } else {
                     w.broke_streak(Counter::Invalid);
                     if !caught.contains(&j.worker) {
@@ -375,7 +386,8 @@ async fn close_units(
     tx: &mut Transaction<'_, Sqlite>,
     d: &Decisions,
 ) -> Result<Vec<(String, JobCounts)>> {
-    let winner_fuel: HashMap<i64, i64> = d.judged.iter().map(|j| (j.replica, j.fuel)).collect();
+    let winner_fuel: HashMap<i64, i64> =
+        d.judged.iter().map(|j| (j.replica, j.fuel_used)).collect();
     let mut counts: Vec<(String, JobCounts)> = Vec::new();
     for chunk in d.closed.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(

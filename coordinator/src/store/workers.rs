@@ -2,7 +2,7 @@
 //! public records, and the one write per transaction of what settling
 //! changed in their counters, standing and credit.
 
-use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, tally, worker_id};
+use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, worker_id};
 use super::{Result, Store};
 use crate::credit;
 use crate::trust::{DAY_MS, Standing, Trust, WorkerDelta};
@@ -217,12 +217,12 @@ pub(super) async fn write_deltas(
     tx: &mut Transaction<'_, Sqlite>,
     trust: &Trust,
     deltas: HashMap<String, WorkerDelta>,
-    now: i64,
 ) -> Result<()> {
     let mut deltas: Vec<(String, WorkerDelta)> = deltas.into_iter().collect();
     // One order for every batch: rows are written in key order.
     deltas.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut accounts: Vec<(String, i64)> = Vec::new();
+    // Per account: credit and recent-credit increment.
+    let mut accounts: Vec<(String, (i64, f64))> = Vec::new();
     for chunk in deltas.chunks(IN_LIST_MAX.min(VALUES_MAX)) {
         let standings = read_standings(tx, chunk).await?;
         let mut writes = Vec::with_capacity(chunk.len());
@@ -241,17 +241,23 @@ pub(super) async fn write_deltas(
             if let Some(account) = &row.account_id
                 && d.credit != 0
             {
-                tally(&mut accounts, account.clone(), d.credit);
+                match accounts.iter_mut().find(|(a, _)| a == account) {
+                    Some((_, (credit, recent))) => {
+                        *credit += d.credit;
+                        *recent += d.recent;
+                    }
+                    None => accounts.push((account.clone(), (d.credit, d.recent))),
+                }
             }
         }
-        write_workers(tx, &writes, now).await?;
+        write_workers(tx, &writes).await?;
     }
     for chunk in accounts.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, credit, recent) AS (");
-        q.push_values(chunk, |mut b, (id, credit)| {
+        q.push_values(chunk, |mut b, (id, (credit, recent))| {
             b.push_bind(id.clone())
                 .push_bind(*credit)
-                .push_bind(credit::recent_increment(*credit, now));
+                .push_bind(*recent);
         });
         q.push(
             ") UPDATE accounts SET credit = accounts.credit + v.credit,
@@ -283,7 +289,6 @@ async fn read_standings(
 async fn write_workers(
     tx: &mut Transaction<'_, Sqlite>,
     writes: &[(&str, &WorkerDelta, Standing)],
-    now: i64,
 ) -> Result<()> {
     if writes.is_empty() {
         return Ok(());
@@ -298,7 +303,7 @@ async fn write_workers(
             .push_bind(d.errors)
             .push_bind(d.timeouts)
             .push_bind(d.credit)
-            .push_bind(credit::recent_increment(d.credit, now))
+            .push_bind(d.recent)
             .push_bind(after.consecutive_valid)
             .push_bind(after.quota);
     });

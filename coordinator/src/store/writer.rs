@@ -200,7 +200,8 @@ pub(super) fn start(pool: SqlitePool, policy: Arc<Policy>) -> Result<mpsc::Sende
                 Ok(rt) => rt.block_on(run(pool, policy, queue)),
                 Err(e) => tracing::error!(error = %e, "cannot start the store's writer"),
             }
-        })?;
+        })
+        .map_err(Error::WriterStart)?;
     Ok(writes)
 }
 
@@ -257,7 +258,11 @@ async fn apply(conn: &mut SqliteConnection, policy: &Policy, batch: &mut Vec<Pen
             }
         }
         Err(e) if batch.len() > 1 => {
-            tracing::warn!(error = %e, writes = batch.len(), "batch failed; applying its writes one at a time");
+            if matches!(e, Error::Invariant(_)) {
+                tracing::error!(error = %e, "a batch broke a schema invariant (a bug): applying its writes one at a time");
+            } else {
+                tracing::warn!(error = %e, writes = batch.len(), "batch failed; applying its writes one at a time");
+            }
             for pending in batch.drain(..) {
                 let answer = write_batch(conn, policy, &[&pending.write])
                     .await

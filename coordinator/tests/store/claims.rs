@@ -31,13 +31,13 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
     let job = splitting_job(&f).await;
     let claim = f
         .store
-        .claim(job, Duty::Split, T0)
+        .claim(job, Duty::Split, "node-a", T0)
         .await
         .unwrap()
         .expect("free");
     assert!(
         f.store
-            .claim(job, Duty::Split, T0 + 1)
+            .claim(job, Duty::Split, "node-a", T0 + 1)
             .await
             .unwrap()
             .is_none(),
@@ -46,7 +46,7 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
     // Another duty of the same job is another claim.
     assert!(
         f.store
-            .claim(job, Duty::Reduce, T0)
+            .claim(job, Duty::Reduce, "node-a", T0)
             .await
             .unwrap()
             .is_some()
@@ -61,7 +61,11 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
     assert_eq!((s.state, s.units_total), (JobState::Running, 2));
     f.store.release_claim(&claim).await.unwrap();
     assert!(
-        f.store.claim(job, Duty::Split, T0).await.unwrap().is_some(),
+        f.store
+            .claim(job, Duty::Split, "node-a", T0)
+            .await
+            .unwrap()
+            .is_some(),
         "released"
     );
 }
@@ -70,23 +74,27 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
 async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing() {
     let f = open(trust()).await;
     let job = splitting_job(&f).await;
-    let old = f.store.claim(job, Duty::Split, T0).await.unwrap().unwrap();
+    let old = f
+        .store
+        .claim(job, Duty::Split, "node-a", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    // A write of the duty renews the claim: written at T0 + 1000, it holds
+    // until T0 + 1000 + TTL, past the first expiry at T0 + TTL.
     f.store
-        .add_units(&old, 0, &[b"a".to_vec()], 1, T0)
+        .add_units(&old, 0, &[b"a".to_vec()], 1, T0 + 1_000)
         .await
         .unwrap();
-    // Renewed by that write: not free at T0 + TTL.
-    assert!(
-        f.store
-            .claim(job, Duty::Split, T0 + CLAIM_TTL_MS)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let later = T0 + 2 * CLAIM_TTL_MS + 1;
+    let renewed_until = T0 + 1_000 + CLAIM_TTL_MS;
+    for at in [T0 + CLAIM_TTL_MS + 1, renewed_until] {
+        let taken = f.store.claim(job, Duty::Split, "node-b", at).await.unwrap();
+        assert!(taken.is_none(), "still held at {at}");
+    }
+    let later = renewed_until + 1;
     let new = f
         .store
-        .claim(job, Duty::Split, later)
+        .claim(job, Duty::Split, "node-b", later)
         .await
         .unwrap()
         .expect("expired");
@@ -95,6 +103,7 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
         f.store.finish_split(&old, 2, later).await.map(|_| ()),
         f.store.discard_units(&old, later).await,
         f.store.renew(&old, later).await,
+        f.store.fail_duty(&old, "a stale failure", later).await,
     ] {
         assert!(
             matches!(refused, Err(Error::ClaimLost { .. })),
@@ -125,10 +134,15 @@ async fn a_reduce_finishes_the_job_only_under_its_claim() {
     let w = f.worker("w", "alice", 1).await;
     let l = f.lease(&w, 1, T0).await.remove(0);
     f.honest(&w, &l, T0).await;
-    let claim = f.store.claim(job, Duty::Reduce, T0).await.unwrap().unwrap();
+    let claim = f
+        .store
+        .claim(job, Duty::Reduce, "node-a", T0)
+        .await
+        .unwrap()
+        .unwrap();
     let stolen = f
         .store
-        .claim(job, Duty::Reduce, T0 + 2 * CLAIM_TTL_MS)
+        .claim(job, Duty::Reduce, "node-a", T0 + 2 * CLAIM_TTL_MS)
         .await
         .unwrap()
         .unwrap();
@@ -152,4 +166,40 @@ async fn a_reduce_finishes_the_job_only_under_its_claim() {
     assert_eq!(s.state, JobState::Done);
     assert_eq!(s.output, Some(BlobHash::of(b"output")));
     f.aggregates_agree(job).await;
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_takes_back_what_its_node_held_and_only_that() {
+    let f = open(trust()).await;
+    let a = splitting_job(&f).await;
+    let b = splitting_job(&f).await;
+    f.store
+        .claim(a, Duty::Split, "node-a", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .claim(b, Duty::Split, "node-b", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.store.release_claims_of("node-a").await.unwrap(), 1);
+    assert!(
+        f.store
+            .claim(a, Duty::Split, "node-a", T0)
+            .await
+            .unwrap()
+            .is_some(),
+        "free at once"
+    );
+    assert!(
+        f.store
+            .claim(b, Duty::Split, "node-a", T0)
+            .await
+            .unwrap()
+            .is_none(),
+        "node-b's stays"
+    );
+    // A node whose name is a prefix of another's releases only its own.
+    assert_eq!(f.store.release_claims_of("node").await.unwrap(), 0);
 }

@@ -4,9 +4,10 @@
 //! process's code is careful.
 
 use crate::fixture::{Fixture, T0, open, trust};
-use coordinator::store::Duty;
+use coordinator::store::{Duty, Error, Store};
 use protocol::Validation;
 use sqlx::{Connection, SqliteConnection};
+use std::path::Path;
 
 async fn raw(f: &Fixture) -> SqliteConnection {
     let url = format!("sqlite://{}", f.store.path().display());
@@ -80,6 +81,12 @@ async fn a_units_wanted_replicas_never_go_below_zero() {
     let mut db = raw(&f).await;
     let e = refused(&mut db, "UPDATE units SET needed = needed - 3").await;
     assert!(e.contains("invariant: units.needed"), "{e}");
+    // The store tells a guard's refusal from other failures.
+    let raw = sqlx::query("UPDATE units SET needed = -1")
+        .execute(&mut db)
+        .await
+        .unwrap_err();
+    assert!(matches!(Error::from(raw), Error::Invariant(_)));
     assert_eq!(
         scalar(&mut db, "SELECT needed FROM units").await,
         2,
@@ -177,7 +184,11 @@ async fn counters_and_credit_never_go_below_zero() {
 async fn a_job_duty_has_one_claim_and_only_known_duties() {
     let f = open(trust()).await;
     let job = f.job(1, Validation::quorum(1, 2)).await;
-    f.store.claim(job, Duty::Reduce, T0).await.unwrap().unwrap();
+    f.store
+        .claim(job, Duty::Reduce, "node-a", T0)
+        .await
+        .unwrap()
+        .unwrap();
     let mut db = raw(&f).await;
     let e = refused(
         &mut db,
@@ -191,4 +202,61 @@ async fn a_job_duty_has_one_claim_and_only_known_duties() {
     )
     .await;
     assert!(e.contains("CHECK"), "{e}");
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_guards_is_repaired_when_it_is_opened() {
+    // Backtracking on `compare` jobs used to refund credit never granted,
+    // leaving negative credit that the guards would refuse forever.
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().as_ref() < "0010" {
+            std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+        }
+    }
+    let path = dir.path().join("old.sqlite");
+    let mut db = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&mut db)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO accounts (id, name, key_hash, created_ms, credit) VALUES ('a', 'a', 'k', 0, -7)",
+        "INSERT INTO workers (id, name, token_hash, arch, os, engine, slots, created_ms,
+                              last_seen_ms, account_id, credit)
+         VALUES ('00000000-0000-0000-0000-000000000001', 'w', 't', 'x86_64', 'linux', 'e', 1,
+                 0, 0, 'a', -100)",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+    let store = Store::open_sqlite(&path, trust()).await.unwrap();
+    let workers = store.workers(10, T0).await.unwrap();
+    assert_eq!(workers[0].credit_fuel, 0);
+    let mut db = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&mut db, "SELECT credit FROM workers").await,
+        0,
+        "repaired"
+    );
+    assert_eq!(
+        scalar(&mut db, "SELECT credit FROM accounts").await,
+        0,
+        "repaired"
+    );
+    // And credit flows again.
+    sqlx::query("UPDATE workers SET credit = credit + 5")
+        .execute(&mut db)
+        .await
+        .unwrap();
 }

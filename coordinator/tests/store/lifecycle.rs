@@ -113,13 +113,15 @@ async fn uploads_not_leased_to_the_uploader_over_the_limits_or_conflicting_are_r
 #[tokio::test]
 async fn a_released_lease_goes_back_to_the_queue_without_a_timeout() {
     let f = open(trust()).await;
-    let job = f.job(1, Validation::quorum(1, 3)).await;
+    let job = f.job(1, Validation::quorum(2, 4)).await;
     let a = f.worker("a", "alice", 1).await;
     let b = f.worker("b", "bob", 1).await;
+    let c = f.worker("c", "carol", 1).await;
     let la = f.lease(&a, 1, T0).await.remove(0);
+    f.lease(&b, 1, T0).await.remove(0);
     assert!(
-        f.lease(&b, 1, T0).await.is_empty(),
-        "quorum 1: one in flight is enough"
+        f.lease(&c, 1, T0).await.is_empty(),
+        "quorum 2: two in flight are enough"
     );
     assert_eq!(
         f.store
@@ -140,10 +142,15 @@ async fn a_released_lease_goes_back_to_the_queue_without_a_timeout() {
         .unwrap()
         .unwrap(); // a repeat changes nothing
     assert_eq!(f.status_of(&a).await.timeouts, 0);
-    let lb = f.lease(&b, 1, T0).await;
-    assert_eq!(lb.len(), 1, "the unit is wanted again at once");
+    assert_eq!(
+        f.lease(&c, 1, T0).await.len(),
+        1,
+        "the unit is wanted again at once"
+    );
+    // The unit wants a replica, but never a second one from a's worker.
+    f.store.expire_leases(T0 + 60_001).await.unwrap();
     assert!(
-        f.lease(&a, 1, T0).await.is_empty(),
+        f.lease(&a, 1, T0 + 60_001).await.is_empty(),
         "a worker never holds one unit twice"
     );
     f.aggregates_agree(job).await;
