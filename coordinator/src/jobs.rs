@@ -158,7 +158,6 @@ impl Coordinator {
             return Ok(());
         }
         store.discard_units(claim, self.now_ms()).await?;
-        let quorum = row.quorum;
         let program = self.program(row.module).await?;
         let input = match row.input {
             Some(h) => store
@@ -169,6 +168,25 @@ impl Coordinator {
         };
         tracing::info!(%job, "splitting");
         let started = std::time::Instant::now();
+        let total = self
+            .split_into_units(claim, program, input, row.quorum)
+            .await?;
+        let effects = store.finish_split(claim, total, self.now_ms()).await?;
+        tracing::info!(%job, units = total, secs = started.elapsed().as_secs_f64(), "split done");
+        self.apply(effects);
+        Ok(())
+    }
+
+    /// Runs `split` and streams its unit inputs into the database in
+    /// batches of [`SPLIT_BATCH`], under `claim`; returns how many.
+    async fn split_into_units(
+        &self,
+        claim: &Claim,
+        program: sandbox::Program,
+        input: Vec<u8>,
+        quorum: u32,
+    ) -> anyhow::Result<u64> {
+        let store = &self.inner.store;
 
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         let sandbox = self.inner.sandbox.clone();
@@ -228,10 +246,7 @@ impl Coordinator {
             .add_units(claim, total, &batch, quorum, self.now_ms())
             .await?;
         total += batch.len() as u64;
-        let effects = store.finish_split(claim, total, self.now_ms()).await?;
-        tracing::info!(%job, units = total, secs = started.elapsed().as_secs_f64(), "split done");
-        self.apply(effects);
-        Ok(())
+        Ok(total)
     }
 
     /// Runs the module's `reduce` mode over the accepted outputs in unit

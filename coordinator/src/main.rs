@@ -116,53 +116,8 @@ async fn run() -> anyhow::Result<()> {
             listen,
             config,
             settings,
-        } => {
-            let file = match config {
-                Some(path) => Settings::read(path)?,
-                None => Settings::default(),
-            };
-            let mut config = settings
-                .clone()
-                .or(file)
-                .apply(Config::new(&cli.data_dir))?;
-            config.api_key = cli.api_key.clone();
-            let c = Coordinator::open(config, Arc::new(SystemClock)).await?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let addr = listener.local_addr()?;
-            tracing::info!(
-                "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
-                cli.data_dir.join(coordinator::API_KEY_FILE).display()
-            );
-            c.serve(listener, shutdown_signal()).await?;
-            tracing::info!("stopped");
-        }
-        Command::Submit { manifest, wait } => {
-            let client = client();
-            let job = client.submit_manifest(manifest).await?;
-            println!("{job}");
-            if *wait {
-                let s = client.wait(job, std::io::stderr().is_terminal()).await?;
-                let secs = s
-                    .finished_ms
-                    .map_or(0.0, |f| (f - s.created_ms) as f64 / 1000.0);
-                let settled = s.units_accepted + s.units_failed;
-                eprintln!(
-                    "job {job} {} in {secs:.1} s: {} units accepted, {} failed ({:.0} units/s)",
-                    s.state.as_str(),
-                    s.units_accepted,
-                    s.units_failed,
-                    settled as f64 / secs.max(0.001)
-                );
-                if let Some(e) = &s.error {
-                    eprintln!("{e}");
-                }
-                if s.state != protocol::JobState::Done {
-                    std::process::exit(1);
-                }
-            }
-        }
+        } => serve(&cli, listen, config.as_deref(), settings).await?,
+        Command::Submit { manifest, wait } => submit(&client(), manifest, *wait).await?,
         Command::Status { job: Some(job) } => {
             let s = client().status(*job).await?;
             println!("{}", serde_json::to_string_pretty(&s)?);
@@ -191,6 +146,66 @@ async fn run() -> anyhow::Result<()> {
             let s = client().cancel(*job).await?;
             println!("job {} {}", s.id, s.state.as_str());
         }
+    }
+    Ok(())
+}
+
+/// `coordinator serve`: settings from the file, flags and environment, then
+/// the coordinator on `listen` until Ctrl-C or SIGTERM.
+async fn serve(
+    cli: &Cli,
+    listen: &str,
+    config: Option<&std::path::Path>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let file = match config {
+        Some(path) => Settings::read(path)?,
+        None => Settings::default(),
+    };
+    let mut config = settings
+        .clone()
+        .or(file)
+        .apply(Config::new(&cli.data_dir))?;
+    config.api_key = cli.api_key.clone();
+    let c = Coordinator::open(config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
+        cli.data_dir.join(coordinator::API_KEY_FILE).display()
+    );
+    c.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `coordinator submit`: prints the job's id; with `wait`, its progress
+/// and end, exiting non-zero unless it is done.
+async fn submit(client: &Client, manifest: &std::path::Path, wait: bool) -> anyhow::Result<()> {
+    let job = client.submit_manifest(manifest).await?;
+    println!("{job}");
+    if !wait {
+        return Ok(());
+    }
+    let s = client.wait(job, std::io::stderr().is_terminal()).await?;
+    let secs = s
+        .finished_ms
+        .map_or(0.0, |f| (f - s.created_ms) as f64 / 1000.0);
+    let settled = s.units_accepted + s.units_failed;
+    eprintln!(
+        "job {job} {} in {secs:.1} s: {} units accepted, {} failed ({:.0} units/s)",
+        s.state.as_str(),
+        s.units_accepted,
+        s.units_failed,
+        settled as f64 / secs.max(0.001)
+    );
+    if let Some(e) = &s.error {
+        eprintln!("{e}");
+    }
+    if s.state != protocol::JobState::Done {
+        std::process::exit(1);
     }
     Ok(())
 }
