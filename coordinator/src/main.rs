@@ -158,6 +158,8 @@ async fn serve(
     config: Option<&std::path::Path>,
     settings: &Settings,
 ) -> anyhow::Result<()> {
+    // First, so that a stop asked for while starting is a clean stop.
+    let shutdown = shutdown_signal();
     let file = match config {
         Some(path) => Settings::read(path)?,
         None => Settings::default(),
@@ -176,7 +178,7 @@ async fn serve(
         "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
         cli.data_dir.join(coordinator::API_KEY_FILE).display()
     );
-    c.serve(listener, shutdown_signal()).await?;
+    c.serve(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -210,19 +212,27 @@ async fn submit(client: &Client, manifest: &std::path::Path, wait: bool) -> anyh
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal
+/// that arrives while the process is still starting is not lost to the
+/// default action (which would end it without a clean stop).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn recv(s: std::io::Result<Signal>) {
+        match s {
             Ok(mut s) => {
                 s.recv().await;
             }
             Err(_) => std::future::pending().await,
         }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+    }
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        tokio::select! {
+            _ = recv(term) => {}
+            _ = recv(int) => {}
+        }
+        tracing::info!("shutting down");
+    }
 }
