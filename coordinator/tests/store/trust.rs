@@ -119,105 +119,99 @@ async fn an_audit_before_the_output_catches_a_worker_that_lied_while_trusted() {
     f.aggregates_agree(job).await;
 }
 
-/// A job whose unit cheat and h1 accepted together, then cheat caught on a
-/// trap unit by h2 and h3: the unit is reopened (h1 is not trusted yet).
-async fn catch_after_acceptance(
-    compare: bool,
-) -> (
-    crate::fixture::Fixture,
-    protocol::JobId,
-    coordinator::store::WorkerRow,
-) {
-    let f = open(Trust {
-        threshold: 10,
-        ..trust()
-    })
-    .await;
-    let trap = f.job(1, Validation::quorum(2, 4)).await;
-    let job = f
-        .job(
-            1,
-            Validation {
-                compare,
-                ..Validation::quorum(2, 4)
-            },
-        )
+/// A job whose one unit cheat and h1 accepted together (h1 not trusted
+/// yet), and a trap unit on which cheat lied and h2 answered; `catch` has
+/// h3 outvote cheat there, which reopens the job's unit.
+struct Trap {
+    f: crate::fixture::Fixture,
+    trap: protocol::JobId,
+    job: protocol::JobId,
+    cheat: coordinator::store::WorkerRow,
+    h3: coordinator::store::WorkerRow,
+}
+
+impl Trap {
+    async fn set(compare: bool) -> Trap {
+        let f = open(Trust {
+            threshold: 10,
+            ..trust()
+        })
         .await;
-    let cheat = f.worker("cheat", "mallory", 2).await;
-    let h1 = f.worker("h1", "alice", 2).await;
-    let h2 = f.worker("h2", "bob", 2).await;
-    let h3 = f.worker("h3", "carol", 2).await;
-    let cheat_trap = f.lease(&cheat, 1, T0).await.remove(0);
-    let h2_trap = f.lease(&h2, 1, T0).await.remove(0);
-    let lc = f.lease(&cheat, 1, T0).await.remove(0);
-    let lh = f.lease(&h1, 1, T0).await.remove(0);
-    assert_eq!((lc.job_id, lh.job_id), (job, job));
-    f.honest(&cheat, &lc, T0).await;
-    let (_, effects) = f.upload(&h1, &lh, &lh.input, 100, T0).await.unwrap();
-    assert_eq!(effects.jobs_to_reduce, vec![job]);
-    f.upload(&cheat, &cheat_trap, b"lie", 100, T0)
-        .await
-        .unwrap();
-    f.honest(&h2, &h2_trap, T0).await;
-    let h3_trap = f.lease(&h3, 1, T0).await.remove(0);
-    assert_eq!(h3_trap.job_id, trap);
-    f.honest(&h3, &h3_trap, T0).await;
-    (f, job, cheat)
+        let trap = f.job(1, Validation::quorum(2, 4)).await;
+        let job = f
+            .job(
+                1,
+                Validation {
+                    compare,
+                    ..Validation::quorum(2, 4)
+                },
+            )
+            .await;
+        let cheat = f.worker("cheat", "mallory", 2).await;
+        let h1 = f.worker("h1", "alice", 2).await;
+        let h2 = f.worker("h2", "bob", 2).await;
+        let h3 = f.worker("h3", "carol", 2).await;
+        let cheat_trap = f.lease(&cheat, 1, T0).await.remove(0);
+        let h2_trap = f.lease(&h2, 1, T0).await.remove(0);
+        let lc = f.lease(&cheat, 1, T0).await.remove(0);
+        let lh = f.lease(&h1, 1, T0).await.remove(0);
+        assert_eq!((lc.job_id, lh.job_id), (job, job));
+        f.honest(&cheat, &lc, T0).await;
+        let (_, effects) = f.upload(&h1, &lh, &lh.input, 100, T0).await.unwrap();
+        assert_eq!(effects.jobs_to_reduce, vec![job]);
+        f.upload(&cheat, &cheat_trap, b"lie", 100, T0)
+            .await
+            .unwrap();
+        f.honest(&h2, &h2_trap, T0).await;
+        Trap {
+            f,
+            trap,
+            job,
+            cheat,
+            h3,
+        }
+    }
+
+    /// h3 outvotes cheat on the trap: cheat is caught.
+    async fn catch(&self) -> coordinator::store::Effects {
+        let l = self.f.lease(&self.h3, 1, T0).await.remove(0);
+        assert_eq!(l.job_id, self.trap);
+        let (_, effects) = self
+            .f
+            .upload(&self.h3, &l, &l.input, 100, T0)
+            .await
+            .unwrap();
+        effects
+    }
 }
 
 #[tokio::test]
 async fn a_caught_worker_reopens_the_job_it_and_an_untrusted_worker_accepted() {
-    let (f, job, _) = catch_after_acceptance(false).await;
-    let s = f.store.job_status(job).await.unwrap().unwrap();
+    let t = Trap::set(false).await;
+    assert_eq!(t.catch().await.reopened, 1);
+    let s = t.f.store.job_status(t.job).await.unwrap().unwrap();
     assert_eq!((s.state, s.units_accepted), (JobState::Running, 0));
-    f.aggregates_agree(job).await;
+    t.f.aggregates_agree(t.job).await;
 }
 
 #[tokio::test]
 async fn a_reduce_claimed_before_backtracking_cannot_publish_its_output() {
     use coordinator::store::{Duty, Error};
-    let f = open(Trust {
-        threshold: 10,
-        ..trust()
-    })
-    .await;
-    let trap = f.job(1, Validation::quorum(2, 4)).await;
-    let job = f.job(1, Validation::quorum(2, 4)).await;
-    let cheat = f.worker("cheat", "mallory", 2).await;
-    let h1 = f.worker("h1", "alice", 2).await;
-    let h2 = f.worker("h2", "bob", 2).await;
-    let h3 = f.worker("h3", "carol", 2).await;
-    let cheat_trap = f.lease(&cheat, 1, T0).await.remove(0);
-    let h2_trap = f.lease(&h2, 1, T0).await.remove(0);
-    let lc = f.lease(&cheat, 1, T0).await.remove(0);
-    let lh = f.lease(&h1, 1, T0).await.remove(0);
-    f.honest(&cheat, &lc, T0).await;
-    f.honest(&h1, &lh, T0).await;
-    // A coordinator starts reducing the job.
-    let claim = f
-        .store
-        .claim(job, Duty::Reduce, "node-a", T0)
-        .await
-        .unwrap()
-        .unwrap();
-    // Meanwhile cheat is caught, and the unit it vouched for reopened.
-    f.upload(&cheat, &cheat_trap, b"lie", 100, T0)
-        .await
-        .unwrap();
-    f.honest(&h2, &h2_trap, T0).await;
-    let h3_trap = f.lease(&h3, 1, T0).await.remove(0);
-    assert_eq!(h3_trap.job_id, trap);
-    let (_, effects) = f
-        .upload(&h3, &h3_trap, &h3_trap.input, 100, T0)
-        .await
-        .unwrap();
-    assert_eq!(effects.reopened, 1);
-    let refused = f.store.finish_job(&claim, b"stale", T0).await;
+    let t = Trap::set(false).await;
+    // A coordinator starts reducing the job; meanwhile cheat is caught.
+    let claim =
+        t.f.store
+            .claim(t.job, Duty::Reduce, "node-a", T0)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(t.catch().await.reopened, 1);
+    let refused = t.f.store.finish_job(&claim, b"stale", T0).await;
     assert!(
         matches!(refused, Err(Error::ClaimLost { .. })),
         "{refused:?}"
     );
-    let s = f.store.job_status(job).await.unwrap().unwrap();
+    let s = t.f.store.job_status(t.job).await.unwrap().unwrap();
     assert_eq!((s.state, s.output), (JobState::Running, None));
 }
 
@@ -225,20 +219,21 @@ async fn a_reduce_claimed_before_backtracking_cannot_publish_its_output() {
 async fn backtracking_a_compare_job_takes_back_exactly_the_credit_it_granted() {
     // Replicas of `compare` jobs are credited nothing (their fuel need not
     // agree); backtracking used to take back their fuel anyway.
-    let (f, job, cheat) = catch_after_acceptance(true).await;
-    let s = f.status_of(&cheat).await;
+    let t = Trap::set(true).await;
+    assert_eq!(t.catch().await.reopened, 1);
+    let s = t.f.status_of(&t.cheat).await;
     assert_eq!((s.credit_fuel, s.valid, s.invalid), (0, 0, 1));
-    let all = f.store.workers(10, T0).await.unwrap();
+    let all = t.f.store.workers(10, T0).await.unwrap();
     let h1 = all.iter().find(|w| w.name == "h1").unwrap();
     assert_eq!(
         (h1.credit_fuel, h1.valid),
         (0, 0),
         "its judgement is taken back too"
     );
-    let accounts = f.store.accounts(10, T0).await.unwrap();
+    let accounts = t.f.store.accounts(10, T0).await.unwrap();
     assert!(
         accounts.iter().all(|a| a.recent_credit >= 0.0),
         "{accounts:?}"
     );
-    f.aggregates_agree(job).await;
+    t.f.aggregates_agree(t.job).await;
 }
