@@ -10,6 +10,7 @@
 //! spot_check = 0.1        # chance a unit returned alone is checked anyway
 //! daily_quota_per_slot = 10000
 //! leases_per_slot = 2
+//! initial_leases = 4      # a new worker's room; each valid result adds one
 //! distinct_networks = false
 //! ```
 
@@ -38,6 +39,10 @@ pub struct TrustSettings {
     /// Leases a worker may hold at once, per slot it declared.
     #[arg(long = "leases-per-slot", env = "WASM_AT_HOME_LEASES_PER_SLOT")]
     pub leases_per_slot: Option<u32>,
+    /// Leases a new worker may hold at once; each valid result earns one
+    /// more, up to what its slots allow.
+    #[arg(long = "initial-leases", env = "WASM_AT_HOME_INITIAL_LEASES")]
+    pub initial_leases: Option<u32>,
     /// Replicas of a unit go to distinct networks (/24, /48) too.
     #[arg(
         long = "distinct-networks",
@@ -94,6 +99,7 @@ impl Settings {
                 spot_check: t.spot_check.or(o.spot_check),
                 daily_quota_per_slot: t.daily_quota_per_slot.or(o.daily_quota_per_slot),
                 leases_per_slot: t.leases_per_slot.or(o.leases_per_slot),
+                initial_leases: t.initial_leases.or(o.initial_leases),
                 distinct_networks: t.distinct_networks.or(o.distinct_networks),
                 seed: t.seed.or(o.seed),
             },
@@ -137,6 +143,7 @@ impl Settings {
         trust.spot_check = t.spot_check.unwrap_or(trust.spot_check);
         trust.daily_quota_per_slot = t.daily_quota_per_slot.unwrap_or(trust.daily_quota_per_slot);
         trust.leases_per_slot = t.leases_per_slot.unwrap_or(trust.leases_per_slot);
+        trust.initial_leases = t.initial_leases.unwrap_or(trust.initial_leases);
         trust.distinct_networks = t.distinct_networks.unwrap_or(trust.distinct_networks);
         trust.seed = t.seed.or(trust.seed);
         trust.validate().map_err(anyhow::Error::msg)?;

@@ -23,6 +23,12 @@ pub struct Trust {
     /// Leases a worker may hold at once, per slot it declared (one running,
     /// one queued).
     pub leases_per_slot: u32,
+    /// Leases a new worker may hold at once, whatever it declares; each
+    /// valid result it returns allows one more, up to `leases_per_slot` ×
+    /// slots. Leases are earned: a registration that takes work and never
+    /// answers holds this many units, and an honest many-core volunteer
+    /// doubles its room with every round of results.
+    pub initial_leases: u32,
     /// Seed of the spot-check draws, for reproducible simulations; `None`
     /// draws the seed from the OS.
     pub seed: Option<u64>,
@@ -38,6 +44,7 @@ impl Default for Trust {
             spot_check: 0.1,
             daily_quota_per_slot: 10_000,
             leases_per_slot: 2,
+            initial_leases: 4,
             seed: None,
             distinct_networks: false,
         }
@@ -66,6 +73,12 @@ impl Trust {
                 self.daily_quota_per_slot
             ));
         }
+        if !(1..=4096).contains(&self.initial_leases) {
+            return Err(format!(
+                "trust.initial_leases must be between 1 and 4096, not {}",
+                self.initial_leases
+            ));
+        }
         if !(1..=64).contains(&self.leases_per_slot) {
             return Err(format!(
                 "trust.leases_per_slot must be between 1 and 64, not {}",
@@ -85,11 +98,21 @@ impl Trust {
         slots.saturating_mul(self.daily_quota_per_slot as i64)
     }
 
-    /// How many more replicas a worker may lease now: the lease cap of its
-    /// slots less the leases it holds, and what is left of its daily quota.
+    /// The most leases a worker may hold at once: what its valid results
+    /// earned ([`Trust::initial_leases`] plus one per valid result), never
+    /// more than its declared slots allow.
+    pub fn lease_cap(&self, standing: &Standing) -> i64 {
+        let declared = standing
+            .slots
+            .saturating_mul(i64::from(self.leases_per_slot));
+        let earned = i64::from(self.initial_leases).saturating_add(standing.valid.max(0));
+        declared.min(earned)
+    }
+
+    /// How many more replicas a worker may lease now: its lease cap less
+    /// the leases it holds, and at most what is left of its daily quota.
     pub fn room(&self, standing: &Standing, in_flight: i64, today: i64) -> i64 {
-        let cap = standing.slots * i64::from(self.leases_per_slot) - in_flight;
-        cap.min(standing.quota_left(self, today))
+        (self.lease_cap(standing) - in_flight).min(standing.quota_left(self, today))
     }
 }
 
@@ -97,6 +120,8 @@ impl Trust {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Standing {
     pub slots: i64,
+    /// Valid results ever returned (what earns lease room).
+    pub valid: i64,
     pub consecutive_valid: i64,
     /// Its daily quota; 0 for a worker registered before quotas existed,
     /// which has the full quota.
@@ -286,6 +311,7 @@ mod tests {
     fn standing(quota: i64) -> Standing {
         Standing {
             slots: 2,
+            valid: 0,
             consecutive_valid: 5,
             quota,
             quota_day: 0,
@@ -340,6 +366,7 @@ mod tests {
         let trust = Trust::default();
         let s = Standing {
             slots: 3,
+            valid: 100,
             consecutive_valid: 0,
             quota: 10,
             quota_day: 7,
@@ -348,6 +375,39 @@ mod tests {
         assert_eq!(trust.room(&s, 1, 7), 2, "quota left: 10 - 8");
         assert_eq!(trust.room(&s, 1, 8), 5, "a new day: the cap, 6 - 1");
         assert_eq!(trust.room(&s, 6, 8), 0);
+    }
+
+    #[test]
+    fn leases_are_earned_by_valid_results_up_to_what_the_slots_declare() {
+        let trust = Trust::default();
+        let mut s = Standing {
+            slots: 64,
+            valid: 0,
+            consecutive_valid: 0,
+            quota: 0,
+            quota_day: 0,
+            leased_today: 0,
+        };
+        assert_eq!(trust.lease_cap(&s), 4, "a new registration: a handful");
+        s.valid = 60;
+        assert_eq!(trust.lease_cap(&s), 64);
+        s.valid = 1_000;
+        assert_eq!(trust.lease_cap(&s), 128, "never past two per declared slot");
+        s.slots = 1;
+        assert_eq!(trust.lease_cap(&s), 2);
+        // Rounds of results: 4, 8, 16, ... a 64-core host is at full speed
+        // after five rounds.
+        let mut s = Standing {
+            slots: 64,
+            valid: 0,
+            ..s
+        };
+        let mut rounds = 0;
+        while trust.lease_cap(&s) < 128 {
+            s.valid += trust.lease_cap(&s);
+            rounds += 1;
+        }
+        assert_eq!(rounds, 5);
     }
 
     #[test]

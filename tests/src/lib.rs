@@ -373,6 +373,13 @@ impl ManualWorker {
     }
 }
 
+/// A config tweak for tests about something other than earned leases: a
+/// new worker may hold at once what its declared slots allow (two per
+/// slot), instead of the handful a fresh registration gets.
+pub fn declared_leases(config: &mut Config) {
+    config.trust.initial_leases = 4096;
+}
+
 /// What a clever cheat returns for a `primes` lease: the fuel of an honest
 /// run (so fuel gives it away not), and a prime count off by 1,000.
 pub fn primes_cheat_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {

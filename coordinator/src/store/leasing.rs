@@ -101,6 +101,7 @@ pub(super) async fn lease_batch(
 struct StandingRow {
     id: String,
     slots: i64,
+    valid_count: i64,
     quota: i64,
     quota_day: i64,
     leased_today: i64,
@@ -127,7 +128,7 @@ async fn standings(
         q.push_bind(now).push(" WHERE id IN (");
         push_list(&mut q, chunk.iter().cloned());
         q.push(
-            ") RETURNING id, slots, quota, quota_day, leased_today, consecutive_valid,
+            ") RETURNING id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid,
                  (SELECT COUNT(*) FROM replicas r
                      WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight",
         );
@@ -135,6 +136,7 @@ async fn standings(
         for r in rows {
             let standing = Standing {
                 slots: r.slots,
+                valid: r.valid_count,
                 consecutive_valid: r.consecutive_valid,
                 quota: r.quota,
                 quota_day: r.quota_day,

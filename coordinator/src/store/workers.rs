@@ -142,6 +142,7 @@ impl Store {
             .map(|r| {
                 let standing = Standing {
                     slots: r.slots,
+                    valid: r.valid_count,
                     consecutive_valid: r.consecutive_valid,
                     quota: r.quota,
                     quota_day: r.quota_day,
@@ -204,6 +205,7 @@ struct StandingRow {
     id: String,
     account_id: Option<String>,
     slots: i64,
+    valid_count: i64,
     consecutive_valid: i64,
     quota: i64,
     quota_day: i64,
@@ -232,6 +234,7 @@ pub(super) async fn write_deltas(
             };
             let before = Standing {
                 slots: row.slots,
+                valid: row.valid_count,
                 consecutive_valid: row.consecutive_valid,
                 quota: row.quota,
                 quota_day: row.quota_day,
@@ -275,7 +278,8 @@ async fn read_standings(
     chunk: &[(String, WorkerDelta)],
 ) -> Result<HashMap<String, StandingRow>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT id, account_id, slots, consecutive_valid, quota, quota_day, leased_today
+        "SELECT id, account_id, slots, valid_count, consecutive_valid, quota, quota_day,
+                leased_today
          FROM workers WHERE id IN (",
     );
     push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));

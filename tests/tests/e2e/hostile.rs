@@ -5,7 +5,7 @@ use wasm_at_home_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dishonest_worker_is_outvoted_and_its_replicas_are_marked_invalid() {
-    let c = TestCoordinator::start().await;
+    let c = TestCoordinator::start_with(declared_leases).await;
     let job = c
         .running_job(primes_wasm(), b"1000000 20", quorum(2, 5))
         .await;

@@ -68,7 +68,7 @@ async fn leases_of_a_worker_that_never_answers_are_reissued_after_the_deadline()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_holds_at_most_two_leases_per_slot() {
-    let c = TestCoordinator::start().await;
+    let c = TestCoordinator::start_with(declared_leases).await;
     c.running_job(primes_wasm(), b"100000 40", quorum(1, 2))
         .await;
     let hoarder = ManualWorker::register(&c.url, "hoarder").await; // 8 slots
@@ -86,12 +86,46 @@ async fn a_worker_holds_at_most_two_leases_per_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_worker_holds_a_handful_of_leases_until_valid_results_earn_more() {
+    // Issue 12, fault 3: one registration declaring many slots leased a
+    // whole job and never answered. Leases are earned: a fresh worker gets
+    // `initial_leases` (4) whatever it declares, and each valid result
+    // earns one more, up to two per declared slot.
+    let c = TestCoordinator::start().await;
+    c.running_job(primes_wasm(), b"100000 64", quorum(1, 2))
+        .await;
+    let w = ManualWorker::register(&c.url, "eager").await; // 8 slots
+    let mut held = w.take(64).await;
+    assert_eq!(held.len(), 4, "a handful, not the 16 its slots declare");
+    assert!(w.take(64).await.is_empty(), "no more until it returns some");
+    for expected in [8, 16] {
+        for lease in held.drain(..) {
+            w.compute_and_upload(&lease).await;
+        }
+        held = w.take(64).await;
+        assert_eq!(
+            held.len(),
+            expected,
+            "room doubles with each round of valid results"
+        );
+    }
+    for lease in held.drain(..) {
+        w.compute_and_upload(&lease).await;
+    }
+    assert_eq!(
+        w.take(64).await.len(),
+        16,
+        "never past two per declared slot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_is_served_past_the_units_it_already_returned() {
     // Quorum 2 and one fast worker: every unit it returns stays at the head
     // of the queue (it wants a second replica), but never for this worker.
     // After a few rounds the head holds more of its units than the lease
     // batch reads at once, and it must still get fresh units every time.
-    let c = TestCoordinator::start().await;
+    let c = TestCoordinator::start_with(declared_leases).await;
     c.running_job(primes_wasm(), b"300000 300", quorum(2, 3))
         .await;
     let fast = ManualWorker::register(&c.url, "fast").await;

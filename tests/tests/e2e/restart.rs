@@ -73,7 +73,7 @@ async fn concurrent_duplicate_uploads_across_a_restart_credit_each_replica_once(
         sends
     }
 
-    let c = TestCoordinator::start().await;
+    let c = TestCoordinator::start_with(declared_leases).await;
     let module = primes_wasm();
     let job = c
         .running_job(module.clone(), b"100000 12", quorum(2, 3))

@@ -55,7 +55,7 @@ async fn finish_honestly(c: &TestCoordinator, job: protocol::JobId, workers: &[&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_of_one_account_never_hold_replicas_of_one_unit() {
-    let c = TestCoordinator::start().await;
+    let c = TestCoordinator::start_with(declared_leases).await;
     c.running_job(primes_wasm(), b"10000 10", quorum(2, 3))
         .await;
     let a = ManualWorker::register(&c.url, "colluder-a").await;
@@ -81,6 +81,7 @@ async fn workers_of_one_account_never_hold_replicas_of_one_unit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trusted_worker_that_starts_cheating_is_caught_and_its_units_are_redone() {
     let c = TestCoordinator::start_with(|config| {
+        declared_leases(config);
         config.trust.threshold = 3;
         config.trust.spot_check = 0.3;
         config.trust.seed = Some(11);
