@@ -9,11 +9,11 @@
 //! `units.needed` from going below zero, so no writer, however many there
 //! are, can place two replicas of a unit with one account.
 
-use super::sql::{IN_LIST_MAX, VALUES_MAX, count, hash, job_id, push_list, tally};
+use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
 use crate::placement::{self, Candidate, Held, Key, Taker};
-use crate::trust::{DAY_MS, Standing};
+use crate::trust::DAY_MS;
 use protocol::{BlobHash, JobId, Limits, ReplicaId, UnitId};
 use sqlx::{Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -100,12 +100,8 @@ pub(super) async fn lease_batch(
 #[derive(sqlx::FromRow)]
 struct StandingRow {
     id: String,
-    slots: i64,
-    valid_count: i64,
-    quota: i64,
-    quota_day: i64,
-    leased_today: i64,
-    consecutive_valid: i64,
+    #[sqlx(flatten)]
+    standing: StandingColumns,
     in_flight: i64,
 }
 
@@ -134,19 +130,12 @@ async fn standings(
         );
         let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
         for r in rows {
-            let standing = Standing {
-                slots: r.slots,
-                valid: r.valid_count,
-                consecutive_valid: r.consecutive_valid,
-                quota: r.quota,
-                quota_day: r.quota_day,
-                leased_today: r.leased_today,
-            };
+            let standing = r.standing.standing();
             room.insert(
                 r.id.clone(),
                 policy.trust.room(&standing, r.in_flight, today),
             );
-            if policy.trust.trusted(r.consecutive_valid) {
+            if policy.trust.trusted(standing.consecutive_valid) {
                 trusted.insert(r.id);
             }
         }

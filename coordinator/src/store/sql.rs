@@ -2,6 +2,7 @@
 //! stored text into checked types, and per-key tallies.
 
 use super::{Error, Result};
+use crate::trust::Standing;
 use crate::validator::ReplicaState;
 use protocol::{BlobHash, JobId, JobState, WorkerId};
 use sqlx::Sqlite;
@@ -57,5 +58,30 @@ pub(super) fn tally<K: PartialEq>(tallies: &mut Vec<(K, i64)>, key: K, n: i64) {
     match tallies.iter_mut().find(|(k, _)| *k == key) {
         Some((_, total)) => *total += n,
         None => tallies.push((key, n)),
+    }
+}
+
+/// The columns of `workers` that make a worker's [`Standing`], flattened
+/// into each row struct that reads them.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct StandingColumns {
+    pub slots: i64,
+    pub valid_count: i64,
+    pub consecutive_valid: i64,
+    pub quota: i64,
+    pub quota_day: i64,
+    pub leased_today: i64,
+}
+
+impl StandingColumns {
+    pub fn standing(&self) -> Standing {
+        Standing {
+            slots: self.slots,
+            valid: self.valid_count,
+            consecutive_valid: self.consecutive_valid,
+            quota: self.quota,
+            quota_day: self.quota_day,
+            leased_today: self.leased_today,
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! public records, and the one write per transaction of what settling
 //! changed in their counters, standing and credit.
 
-use super::sql::{IN_LIST_MAX, VALUES_MAX, count, push_list, worker_id};
+use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, push_list, worker_id};
 use super::{Result, Store};
 use crate::credit;
 use crate::trust::{DAY_MS, Standing, Trust, WorkerDelta};
@@ -28,20 +28,16 @@ struct StatusRow {
     name: String,
     arch: String,
     os: String,
-    slots: i64,
     created_ms: i64,
     last_seen_ms: i64,
-    valid_count: i64,
+    #[sqlx(flatten)]
+    standing: StandingColumns,
     invalid_count: i64,
     error_count: i64,
     timeout_count: i64,
-    consecutive_valid: i64,
     credit: i64,
     recent_credit: f64,
     account_id: Option<String>,
-    quota: i64,
-    quota_day: i64,
-    leased_today: i64,
     paused: bool,
     running: i64,
 }
@@ -140,34 +136,27 @@ impl Store {
         let today = now.div_euclid(DAY_MS);
         rows.into_iter()
             .map(|r| {
-                let standing = Standing {
-                    slots: r.slots,
-                    valid: r.valid_count,
-                    consecutive_valid: r.consecutive_valid,
-                    quota: r.quota,
-                    quota_day: r.quota_day,
-                    leased_today: r.leased_today,
-                };
+                let standing = r.standing.standing();
                 Ok(WorkerStatus {
                     id: worker_id(&r.id)?,
                     name: r.name,
                     arch: r.arch,
                     os: r.os,
-                    slots: count(r.slots) as u32,
+                    slots: count(standing.slots) as u32,
                     created_ms: r.created_ms,
                     last_seen_ms: r.last_seen_ms,
-                    valid: count(r.valid_count),
+                    valid: count(standing.valid),
                     invalid: count(r.invalid_count),
                     errors: count(r.error_count),
                     timeouts: count(r.timeout_count),
-                    consecutive_valid: count(r.consecutive_valid),
-                    trusted: trust.trusted(r.consecutive_valid),
+                    consecutive_valid: count(standing.consecutive_valid),
+                    trusted: trust.trusted(standing.consecutive_valid),
                     credit_fuel: count(r.credit),
                     credit: credit::credits(r.credit.max(0)),
                     recent_credit: credit::recent_per_day(r.recent_credit, now),
                     running: count(r.running),
                     account_id: r.account_id,
-                    quota_left: count(r.quota).saturating_sub(count(standing.used(today))),
+                    quota_left: count(standing.quota).saturating_sub(count(standing.used(today))),
                     paused: r.paused,
                 })
             })
@@ -204,12 +193,8 @@ impl Store {
 struct StandingRow {
     id: String,
     account_id: Option<String>,
-    slots: i64,
-    valid_count: i64,
-    consecutive_valid: i64,
-    quota: i64,
-    quota_day: i64,
-    leased_today: i64,
+    #[sqlx(flatten)]
+    standing: StandingColumns,
 }
 
 /// Writes what one transaction changed for each worker: counters and
@@ -232,14 +217,7 @@ pub(super) async fn write_deltas(
             let Some(row) = standings.get(id) else {
                 continue;
             };
-            let before = Standing {
-                slots: row.slots,
-                valid: row.valid_count,
-                consecutive_valid: row.consecutive_valid,
-                quota: row.quota,
-                quota_day: row.quota_day,
-                leased_today: row.leased_today,
-            };
+            let before = row.standing.standing();
             writes.push((id.as_str(), d, before.after(d, trust)));
             if let Some(account) = &row.account_id
                 && d.credit != 0

@@ -44,6 +44,29 @@ pub enum Answer {
     Heartbeat(HeartbeatResponse),
 }
 
+impl Answer {
+    fn into_leases(self) -> Vec<LeaseRow> {
+        match self {
+            Answer::Lease(leases) => leases,
+            other => unreachable!("a work request is answered with leases, not {other:?}"),
+        }
+    }
+
+    fn into_upload(self) -> UploadAnswer {
+        match self {
+            Answer::Upload(answer) => answer,
+            other => unreachable!("an upload is answered in kind, not {other:?}"),
+        }
+    }
+
+    fn into_heartbeat(self) -> HeartbeatResponse {
+        match self {
+            Answer::Heartbeat(answer) => answer,
+            other => unreachable!("a heartbeat is answered in kind, not {other:?}"),
+        }
+    }
+}
+
 /// A write waiting for the group-commit task, with where its answer goes.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -69,10 +92,7 @@ impl Store {
             max,
             now,
         };
-        match self.submit(Write::Lease(request)).await? {
-            Answer::Lease(leases) => Ok(leases),
-            other => unreachable!("a lease is answered with leases, not {other:?}"),
-        }
+        Ok(self.submit(Write::Lease(request)).await?.into_leases())
     }
 
     /// A worker's heartbeat (see [`heartbeats`]).
@@ -82,19 +102,17 @@ impl Store {
         beat: Heartbeat,
         now: i64,
     ) -> Result<HeartbeatResponse> {
-        match self.submit(Write::Heartbeat { worker, beat, now }).await? {
-            Answer::Heartbeat(answer) => Ok(answer),
-            other => unreachable!("a heartbeat is answered in kind, not {other:?}"),
-        }
+        let write = Write::Heartbeat { worker, beat, now };
+        Ok(self.submit(write).await?.into_heartbeat())
     }
 
     /// Records what a worker returned for one of its replicas and settles
     /// the unit, acknowledging only after the commit.
     pub async fn record_result(&self, upload: Upload, now: i64) -> Result<UploadAnswer> {
-        match self.submit(Write::Upload { upload, now }).await? {
-            Answer::Upload(answer) => Ok(answer),
-            other => unreachable!("an upload is answered in kind, not {other:?}"),
-        }
+        Ok(self
+            .submit(Write::Upload { upload, now })
+            .await?
+            .into_upload())
     }
 
     /// Records several results, answering each as [`Store::record_result`]
@@ -115,9 +133,7 @@ impl Store {
         for answer in answers {
             results.push(match answer {
                 Ok(answer) => match answer.await {
-                    Ok(Ok(Answer::Upload(a))) => Ok(a),
-                    Ok(Ok(other)) => unreachable!("an upload is answered in kind, not {other:?}"),
-                    Ok(Err(e)) => Err(e),
+                    Ok(answer) => answer.map(Answer::into_upload),
                     Err(_) => Err(Error::WriterGone),
                 },
                 Err(_) => Err(Error::WriterGone),
@@ -155,13 +171,7 @@ impl Store {
             })
             .collect();
         let answers = self.apply_together(writes).await?;
-        Ok(answers
-            .into_iter()
-            .map(|a| match a {
-                Answer::Lease(leases) => leases,
-                other => unreachable!("a lease is answered with leases, not {other:?}"),
-            })
-            .collect())
+        Ok(answers.into_iter().map(Answer::into_leases).collect())
     }
 
     /// [`Store::apply_together`] for uploads alone.
@@ -174,13 +184,7 @@ impl Store {
             })
             .collect();
         let answers = self.apply_together(writes).await?;
-        Ok(answers
-            .into_iter()
-            .map(|a| match a {
-                Answer::Upload(answer) => answer,
-                other => unreachable!("an upload is answered in kind, not {other:?}"),
-            })
-            .collect())
+        Ok(answers.into_iter().map(Answer::into_upload).collect())
     }
 }
 
