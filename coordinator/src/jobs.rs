@@ -79,6 +79,26 @@ impl Coordinator {
             tracing::info!(expired, "leases timed out; their units go to other workers");
             self.apply(effects);
         }
+        // Starvation is a matter of lease periods: a sweep every ten
+        // expiries is soon enough, and it reads every unit that wants work.
+        let due = self.inner.next_starvation_ms.load(Ordering::SeqCst);
+        if now >= due
+            && self
+                .inner
+                .next_starvation_ms
+                .compare_exchange(
+                    due,
+                    now + 10 * self.inner.config.expiry_interval_ms,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+        {
+            let (failed, effects) = self.inner.store.sweep_starved(now).await?;
+            if failed > 0 {
+                self.apply(effects);
+            }
+        }
         Ok(())
     }
 

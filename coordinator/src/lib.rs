@@ -127,6 +127,8 @@ struct Inner {
     wake: Notify,
     /// When expired leases are next looked for.
     next_expiry_ms: AtomicI64,
+    /// When the next starved-unit sweep is due (coordinator clock).
+    next_starvation_ms: AtomicI64,
     /// This coordinator's node id (kept in `data_dir/node-id`): the owner
     /// prefix of its claims, so a restart takes back what it held.
     node: String,
@@ -168,6 +170,7 @@ impl Coordinator {
                 changes: watch::channel(0).0,
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),
+                next_starvation_ms: AtomicI64::new(0),
                 node,
                 performing: Mutex::new(HashSet::new()),
                 known_workers: Mutex::new(HashMap::new()),

@@ -228,6 +228,13 @@ impl WorkerDelta {
         self.recent -= credit::recent_increment(credit, granted_ms);
     }
 
+    /// Takes back an invalid judgement that backtracking reopened. The
+    /// streak it broke stays broken: it restarts with the next valid
+    /// result (this one's, if it is judged valid after all).
+    pub fn unjudge_invalid(&mut self) {
+        self.invalid -= 1;
+    }
+
     pub fn broke_streak(&mut self, counter: Counter) {
         match counter {
             Counter::Errors => self.errors += 1,
@@ -290,13 +297,15 @@ pub fn quorum_now(
     if unit_quorum != 1 || job_quorum <= 1 {
         return (unit_quorum, None);
     }
-    let output_back = replicas
-        .iter()
-        .any(|r| matches!(r.verdict, Some(Verdict::Output { .. })));
+    // A replica given back unstarted, or discarded, tells nothing.
+    let told = || {
+        replicas
+            .iter()
+            .filter(|r| !matches!(r.state, ReplicaState::Released | ReplicaState::Discarded))
+    };
+    let output_back = told().any(|r| matches!(r.verdict, Some(Verdict::Output { .. })));
     let settled_alone = output_back && !draw();
-    if !settled_alone
-        && (output_back || replicas.iter().any(|r| r.state != ReplicaState::InProgress))
-    {
+    if !settled_alone && (output_back || told().any(|r| r.state != ReplicaState::InProgress)) {
         let q = job_quorum.max(2);
         return (q, Some(q));
     }

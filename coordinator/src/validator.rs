@@ -32,9 +32,10 @@ pub enum ReplicaState {
     Errored,
     TimedOut,
     /// Its worker was caught cheating on another unit; not a vote any more
-    /// (backtracking).
+    /// (backtracking), but it counts against `max_replicas`.
     Discarded,
-    /// Its worker gave the lease back unstarted (stopping).
+    /// Its worker gave the lease back unstarted (stopping, or a lease it no
+    /// longer held); it counts against `max_replicas`.
     Released,
 }
 
@@ -81,7 +82,12 @@ pub struct Replica {
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     pub quorum: u32,
+    /// Replicas ever issued for the unit, whatever became of them.
     pub max_replicas: u32,
+    /// No active worker has been able to take the unit for long enough
+    /// (each has held a replica of it, or shares an account or network
+    /// with one that has): waiting on would wait forever.
+    pub starved: bool,
 }
 
 /// What becomes of the unit.
@@ -103,7 +109,9 @@ pub struct Decision {
     pub invalid: Vec<ReplicaId>,
 }
 
-/// Decides an open unit from all its replicas (`issued` = replicas.len()).
+/// Decides an open unit from all its replicas, every one ever issued
+/// (discarded and released ones too: they count against `max_replicas`,
+/// though they are not votes).
 pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
     let issued = replicas.len() as u32;
     let in_flight = replicas
@@ -153,22 +161,28 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
     let agreeing = best.map_or(0, |(_, c)| c);
     let wanted = policy.quorum.saturating_sub(agreeing + in_flight);
     let needed = wanted.min(policy.max_replicas.saturating_sub(issued));
-    if needed == 0 && in_flight == 0 {
-        let distinct = {
-            let mut seen: Vec<Verdict> = Vec::new();
-            for (_, v) in &votes {
-                if !seen.contains(v) {
-                    seen.push(*v);
-                }
+    if in_flight == 0 && (needed == 0 || policy.starved) {
+        let mut distinct: Vec<Verdict> = Vec::new();
+        for (_, v) in &votes {
+            if !distinct.contains(v) {
+                distinct.push(*v);
             }
-            seen.len()
+        }
+        let why = if needed == 0 {
+            format!("after {issued} replicas (max_replicas {})", policy.max_replicas)
+        } else {
+            format!(
+                "after {issued} replicas: no active worker can take another (each has held one, or shares an account or network with one that has)"
+            )
         };
+        let lost = issued - votes.len() as u32;
         return Decision {
             outcome: UnitOutcome::Failed {
                 reason: format!(
-                    "no quorum of {} after {issued} replicas ({} returned {distinct} different results; the rest errored or timed out)",
+                    "no quorum of {} {why}; {} returned {} different results, {lost} errored, timed out, were given back or discarded",
                     policy.quorum,
-                    votes.len()
+                    votes.len(),
+                    distinct.len(),
                 ),
             },
             valid: Vec::new(),
@@ -227,6 +241,7 @@ mod tests {
     const POLICY: Policy = Policy {
         quorum: 2,
         max_replicas: 4,
+        starved: false,
     };
 
     fn out(n: u8) -> Option<Verdict> {
@@ -354,5 +369,55 @@ mod tests {
     fn timeouts_are_replaced() {
         let d = decide(POLICY, &[r(1, TimedOut, None), r(2, InProgress, None)]);
         assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+    }
+
+    #[test]
+    fn discarded_and_released_replicas_count_against_max_replicas() {
+        // Two votes that disagree, and two replicas that are no votes: the
+        // budget of four is spent, so the unit fails instead of waiting
+        // for a fifth replica forever.
+        let d = decide(
+            POLICY,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Discarded, out(2)),
+                r(3, Released, None),
+                r(4, Returned, out(3)),
+            ],
+        );
+        let UnitOutcome::Failed { reason } = d.outcome else {
+            panic!("{d:?}");
+        };
+        assert!(reason.contains("after 4 replicas (max_replicas 4)"), "{reason}");
+        assert!(reason.contains("2 errored, timed out, were given back or discarded"), "{reason}");
+        // A discarded replica is no vote: it does not make a quorum.
+        let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Discarded, out(1))]);
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+    }
+
+    #[test]
+    fn a_starved_unit_fails_once_nothing_is_in_flight() {
+        let starved = Policy {
+            starved: true,
+            ..POLICY
+        };
+        let d = decide(starved, &[r(1, Returned, out(1)), r(2, Returned, out(2))]);
+        let UnitOutcome::Failed { reason } = d.outcome else {
+            panic!("{d:?}");
+        };
+        assert!(reason.contains("no active worker can take another"), "{reason}");
+        // A replica still running may yet make the quorum.
+        let d = decide(
+            starved,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(2)),
+                r(3, InProgress, None),
+            ],
+        );
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 0 });
+        // And a quorum already there is accepted, starved or not.
+        let d = decide(starved, &[r(1, Returned, out(1)), r(2, Returned, out(1))]);
+        assert!(matches!(d.outcome, UnitOutcome::Accepted { .. }));
     }
 }

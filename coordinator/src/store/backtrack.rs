@@ -1,12 +1,15 @@
 //! Backtracking and audits: repairing the past when a worker is caught.
 //! A worker judged invalid has every accepted unit it voted for without a
-//! currently trusted worker confirming it reopened; once per adaptive job,
-//! before its output exists, the last unit each worker vouched for alone
-//! is checked again (the audit). Both run inside settling's transaction.
+//! currently trusted worker confirming it reopened, its votes there
+//! discarded; once per adaptive job, before its output exists, the last
+//! unit each worker vouched for alone is checked again (the audit). A
+//! worker judged invalid only because colluders outvoted it is judged
+//! valid once their units are redone: then the votes its catch discarded
+//! count again (restoring). All run inside settling's transaction.
 
 use super::Result;
 use super::claims;
-use super::settling::Settling;
+use super::settling::{Caught, Settling};
 use super::sql::{IN_LIST_MAX, push_list, tally};
 use crate::credit;
 use crate::trust::Trust;
@@ -50,14 +53,15 @@ impl Settling {
     pub(super) async fn backtrack(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
-        caught: &[String],
+        caught: &[Caught],
         trust: &Trust,
     ) -> Result<Vec<i64>> {
+        let workers: Vec<String> = caught.iter().map(|(w, _)| w.clone()).collect();
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
              WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
         );
-        push_list(&mut q, caught.iter().cloned());
+        push_list(&mut q, workers.iter().cloned());
         q.push(
             ") AND NOT EXISTS (
                  SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
@@ -66,7 +70,7 @@ impl Settling {
         );
         q.push_bind(trust.threshold as i64);
         q.push(" AND o.worker_id NOT IN (");
-        push_list(&mut q, caught.iter().cloned());
+        push_list(&mut q, workers.iter().cloned());
         q.push("))");
         let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
         self.reopen(tx, &units, caught).await
@@ -74,15 +78,16 @@ impl Settling {
 
     /// Reopens accepted `units`: the replicas of `discard` (caught workers)
     /// stop being votes, every other judged replica is judged again (an
-    /// honest one outvoted by colluders included), credit granted is taken
-    /// back, and each unit needs a quorum of at least two. A job already
+    /// honest one outvoted by colluders included), credit granted and
+    /// invalid judgements made are taken back, and each unit needs a quorum
+    /// of at least two. A job already
     /// reducing or done runs again; its output version goes up when it is
     /// reduced anew. Returns the units reopened.
     async fn reopen(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         units: &[i64],
-        discard: &[String],
+        discard: &[Caught],
     ) -> Result<Vec<i64>> {
         let mut reopened = Vec::new();
         for chunk in units.chunks(IN_LIST_MAX) {
@@ -122,13 +127,14 @@ impl Settling {
     }
 
     /// The judged replicas of `units` go back to `returned` (those of
-    /// `discard` to `discarded`), and the credit the valid ones were granted
-    /// is taken back.
+    /// `discard` to `discarded`, naming the judgement that caught their
+    /// worker), and what judging them changed is taken back: the credit of
+    /// the valid ones, the invalid count of the others.
     async fn unjudge(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         units: &[i64],
-        discard: &[String],
+        discard: &[Caught],
     ) -> Result<()> {
         for judged_as in ["valid", "invalid"] {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
@@ -137,9 +143,17 @@ impl Settling {
             // An empty list would not be SQL everywhere; '' is no worker.
             push_list(
                 &mut q,
-                std::iter::once(String::new()).chain(discard.iter().cloned()),
+                std::iter::once(String::new()).chain(discard.iter().map(|(w, _)| w.clone())),
             );
-            q.push(") THEN 'discarded' ELSE 'returned' END WHERE state = ")
+            q.push(") THEN 'discarded' ELSE 'returned' END, discarded_by = CASE worker_id");
+            // A CASE needs one WHEN at least; '' is no worker.
+            for (worker, by) in std::iter::once(&(String::new(), None)).chain(discard) {
+                q.push(" WHEN ")
+                    .push_bind(worker.clone())
+                    .push(" THEN ")
+                    .push_bind(*by);
+            }
+            q.push(" ELSE NULL END WHERE state = ")
                 .push_bind(judged_as)
                 .push(" AND unit_id IN (");
             push_list(&mut q, units.iter().copied());
@@ -151,17 +165,55 @@ impl Settling {
             );
             let rows: Vec<(String, Option<i64>, i64, bool, bool)> =
                 q.build_query_as().fetch_all(&mut **tx).await?;
-            if judged_as == "valid" {
-                for (worker, fuel, returned_ms, output, compare) in rows {
+            for (worker, fuel, returned_ms, output, compare) in rows {
+                if judged_as == "valid" {
                     // Exactly what the valid judgement credited, weighted
                     // in the recent average as of about when it was (its
                     // result's return).
                     let credit = credit::granted(compare, output, fuel.unwrap_or(0));
                     self.worker(worker).refund(credit, returned_ms);
+                } else {
+                    self.worker(worker).unjudge_invalid();
                 }
             }
         }
         Ok(())
+    }
+
+    /// The replicas just judged valid among `valid` may have been judged
+    /// invalid before and their worker caught: the votes that catch
+    /// discarded count again, unless the worker stands caught by another
+    /// invalid judgement (they are then that one's to give back). Returns
+    /// the units of the votes given back, to settle again.
+    pub(super) async fn restore(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        valid: &[i64],
+    ) -> Result<Vec<i64>> {
+        let mut units = Vec::new();
+        for chunk in valid.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE replicas SET
+                    discarded_by = (SELECT MIN(o.id) FROM replicas o
+                                    WHERE o.worker_id = replicas.worker_id AND o.state = 'invalid'),
+                    state = CASE WHEN EXISTS (SELECT 1 FROM replicas o
+                                              WHERE o.worker_id = replicas.worker_id AND o.state = 'invalid')
+                                 THEN 'discarded' ELSE 'returned' END
+                 WHERE state = 'discarded' AND discarded_by IN (",
+            );
+            push_list(&mut q, chunk.iter().copied());
+            q.push(") RETURNING unit_id, state");
+            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            units.extend(
+                rows.into_iter()
+                    .filter(|(_, state)| state == "returned")
+                    .map(|(unit, _)| unit),
+            );
+        }
+        if !units.is_empty() {
+            tracing::info!(units = units.len(), "a worker outvoted by colluders was judged valid after all: its discarded votes count again");
+        }
+        Ok(units)
     }
 }
 

@@ -105,26 +105,33 @@ struct StandingRow {
     in_flight: i64,
 }
 
-/// Marks the requesting workers seen, and reads how many more leases each
-/// may take ([`crate::trust::Trust::room`]) and which are trusted.
+/// Marks the requesting workers seen (and from which network), and reads
+/// how many more leases each may take ([`crate::trust::Trust::room`]) and
+/// which are trusted.
 async fn standings(
     tx: &mut Transaction<'_, Sqlite>,
     policy: &Policy,
     requests: &[&LeaseRequest],
     now: i64,
 ) -> Result<(HashMap<String, i64>, HashSet<String>)> {
-    let mut workers: Vec<String> = requests.iter().map(|r| r.worker.id.to_string()).collect();
+    let mut workers: Vec<(String, Option<String>)> = requests
+        .iter()
+        .map(|r| (r.worker.id.to_string(), r.worker.net.clone()))
+        .collect();
     workers.sort_unstable();
-    workers.dedup();
+    workers.dedup_by(|a, b| a.0 == b.0);
     let today = now.div_euclid(DAY_MS);
     let mut room = HashMap::new();
     let mut trusted = HashSet::new();
-    for chunk in workers.chunks(IN_LIST_MAX) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE workers SET last_seen_ms = ");
-        q.push_bind(now).push(" WHERE id IN (");
-        push_list(&mut q, chunk.iter().cloned());
+    for chunk in workers.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, net) AS (");
+        q.push_values(chunk, |mut b, (id, net)| {
+            b.push_bind(id.clone()).push_bind(net.clone());
+        });
+        q.push(") UPDATE workers SET net = v.net, last_seen_ms = ")
+            .push_bind(now);
         q.push(
-            ") RETURNING id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid,
+            " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid,
                  (SELECT COUNT(*) FROM replicas r
                      WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight",
         );
@@ -415,6 +422,7 @@ async fn count_leases(
         });
         q.push(
             ") UPDATE units SET needed = CASE WHEN v.alone THEN 0 ELSE units.needed - v.taken END,
+                                starved_ms = NULL,
                                 quorum = CASE WHEN v.alone THEN 1 ELSE units.quorum END,
                                 arch = COALESCE(units.arch, v.arch)
                FROM v WHERE units.id = v.id",

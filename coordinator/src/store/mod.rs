@@ -40,6 +40,7 @@ mod jobs;
 mod leasing;
 mod settling;
 mod sql;
+mod starvation;
 mod uploads;
 mod workers;
 mod writer;

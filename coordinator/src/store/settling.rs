@@ -33,6 +33,16 @@ pub(super) struct Settling {
     pub workers: HashMap<String, WorkerDelta>,
 }
 
+/// A worker caught with an invalid result: the replica judged invalid, so
+/// that the votes backtracking discards can be given back if that
+/// judgement is overturned (`None`: nothing can overturn it, as a ban).
+pub(super) type Caught = (String, Option<i64>);
+
+/// Rounds of settling one transaction may take before it gives up: each
+/// round reopens or restores only what the one before judged, so real
+/// chains are a few rounds long.
+const MAX_ROUNDS: usize = 1000;
+
 /// One replica of a unit being settled, with its unit's and job's columns.
 #[derive(sqlx::FromRow)]
 struct ReplicaRow {
@@ -50,6 +60,8 @@ struct ReplicaRow {
     quorum: i64,
     job_quorum: i64,
     max_replicas: i64,
+    starved_ms: Option<i64>,
+    lease_secs: i64,
 }
 
 impl ReplicaRow {
@@ -81,8 +93,8 @@ impl ReplicaRow {
     }
 }
 
-/// A unit as the policies see it: its state and quorums, and its replicas
-/// that count (not discarded, not released) with their workers.
+/// A unit as the policies see it: its state and quorums, and every replica
+/// ever issued for it, with their workers.
 struct UnitView {
     id: i64,
     open: bool,
@@ -92,6 +104,8 @@ struct UnitView {
     max_replicas: u32,
     /// Its job compares outputs with `compare`.
     compare: bool,
+    /// No active worker has been able to take it for two lease periods.
+    starved: bool,
     replicas: Vec<Replica>,
     /// Per replica: its worker, and the fuel it reported.
     workers: Vec<String>,
@@ -99,7 +113,7 @@ struct UnitView {
 }
 
 impl UnitView {
-    fn from_rows(rows: &[ReplicaRow]) -> Result<Option<UnitView>> {
+    fn from_rows(rows: &[ReplicaRow], now: i64) -> Result<Option<UnitView>> {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -111,17 +125,15 @@ impl UnitView {
             job_quorum: first.job_quorum as u32,
             max_replicas: first.max_replicas as u32,
             compare: first.compare,
+            starved: first
+                .starved_ms
+                .is_some_and(|since| now - since >= 2 * first.lease_secs * 1000),
             replicas: Vec::with_capacity(rows.len()),
             workers: Vec::with_capacity(rows.len()),
             fuel_used: Vec::with_capacity(rows.len()),
         };
         for r in rows {
             let state = replica_state(&r.state)?;
-            if matches!(state, ReplicaState::Discarded | ReplicaState::Released) {
-                // Not a vote, and not counted against max_replicas: its
-                // worker was caught cheating elsewhere, or gave it back.
-                continue;
-            }
             view.replicas.push(Replica {
                 id: ReplicaId(r.id),
                 state,
@@ -208,6 +220,7 @@ impl Decisions {
         let rule = validator::Policy {
             quorum,
             max_replicas: unit.max_replicas,
+            starved: unit.starved,
         };
         let decision = validator::decide(rule, &unit.replicas);
         self.judge(unit, &decision);
@@ -226,6 +239,17 @@ impl Decisions {
             error,
         });
     }
+}
+
+/// What one round of settling found.
+struct Round {
+    /// Workers just caught with an invalid result.
+    caught: Vec<Caught>,
+    /// Replicas just judged valid: any votes their judgement as invalid
+    /// had discarded are votes again.
+    valid: Vec<i64>,
+    /// Units reopened by an audit.
+    audited: Vec<i64>,
 }
 
 /// What settling a batch changed for one job.
@@ -252,31 +276,43 @@ impl Settling {
         now: i64,
     ) -> Result<Effects> {
         let mut effects = Effects::default();
-        // Backtracking reopens units, which are then settled again: a loop,
-        // bounded because each round only reopens accepted units.
+        // Backtracking reopens units, and overturned judgements give votes
+        // back, and those units are then settled again.
+        let mut rounds = 0;
         while !self.units.is_empty() {
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(Error::corrupt(
+                    "settling",
+                    format!("backtracking did not settle after {MAX_ROUNDS} rounds"),
+                ));
+            }
             let mut units = std::mem::take(&mut self.units);
             units.sort_unstable();
             units.dedup();
-            let (caught, audited) = self
+            let round = self
                 .settle_round(tx, &units, policy, now, &mut effects)
                 .await?;
-            self.units = audited;
-            if !caught.is_empty() {
-                let reopened = self.backtrack(tx, &caught, &policy.trust).await?;
+            self.units = round.audited;
+            if !round.caught.is_empty() {
+                let reopened = self.backtrack(tx, &round.caught, &policy.trust).await?;
                 if !reopened.is_empty() {
-                    tracing::warn!(workers = ?caught, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
+                    let workers: Vec<&str> = round.caught.iter().map(|(w, _)| w.as_str()).collect();
+                    tracing::warn!(?workers, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
                     effects.reopened += reopened.len() as u64;
                 }
                 self.units.extend(reopened);
+            }
+            if !round.valid.is_empty() {
+                let restored = self.restore(tx, &round.valid).await?;
+                self.units.extend(restored);
             }
         }
         workers::write_deltas(tx, &policy.trust, self.workers).await?;
         Ok(effects)
     }
 
-    /// Decides `units` and applies the decisions. Returns the workers just
-    /// caught with an invalid result, and units reopened by an audit.
+    /// Decides `units` and applies the decisions.
     async fn settle_round(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
@@ -284,17 +320,17 @@ impl Settling {
         policy: &Policy,
         now: i64,
         effects: &mut Effects,
-    ) -> Result<(Vec<String>, Vec<i64>)> {
+    ) -> Result<Round> {
         let mut d = Decisions::default();
         for chunk in units.chunks(IN_LIST_MAX) {
             let rows = read_units(tx, chunk).await?;
             for unit_rows in rows.chunk_by(|a, b| a.unit_id == b.unit_id) {
-                if let Some(view) = UnitView::from_rows(unit_rows)? {
+                if let Some(view) = UnitView::from_rows(unit_rows, now)? {
                     d.decide(&view, policy);
                 }
             }
         }
-        let caught = self.write_judgements(tx, &d.judged, now).await?;
+        let (caught, valid) = self.write_judgements(tx, &d.judged, now).await?;
         set_on_open_units(tx, "quorum", &d.quorum).await?;
         set_on_open_units(tx, "needed", &d.needed).await?;
         let counts = close_units(tx, &d).await?;
@@ -318,19 +354,24 @@ impl Settling {
             }
             audited.extend(reopened);
         }
-        Ok((caught, audited))
+        Ok(Round {
+            caught,
+            valid,
+            audited,
+        })
     }
 
     /// Writes valid and invalid judgements, crediting only the replicas
     /// this statement moved out of `returned` (exactly once). Returns the
-    /// workers caught with an invalid result.
+    /// workers caught with an invalid result, and the replicas judged valid.
     async fn write_judgements(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         judged: &[Judged],
         now: i64,
-    ) -> Result<Vec<String>> {
-        let mut caught = Vec::new();
+    ) -> Result<(Vec<Caught>, Vec<i64>)> {
+        let mut caught: Vec<Caught> = Vec::new();
+        let mut valid = Vec::new();
         for chunk in judged.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, state) AS (");
             q.push_values(chunk, |mut b, j| {
@@ -351,15 +392,16 @@ impl Settling {
                 let w = self.worker(j.worker.clone());
                 if j.valid {
                     w.valid(j.credit, now);
+                    valid.push(j.replica);
                 } else {
                     w.broke_streak(Counter::Invalid);
-                    if !caught.contains(&j.worker) {
-                        caught.push(j.worker.clone());
+                    if !caught.iter().any(|(c, _)| *c == j.worker) {
+                        caught.push((j.worker.clone(), Some(j.replica)));
                     }
                 }
             }
         }
-        Ok(caught)
+        Ok((caught, valid))
     }
 }
 
@@ -370,7 +412,7 @@ async fn read_units(tx: &mut Transaction<'_, Sqlite>, units: &[i64]) -> Result<V
                 r.failure_kind, r.output_class, j.compare,
                 u.state AS unit_state, u.accepted_replica,
                 COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
-                j.max_replicas
+                j.max_replicas, u.starved_ms, j.lease_secs
          FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
          WHERE r.unit_id IN (",
     );
