@@ -169,7 +169,10 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
             }
         }
         let why = if needed == 0 {
-            format!("after {issued} replicas (max_replicas {})", policy.max_replicas)
+            format!(
+                "after {issued} replicas (max_replicas {})",
+                policy.max_replicas
+            )
         } else {
             format!(
                 "after {issued} replicas: no active worker can take another (each has held one, or shares an account or network with one that has)"
@@ -388,8 +391,14 @@ mod tests {
         let UnitOutcome::Failed { reason } = d.outcome else {
             panic!("{d:?}");
         };
-        assert!(reason.contains("after 4 replicas (max_replicas 4)"), "{reason}");
-        assert!(reason.contains("2 errored, timed out, were given back or discarded"), "{reason}");
+        assert!(
+            reason.contains("after 4 replicas (max_replicas 4)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("2 errored, timed out, were given back or discarded"),
+            "{reason}"
+        );
         // A discarded replica is no vote: it does not make a quorum.
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Discarded, out(1))]);
         assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
@@ -405,7 +414,10 @@ mod tests {
         let UnitOutcome::Failed { reason } = d.outcome else {
             panic!("{d:?}");
         };
-        assert!(reason.contains("no active worker can take another"), "{reason}");
+        assert!(
+            reason.contains("no active worker can take another"),
+            "{reason}"
+        );
         // A replica still running may yet make the quorum.
         let d = decide(
             starved,

@@ -211,7 +211,10 @@ impl Settling {
             );
         }
         if !units.is_empty() {
-            tracing::info!(units = units.len(), "a worker outvoted by colluders was judged valid after all: its discarded votes count again");
+            tracing::info!(
+                units = units.len(),
+                "a worker outvoted by colluders was judged valid after all: its discarded votes count again"
+            );
         }
         Ok(units)
     }

@@ -262,6 +262,49 @@ impl Store {
         Ok(wrong)
     }
 
+    /// Compares every worker's kept counters and credit with a recount of
+    /// its replicas: valid, invalid, errored and timed-out ones, and the
+    /// credit its valid ones are worth ([`crate::credit::granted`]).
+    /// Returns what disagrees.
+    pub async fn verify_worker_counters(&self) -> Result<Vec<String>> {
+        let kept: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, valid_count, invalid_count, error_count, timeout_count, credit FROM workers",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let replicas: Vec<(String, String, bool, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT r.worker_id, r.state, j.compare, r.output_hash IS NOT NULL, r.fuel_used
+             FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut real: std::collections::HashMap<&str, [i64; 5]> = Default::default();
+        for (worker, state, compare, output, fuel) in &replicas {
+            let c = real.entry(worker.as_str()).or_default();
+            match state.as_str() {
+                "valid" => {
+                    c[0] += 1;
+                    c[4] += crate::credit::granted(*compare, *output, fuel.unwrap_or(0));
+                }
+                "invalid" => c[1] += 1,
+                "errored" => c[2] += 1,
+                "timed_out" => c[3] += 1,
+                _ => {}
+            }
+        }
+        let mut wrong = Vec::new();
+        for (id, valid, invalid, errors, timeouts, credit) in kept {
+            let counted = real.get(id.as_str()).copied().unwrap_or_default();
+            let kept = [valid, invalid, errors, timeouts, credit];
+            if kept != counted {
+                wrong.push(format!(
+                    "worker {id}: kept [valid, invalid, errors, timeouts, credit] {kept:?}, counted {counted:?}"
+                ));
+            }
+        }
+        Ok(wrong)
+    }
+
     /// One failed unit's error, as an example.
     pub(crate) async fn job_unit_error(&self, job: &str) -> Result<Option<String>> {
         let e: Option<Option<String>> = sqlx::query_scalar(

@@ -298,7 +298,11 @@ impl Settling {
                 let reopened = self.backtrack(tx, &round.caught, &policy.trust).await?;
                 if !reopened.is_empty() {
                     let workers: Vec<&str> = round.caught.iter().map(|(w, _)| w.as_str()).collect();
-                    tracing::warn!(?workers, units = reopened.len(), "caught returning a wrong result: reopening the units accepted on their word");
+                    tracing::warn!(
+                        ?workers,
+                        units = reopened.len(),
+                        "caught returning a wrong result: reopening the units accepted on their word"
+                    );
                     effects.reopened += reopened.len() as u64;
                 }
                 self.units.extend(reopened);

@@ -1,6 +1,7 @@
 //! Starved units: a unit that wants a replica no active worker can take
 //! (each has held one of it, or shares an account or network with a worker
-//! that has) would otherwise wait forever while workers ask for work. The
+//! that has) would otherwise wait forever while workers ask for work.
+//! Active: seen within two of the job's lease periods. The
 //! sweep notes when each was first seen starved; starved for two of its
 //! job's lease periods, it is settled again and fails with that reason
 //! ([`crate::validator::Policy::starved`]). A lease of the unit, or a
@@ -17,12 +18,19 @@ const SWEEP_MAX: i64 = 1000;
 
 /// Pushes the condition on `u` (an alias of `units`, joined with its job
 /// `j`) that it wants replicas, has had some, has none in flight, and that
-/// no worker seen within two lease periods of `now` may take it.
+/// workers are asking (some were seen within two lease periods of `now`)
+/// but none of those may take it. With every worker away nothing starves:
+/// the unit waits for them.
 fn push_starved(q: &mut sqlx::QueryBuilder<'_, Sqlite>, now: i64) {
     q.push(
         "u.needed > 0 AND j.state = 'running'
          AND EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id)
          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND r.state = 'in_progress')
+         AND EXISTS (SELECT 1 FROM workers w WHERE w.last_seen_ms >= ",
+    )
+    .push_bind(now)
+    .push(
+        " - 2000 * j.lease_secs)
          AND NOT EXISTS (
              SELECT 1 FROM workers w
              WHERE w.last_seen_ms >= ",
@@ -67,13 +75,14 @@ impl Store {
         q.build().execute(&mut *tx).await?;
         let mut overdue = Vec::new();
         for chunk in starved.chunks(IN_LIST_MAX) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE units SET starved_ms = COALESCE(starved_ms, ");
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE units SET starved_ms = COALESCE(starved_ms, ",
+            );
             q.push_bind(now).push(") WHERE id IN (");
             push_list(&mut q, chunk.iter().copied());
-            q.push(
-                ") RETURNING id, starved_ms <= ? - 2000 * (SELECT j.lease_secs FROM jobs j WHERE j.id = units.job_id)",
-            )
-            .push_bind(now);
+            q.push(") RETURNING id, starved_ms <= ")
+                .push_bind(now)
+                .push(" - 2000 * (SELECT j.lease_secs FROM jobs j WHERE j.id = units.job_id)");
             let rows: Vec<(i64, bool)> = q.build_query_as().fetch_all(&mut *tx).await?;
             overdue.extend(rows.into_iter().filter(|(_, due)| *due).map(|(u, _)| u));
         }

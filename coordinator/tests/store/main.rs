@@ -11,4 +11,5 @@ mod claims;
 mod fixture;
 mod invariants;
 mod lifecycle;
+mod liveness;
 mod trust;

@@ -1,0 +1,332 @@
+//! Liveness through the store: whoever the workers are and whatever they
+//! return, every unit ends accepted or failed while workers keep asking,
+//! and the workers' counters and credit always equal a recount of their
+//! replicas (an honest worker outvoted by colluders keeps no invalid mark
+//! once the colluders are caught).
+
+use crate::fixture::{Fixture, T0, open, trust};
+use coordinator::store::{LeaseRow, Trust, WorkerRow};
+use proptest::prelude::*;
+use protocol::{JobId, JobState, Validation};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What a simulated worker returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// The input, echoed: the right answer.
+    Honest,
+    /// A wrong answer of its own, different for every unit.
+    Liar,
+    /// The wrong answer every colluder agrees on.
+    Colluder,
+    /// Takes leases and never answers.
+    Silent,
+}
+
+struct Sim {
+    f: Fixture,
+    workers: Vec<(Kind, WorkerRow)>,
+    /// Leases taken and not yet answered: (worker index, lease).
+    held: Vec<(usize, LeaseRow)>,
+    now: i64,
+    rng: u64,
+}
+
+impl Sim {
+    async fn new(trust: Trust, kinds: &[Kind], seed: u64) -> Sim {
+        let f = open(trust).await;
+        let mut workers = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            // One account each: colluders are distinct people to the
+            // coordinator, as Sybil accounts would be.
+            let name = format!("w{i}");
+            workers.push((*kind, f.worker(&name, &name, 1).await));
+        }
+        Sim {
+            f,
+            workers,
+            held: Vec::new(),
+            now: T0,
+            rng: seed | 1,
+        }
+    }
+
+    fn next(&mut self, n: u64) -> u64 {
+        // xorshift64*: enough for picking.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+
+    /// One step: a random worker asks for work, or answers one of its
+    /// leases, or the clock moves on and the sweeps run. Returns whether
+    /// anything was leased or answered.
+    async fn step(&mut self) -> bool {
+        match self.next(4) {
+            0 | 1 => {
+                let w = self.next(self.workers.len() as u64) as usize;
+                let leases = self.f.lease(&self.workers[w].1, 2, self.now).await;
+                let any = !leases.is_empty();
+                self.held.extend(leases.into_iter().map(|l| (w, l)));
+                any
+            }
+            2 if !self.held.is_empty() => {
+                let i = self.next(self.held.len() as u64) as usize;
+                let (w, lease) = self.held.swap_remove(i);
+                let (kind, worker) = &self.workers[w];
+                let output: Vec<u8> = match kind {
+                    Kind::Honest => lease.input.clone(),
+                    Kind::Liar => format!("lie {} {}", w, lease.unit_id.0).into_bytes(),
+                    Kind::Colluder => b"agreed lie".to_vec(),
+                    Kind::Silent => return false,
+                };
+                self.f
+                    .upload(worker, &lease, &output, 100, self.now)
+                    .await
+                    .is_ok()
+            }
+            _ => {
+                self.now += 1_000 * (1 + self.next(30) as i64);
+                self.sweep().await;
+                false
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        self.f.store.expire_leases(self.now).await.unwrap();
+        self.f.store.sweep_starved(self.now).await.unwrap();
+    }
+
+    /// Steps until nothing was leased or answered for a long stretch,
+    /// then lets every lease run out, the starvation sweep act and the
+    /// day (and with it every daily quota) turn, until the job settles.
+    async fn run(&mut self, job: JobId) {
+        for _ in 0..60 {
+            let mut idle = 0;
+            while idle < 120 {
+                if self.step().await {
+                    idle = 0;
+                } else {
+                    idle += 1;
+                }
+            }
+            if self.settled(job).await {
+                return;
+            }
+            // Everyone has stopped: leases run out (60 s) and starvation
+            // is acted on, if workers keep asking, two lease periods later.
+            for _ in 0..3 {
+                self.now += 70_000;
+                for w in 0..self.workers.len() {
+                    let leases = self.f.lease(&self.workers[w].1, 2, self.now).await;
+                    self.held.extend(leases.into_iter().map(|l| (w, l)));
+                }
+                self.sweep().await;
+            }
+            if self.settled(job).await {
+                return;
+            }
+            // Quotas shrunk by wrong results last until the next day.
+            self.now += DAY_MS;
+            self.held.clear();
+            self.sweep().await;
+        }
+    }
+
+    async fn settled(&self, job: JobId) -> bool {
+        let s = self.f.store.job_status(job).await.unwrap().unwrap();
+        s.units_accepted + s.units_failed == s.units_total
+    }
+
+    /// The job ended (every unit accepted or failed: reducing, or failed
+    /// outright), and every kept count agrees with a recount.
+    async fn assert_ended_consistently(&self, job: JobId) {
+        let s = self.f.store.job_status(job).await.unwrap().unwrap();
+        assert!(
+            matches!(s.state, JobState::Reducing | JobState::Failed),
+            "the job did not end: {s:?}"
+        );
+        assert_eq!(s.units_accepted + s.units_failed, s.units_total, "{s:?}");
+        self.f.aggregates_agree(job).await;
+        let wrong = self.f.store.verify_worker_counters().await.unwrap();
+        assert!(wrong.is_empty(), "worker counters disagree: {wrong:?}");
+    }
+}
+
+fn kinds(honest: usize, liars: usize, colluders: usize, silent: usize) -> Vec<Kind> {
+    [
+        (Kind::Honest, honest),
+        (Kind::Liar, liars),
+        (Kind::Colluder, colluders),
+        (Kind::Silent, silent),
+    ]
+    .into_iter()
+    .flat_map(|(k, n)| std::iter::repeat_n(k, n))
+    .collect()
+}
+
+/// The attack that left units open forever: two colluding accounts and
+/// three honest workers, quorum 2, at most 5 replicas. Honest replicas
+/// outvoted by the colluders were discarded when the colluders were caught
+/// elsewhere and did not count against `max_replicas`, while every worker
+/// had already held one: the unit could neither finish nor fail.
+#[tokio::test]
+async fn colluders_outvoting_honest_workers_cannot_leave_a_unit_open_forever() {
+    for seed in 1..=8 {
+        let mut sim = Sim::new(trust(), &kinds(3, 0, 2, 0), seed).await;
+        let job = sim.f.job(40, Validation::quorum(2, 5)).await;
+        sim.run(job).await;
+        sim.assert_ended_consistently(job).await;
+    }
+}
+
+/// A unit every active worker has held fails with the reason once two
+/// lease periods pass, instead of waiting: quorum 3 with only two workers.
+#[tokio::test]
+async fn a_unit_no_active_worker_can_take_fails_after_two_lease_periods() {
+    let f = open(trust()).await;
+    let job = f.job(1, Validation::quorum(3, 5)).await;
+    let a = f.worker("a", "alice", 1).await;
+    let b = f.worker("b", "bob", 1).await;
+    for w in [&a, &b] {
+        let lease = f.lease(w, 1, T0).await.remove(0);
+        f.honest(w, &lease, T0).await;
+    }
+    // The workers keep asking, and get nothing.
+    let ask = |t: i64| {
+        let (f, a, b) = (&f, &a, &b);
+        async move {
+            assert!(f.lease(a, 1, t).await.is_empty());
+            assert!(f.lease(b, 1, t).await.is_empty());
+        }
+    };
+    // Noted starved; one lease period (60 s) later it still waits.
+    ask(T0).await;
+    f.store.sweep_starved(T0).await.unwrap();
+    ask(T0 + 60_000).await;
+    let (failed, _) = f.store.sweep_starved(T0 + 60_000).await.unwrap();
+    assert_eq!(failed, 0);
+    // A third worker arrives and could take it: not starved any more.
+    let c = f.worker("c", "carol", 1).await;
+    f.store.sweep_starved(T0 + 61_000).await.unwrap();
+    // It takes it and stops answering; the lease runs out, and nobody is
+    // left who may take the unit: two lease periods later it fails.
+    let t = T0 + 100_000;
+    ask(t).await;
+    let _silent = f.lease(&c, 1, t).await.remove(0);
+    let t = t + 61_000;
+    f.store.expire_leases(t).await.unwrap();
+    ask(t).await;
+    f.store.sweep_starved(t).await.unwrap();
+    ask(t + 119_000).await;
+    let (failed, _) = f.store.sweep_starved(t + 119_000).await.unwrap();
+    assert_eq!(failed, 0, "not yet two lease periods");
+    ask(t + 120_000).await;
+    let (failed, _) = f.store.sweep_starved(t + 120_000).await.unwrap();
+    assert_eq!(failed, 1);
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(s.state, JobState::Failed);
+    let error = s.error.unwrap_or_default();
+    assert!(
+        error.contains("no active worker can take another"),
+        "{error}"
+    );
+    f.aggregates_agree(job).await;
+}
+
+/// With every worker away, nothing starves: the unit waits for them.
+#[tokio::test]
+async fn a_unit_waits_while_no_worker_asks() {
+    let f = open(trust()).await;
+    let job = f.job(1, Validation::quorum(3, 5)).await;
+    for name in ["a", "b"] {
+        let w = f.worker(name, name, 1).await;
+        let lease = f.lease(&w, 1, T0).await.remove(0);
+        f.honest(&w, &lease, T0).await;
+    }
+    for minutes in [5, 10, 60] {
+        let (failed, _) = f.store.sweep_starved(T0 + minutes * 60_000).await.unwrap();
+        assert_eq!(failed, 0);
+    }
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(s.state, JobState::Running);
+}
+
+/// An honest worker outvoted by two colluders is judged invalid; once a
+/// colluder is caught and the unit redone, it is judged valid after all:
+/// its invalid mark is gone and its votes elsewhere count again.
+#[tokio::test]
+async fn an_outvoted_honest_worker_is_judged_valid_again_and_keeps_no_invalid_mark() {
+    let f = open(trust()).await;
+    let first = f.job(1, Validation::quorum(2, 5)).await;
+    let honest = f.worker("h", "honest", 1).await;
+    let c1 = f.worker("c1", "sybil1", 1).await;
+    let c2 = f.worker("c2", "sybil2", 1).await;
+    let h2 = f.worker("h2", "helper", 1).await;
+    let h3 = f.worker("h3", "helper3", 1).await;
+    // The colluders outvote the honest worker.
+    let lh = f.lease(&honest, 1, T0).await.remove(0);
+    let l1 = f.lease(&c1, 1, T0).await.remove(0);
+    f.honest(&honest, &lh, T0).await;
+    f.upload(&c1, &l1, b"agreed lie", 100, T0).await.unwrap();
+    let l2 = f.lease(&c2, 1, T0).await.remove(0);
+    f.upload(&c2, &l2, b"agreed lie", 100, T0).await.unwrap();
+    assert_eq!(f.status_of(&honest).await.invalid, 1);
+    // On a second job a colluder is caught by two honest workers...
+    let second = f.job(1, Validation::quorum(2, 5)).await;
+    let l1 = f.lease(&c1, 1, T0).await.remove(0);
+    assert_eq!(l1.job_id, second);
+    f.upload(&c1, &l1, b"agreed lie", 100, T0).await.unwrap();
+    for w in [&h2, &h3] {
+        let l = f.lease(w, 1, T0).await.remove(0);
+        assert_eq!(l.job_id, second);
+        f.honest(w, &l, T0).await;
+    }
+    // ... which reopens the first job's unit: a new honest replica agrees
+    // with the worker that was outvoted.
+    let l = f.lease(&h2, 1, T0).await.remove(0);
+    assert_eq!(l.job_id, first);
+    f.honest(&h2, &l, T0).await;
+    let status = f.status_of(&honest).await;
+    assert_eq!((status.valid, status.invalid), (1, 0));
+    assert_eq!(f.credit_of(&honest).await, 100);
+    let wrong = f.store.verify_worker_counters().await.unwrap();
+    assert!(wrong.is_empty(), "{wrong:?}");
+    f.aggregates_agree(first).await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random populations (honest, lying, colluding and silent workers),
+    /// random policies and a random order of requests, answers and clock
+    /// moves: the job always ends, and counters always recount.
+    #[test]
+    fn every_job_ends_and_counters_recount(
+        honest in 1usize..5,
+        liars in 0usize..3,
+        colluders in 0usize..4,
+        silent in 0usize..2,
+        quorum in 1u32..4,
+        extra in 0u32..4,
+        adaptive in any::<bool>(),
+        units in 1usize..25,
+        seed in any::<u64>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let trust = Trust { threshold: 3, spot_check: 0.2, seed: Some(seed), ..Trust::default() };
+            let mut sim = Sim::new(trust, &kinds(honest, liars, colluders, silent), seed).await;
+            let validation = Validation {
+                adaptive,
+                ..Validation::quorum(quorum, quorum + extra)
+            };
+            let job = sim.f.job(units, validation).await;
+            sim.run(job).await;
+            sim.assert_ended_consistently(job).await;
+        });
+    }
+}
