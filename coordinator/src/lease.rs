@@ -1,10 +1,11 @@
-//! Lease policy: when a lease is live and how a heartbeat extends it. One
-//! rule for every path that asks (an upload, a heartbeat, a release, the
-//! expiry sweep): a lease is live up to and including its deadline, and
-//! from the next millisecond on it is gone, whether or not the sweep has
-//! marked it yet.
+//! Lease policy: when a lease is live, how a heartbeat extends it, and
+//! which leases a worker no longer has. One rule for every path that asks
+//! (an upload, a heartbeat, a release, the expiry sweep): a lease is live
+//! up to and including its deadline, and from the next millisecond on it
+//! is gone, whether or not the sweep has marked it yet.
 
-use protocol::MAX_LEASE_PERIODS;
+use protocol::{MAX_LEASE_PERIODS, ReplicaId};
+use std::collections::HashSet;
 
 /// Whether a lease with this deadline is still held at `now`.
 pub fn is_live(deadline_ms: i64, now: i64) -> bool {
@@ -35,9 +36,30 @@ pub fn extended_deadline(
     Some((deadline_ms.max((now + period_ms).min(latest)), true))
 }
 
+/// The leases a worker holds at the coordinator (`in_flight`) that it no
+/// longer has (`held`, its own list): lost in a crash before their answer
+/// reached it, or held by its process before a restart. They are given
+/// back at once, not timed out against the worker.
+pub fn orphaned(in_flight: &[ReplicaId], held: &[ReplicaId]) -> Vec<ReplicaId> {
+    let held: HashSet<ReplicaId> = held.iter().copied().collect();
+    in_flight
+        .iter()
+        .copied()
+        .filter(|r| !held.contains(r))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_the_worker_does_not_name_are_orphaned() {
+        let ids = |v: &[i64]| v.iter().copied().map(ReplicaId).collect::<Vec<_>>();
+        assert_eq!(orphaned(&ids(&[1, 2, 3]), &ids(&[3, 1, 9])), ids(&[2]));
+        assert_eq!(orphaned(&ids(&[1, 2]), &[]), ids(&[1, 2]));
+        assert!(orphaned(&[], &ids(&[5])).is_empty());
+    }
 
     const PERIOD: i64 = 1_000;
 

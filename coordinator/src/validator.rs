@@ -35,7 +35,9 @@ pub enum ReplicaState {
     /// (backtracking), but it counts against `max_replicas`.
     Discarded,
     /// Its worker gave the lease back unstarted (stopping, or a lease it no
-    /// longer held); it counts against `max_replicas`.
+    /// longer held). It never ran, so it does not count against
+    /// `max_replicas`; a worker releases a unit at most once (it never
+    /// holds two replicas of one), so releases cannot keep a unit open.
     Released,
 }
 
@@ -82,7 +84,8 @@ pub struct Replica {
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     pub quorum: u32,
-    /// Replicas ever issued for the unit, whatever became of them.
+    /// Replicas issued for the unit that ran or may yet run, votes or not
+    /// (every one but those given back unstarted).
     pub max_replicas: u32,
     /// No active worker has been able to take the unit for long enough
     /// (each has held a replica of it, or shares an account or network
@@ -109,11 +112,14 @@ pub struct Decision {
     pub invalid: Vec<ReplicaId>,
 }
 
-/// Decides an open unit from all its replicas, every one ever issued
-/// (discarded and released ones too: they count against `max_replicas`,
-/// though they are not votes).
+/// Decides an open unit from all its replicas, every one ever issued:
+/// discarded ones count against `max_replicas` though they are no votes;
+/// released ones (never run) do not.
 pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
-    let issued = replicas.len() as u32;
+    let issued = replicas
+        .iter()
+        .filter(|r| r.state != ReplicaState::Released)
+        .count() as u32;
     let in_flight = replicas
         .iter()
         .filter(|r| r.state == ReplicaState::InProgress)
@@ -182,7 +188,7 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
         return Decision {
             outcome: UnitOutcome::Failed {
                 reason: format!(
-                    "no quorum of {} {why}; {} returned {} different results, {lost} errored, timed out, were given back or discarded",
+                    "no quorum of {} {why}; {} returned {} different results, {lost} errored, timed out or were discarded",
                     policy.quorum,
                     votes.len(),
                     distinct.len(),
@@ -375,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn discarded_and_released_replicas_count_against_max_replicas() {
+    fn discarded_replicas_count_against_max_replicas_and_released_ones_do_not() {
         // Two votes that disagree, and two replicas that are no votes: the
         // budget of four is spent, so the unit fails instead of waiting
         // for a fifth replica forever.
@@ -384,7 +390,7 @@ mod tests {
             &[
                 r(1, Returned, out(1)),
                 r(2, Discarded, out(2)),
-                r(3, Released, None),
+                r(3, TimedOut, None),
                 r(4, Returned, out(3)),
             ],
         );
@@ -396,9 +402,20 @@ mod tests {
             "{reason}"
         );
         assert!(
-            reason.contains("2 errored, timed out, were given back or discarded"),
+            reason.contains("2 errored, timed out or were discarded"),
             "{reason}"
         );
+        // One given back unstarted leaves room for another.
+        let d = decide(
+            POLICY,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Discarded, out(2)),
+                r(3, Released, None),
+                r(4, Returned, out(3)),
+            ],
+        );
+        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
         // A discarded replica is no vote: it does not make a quorum.
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Discarded, out(1))]);
         assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });

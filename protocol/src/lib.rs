@@ -79,6 +79,13 @@ pub struct RegisterResponse {
 pub struct WorkRequest {
     pub max_units: u32,
     pub platform: Platform,
+    /// Every replica the worker holds: leased and queued, running, or with
+    /// a result not yet answered. The coordinator gives the worker's other
+    /// leases back at once (lost in a crash, or held by the process before
+    /// a restart), so their units go to other workers now instead of at
+    /// their deadline. Absent: nothing is reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<ReplicaId>>,
 }
 
 /// The answer to [`WorkRequest`]: zero or more leases. With none, the worker

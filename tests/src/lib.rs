@@ -369,7 +369,7 @@ impl ManualWorker {
     }
 
     pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {
-        self.client.work(n).await.unwrap().leases
+        self.client.work(n, None).await.unwrap().leases
     }
 }
 

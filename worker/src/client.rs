@@ -213,10 +213,17 @@ impl Client {
             .await
     }
 
-    pub async fn work(&self, max_units: u32) -> Result<WorkResponse, ClientError> {
+    /// Asks for up to `max_units` leases; with `held`, naming every replica
+    /// this worker holds (the coordinator gives back its others).
+    pub async fn work(
+        &self,
+        max_units: u32,
+        held: Option<Vec<ReplicaId>>,
+    ) -> Result<WorkResponse, ClientError> {
         let req = WorkRequest {
             max_units,
             platform: platform(),
+            held,
         };
         self.json(self.http.post(self.url("/work")).json(&req))
             .await

@@ -12,7 +12,7 @@ use crate::backoff::Backoff;
 use crate::cache::ModuleCache;
 use crate::client::{Client, ClientError, ErrorCode};
 use crate::governor::{self, Governor};
-use crate::queue::{LeaseQueue, Next, Unanswered};
+use crate::queue::{Holdings, LeaseQueue, Next, Unanswered};
 use crate::runner::{Finished, Runner};
 use crate::state::{PendingResult, StateDir};
 use crate::uploader::Uploader;
@@ -144,11 +144,13 @@ impl Worker {
         // Results handed to the uploader and not yet answered: their
         // leases still count against this worker at the coordinator.
         let unanswered = Arc::new(Unanswered::new(self.shared.unanswered.clone()));
-        let mut l = Loop::new(self.clone(), results, unanswered.clone());
+        let holdings = Arc::new(Holdings::default());
+        let mut l = Loop::new(self.clone(), results, unanswered.clone(), holdings.clone());
         let uploader = Uploader::new(
             self.client.clone(),
             self.state.clone(),
             unanswered,
+            holdings,
             self.config.max_backoff,
             self.lock.clone(),
         );
@@ -234,6 +236,8 @@ struct Loop {
     /// To the uploader.
     results: mpsc::UnboundedSender<PendingResult>,
     unanswered: Arc<Unanswered>,
+    /// Every replica held, named in each work request.
+    holdings: Arc<Holdings>,
     paused: watch::Receiver<governor::Paused>,
     backoff: Backoff,
     /// When to ask for work again after the coordinator had none (or was
@@ -246,6 +250,7 @@ impl Loop {
         worker: Arc<Worker>,
         results: mpsc::UnboundedSender<PendingResult>,
         unanswered: Arc<Unanswered>,
+        holdings: Arc<Holdings>,
     ) -> Loop {
         Loop {
             stats: Stats::default(),
@@ -253,6 +258,7 @@ impl Loop {
             runs: JoinSet::new(),
             results,
             unanswered,
+            holdings,
             paused: worker.governor.watch_paused(),
             backoff: Backoff::new(worker.config.max_backoff),
             idle_until: None,
@@ -260,8 +266,10 @@ impl Loop {
         }
     }
 
-    /// Hands a result to the uploader.
+    /// Hands a result to the uploader; its replica stays held until the
+    /// result is answered.
     fn send(&self, pending: PendingResult) {
+        self.holdings.hold([pending.replica_id]);
         self.unanswered.add();
         let _ = self.results.send(pending);
     }
@@ -304,13 +312,14 @@ impl Loop {
         if is_paused && !self.queue.is_empty() {
             for replica in self.queue.drain() {
                 self.stats.released += 1;
-                give_back_later(&self.worker.client, replica);
+                self.give_back_later(replica);
             }
         }
         while !is_paused && self.runs.len() < self.worker.config.slots {
             match self.queue.pop(Instant::now()) {
                 None => break,
                 Some(Next::RanOut(replica)) => {
+                    self.holdings.let_go(replica);
                     tracing::info!(%replica, "lease ran out before the unit started; dropped");
                     self.stats.dropped += 1;
                 }
@@ -333,7 +342,9 @@ impl Loop {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(done) = self.runs.join_next() => self.collect_and_give_back(done)?,
-            _ = self.unanswered.answered() => {}
+            // An answered result frees room at the coordinator: ask again
+            // now, not after a retry-after given while it was unanswered.
+            _ = self.unanswered.answered() => self.idle_until = None,
             _ = tokio::time::sleep_until(idle), if want > 0 => {}
             _ = self.paused.changed() => {}
             _ = stop.changed() => {}
@@ -345,9 +356,15 @@ impl Loop {
     /// error that ends the worker if the coordinator will never give it
     /// work; backs off if it is away.
     async fn ask_for_work(&mut self, want: u32) -> Option<anyhow::Error> {
-        match self.worker.client.work(want).await {
+        match self
+            .worker
+            .client
+            .work(want, Some(self.holdings.list()))
+            .await
+        {
             Ok(resp) => {
                 self.backoff.reset();
+                self.holdings.hold(resp.leases.iter().map(|l| l.replica_id));
                 if resp.leases.is_empty() {
                     self.idle_until =
                         Some(Instant::now() + Duration::from_millis(resp.retry_after_ms.max(10)));
@@ -405,9 +422,16 @@ impl Loop {
     /// another worker gets it.
     fn collect_and_give_back(&mut self, done: Result<Finished, JoinError>) -> anyhow::Result<()> {
         if let Some(replica) = self.collect(done)? {
-            give_back_later(&self.worker.client, replica);
+            self.give_back_later(replica);
         }
         Ok(())
+    }
+
+    /// Gives one lease back in the background (see [`give_back_later`]);
+    /// it is no longer held either way.
+    fn give_back_later(&self, replica: ReplicaId) {
+        self.holdings.let_go(replica);
+        give_back_later(&self.worker.client, replica);
     }
 
     /// Stopping: queued units go back to the coordinator at once; running

@@ -1,6 +1,7 @@
 //! The local lease queue: leased units waiting for a free slot, how many
-//! more leases to ask for, and the results not yet answered that still
-//! count against this worker.
+//! more leases to ask for, the results not yet answered that still count
+//! against this worker, and every replica it holds (which each work
+//! request names, so the coordinator gives back the rest at once).
 //!
 //! The coordinator lets a worker hold two leases per slot, so the next unit
 //! is at hand when one finishes, without a round trip in between. Every
@@ -9,9 +10,9 @@
 //! coordinator has given it to someone else by then.
 
 use protocol::{Lease, ReplicaId};
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -129,6 +130,33 @@ impl Unanswered {
     /// since the last call).
     pub(crate) async fn answered(&self) {
         self.answered.notified().await
+    }
+}
+
+/// Every replica this worker holds at the coordinator: leased and queued,
+/// running, or with a result not yet answered (one from before a restart
+/// too). A replica is let go when its result is answered, when it is given
+/// back, or when its lease runs out unstarted.
+#[derive(Debug, Default)]
+pub(crate) struct Holdings(Mutex<BTreeSet<ReplicaId>>);
+
+impl Holdings {
+    pub(crate) fn hold(&self, replicas: impl IntoIterator<Item = ReplicaId>) {
+        self.set().extend(replicas);
+    }
+
+    pub(crate) fn let_go(&self, replica: ReplicaId) {
+        self.set().remove(&replica);
+    }
+
+    /// What a work request names.
+    pub(crate) fn list(&self) -> Vec<ReplicaId> {
+        self.set().iter().copied().collect()
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<ReplicaId>> {
+        // A panic elsewhere cannot leave the set half-changed.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::backoff::{self, Backoff};
 use crate::client::{Client, ClientError};
-use crate::queue::Unanswered;
+use crate::queue::{Holdings, Unanswered};
 use crate::state::{PendingResult, StateDir};
 use protocol::{ErrorBody, MAX_RESULTS_PER_REQUEST, Outcome, ReplicaResult, ResultBatch};
 use std::collections::VecDeque;
@@ -29,6 +29,8 @@ pub(crate) struct Uploader {
     state: StateDir,
     /// Told of every answered result.
     unanswered: Arc<Unanswered>,
+    /// An answered result's replica is no longer held.
+    holdings: Arc<Holdings>,
     max_backoff: Duration,
     /// The state directory's lock, held while results from it are still
     /// being uploaded (also by an uploader a stop left behind).
@@ -40,6 +42,7 @@ impl Uploader {
         client: Client,
         state: StateDir,
         unanswered: Arc<Unanswered>,
+        holdings: Arc<Holdings>,
         max_backoff: Duration,
         lock: Arc<std::fs::File>,
     ) -> Uploader {
@@ -47,6 +50,7 @@ impl Uploader {
             client,
             state,
             unanswered,
+            holdings,
             max_backoff,
             _lock: lock,
         }
@@ -154,6 +158,7 @@ impl Uploader {
     /// longer counted against this worker.
     fn answered(&self, p: &PendingResult) {
         self.state.remove_result(p.replica_id);
+        self.holdings.let_go(p.replica_id);
         self.unanswered.answer();
     }
 }

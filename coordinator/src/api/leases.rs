@@ -15,9 +15,11 @@ use protocol::{Heartbeat, HeartbeatResponse, Lease, ReplicaId, WorkRequest, Work
 /// The most leases one work request gets.
 pub const MAX_LEASES_PER_REQUEST: u32 = 64;
 
-/// The most running units one heartbeat may report: far more than any
-/// worker holds (two per slot).
+/// The most running units one heartbeat may report, and the most held
+/// replicas a work request may name: far more than any worker holds (two
+/// per slot).
 const MAX_HEARTBEAT_UNITS: usize = 4096;
+const MAX_HELD: usize = MAX_HEARTBEAT_UNITS;
 
 /// The network a peer address belongs to, for placement: its /24 (IPv4)
 /// or /48 (IPv6).
@@ -62,9 +64,24 @@ pub(super) async fn work(
     // Asking for none gets none (a worker that only wants its answers).
     let max = req.max_units.min(MAX_LEASES_PER_REQUEST);
     let now = c.now_ms();
-    let rows = c.inner.store.lease(&worker, max, now).await?;
+    if let Some(held) = &req.held
+        && held.len() > MAX_HELD
+    {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} held replicas in one work request; at most {MAX_HELD}",
+            held.len()
+        )));
+    }
+    let worker_id = worker.id;
+    let request = crate::store::LeaseRequest {
+        worker,
+        max,
+        now,
+        held: req.held,
+    };
+    let rows = c.inner.store.lease_request(request).await?;
     if !rows.is_empty() {
-        tracing::debug!(worker = %worker.id, leases = rows.len(), "leased");
+        tracing::debug!(worker = %worker_id, leases = rows.len(), "leased");
         c.changed();
     }
     let leases = rows

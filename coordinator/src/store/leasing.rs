@@ -9,6 +9,7 @@
 //! `units.needed` from going below zero, so no writer, however many there
 //! are, can place two replicas of a unit with one account.
 
+use super::settling::Settling;
 use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
@@ -24,6 +25,9 @@ pub struct LeaseRequest {
     pub worker: WorkerRow,
     pub max: u32,
     pub now: i64,
+    /// The replicas the worker says it holds: its other leases are given
+    /// back first ([`crate::lease::orphaned`]). `None`: none are.
+    pub held: Option<Vec<ReplicaId>>,
 }
 
 /// A replica just leased, with what the worker needs to run it.
@@ -58,6 +62,7 @@ pub(super) async fn lease_batch(
         return Ok(Vec::new());
     }
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    give_back_orphans(tx, policy, requests, now).await?;
     let (mut room, trusted) = standings(tx, policy, requests, now).await?;
     let asks: Vec<(String, i64)> = requests
         .iter()
@@ -95,6 +100,52 @@ pub(super) async fn lease_batch(
     insert_replicas(tx, requests, &mut answers).await?;
     count_leases(tx, requests, &answers, &pool, now).await?;
     Ok(answers)
+}
+
+/// Gives back the leases each reconciling request's worker holds at the
+/// coordinator but no longer has, and settles their units again: they
+/// want a replica from another worker at once.
+async fn give_back_orphans(
+    tx: &mut Transaction<'_, Sqlite>,
+    policy: &Policy,
+    requests: &[&LeaseRequest],
+    now: i64,
+) -> Result<()> {
+    let mut released = Vec::new();
+    for req in requests {
+        let Some(held) = &req.held else {
+            continue;
+        };
+        let in_flight: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM replicas WHERE worker_id = ? AND state = 'in_progress'",
+        )
+        .bind(req.worker.id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        let in_flight: Vec<ReplicaId> = in_flight.into_iter().map(ReplicaId).collect();
+        released.extend(crate::lease::orphaned(&in_flight, held));
+    }
+    if released.is_empty() {
+        return Ok(());
+    }
+    let mut settling = Settling::default();
+    for chunk in released.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "UPDATE replicas SET state = 'released' WHERE state = 'in_progress' AND id IN (",
+        );
+        push_list(&mut q, chunk.iter().map(|r| r.0));
+        q.push(") RETURNING unit_id");
+        let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+        settling.units.extend(units);
+    }
+    tracing::info!(
+        leases = released.len(),
+        "leases their workers no longer hold given back"
+    );
+    // A unit this fails completes its job, which the background task
+    // finds and reduces on its next round.
+    settling.apply(tx, policy, now).await?;
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

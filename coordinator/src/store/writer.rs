@@ -91,7 +91,14 @@ impl Store {
             worker: worker.clone(),
             max,
             now,
+            held: None,
         };
+        Ok(self.submit(Write::Lease(request)).await?.into_leases())
+    }
+
+    /// Serves a work request as it came (see [`leasing`]): with what its
+    /// worker says it holds, its other leases are given back first.
+    pub async fn lease_request(&self, request: LeaseRequest) -> Result<Vec<LeaseRow>> {
         Ok(self.submit(Write::Lease(request)).await?.into_leases())
     }
 
@@ -167,6 +174,7 @@ impl Store {
                     worker: worker.clone(),
                     max: *max,
                     now,
+                    held: None,
                 })
             })
             .collect();

@@ -12,4 +12,5 @@ mod fixture;
 mod invariants;
 mod lifecycle;
 mod liveness;
+mod reconcile;
 mod trust;

@@ -27,7 +27,7 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
         })
         .unwrap();
     let client = client.with_token(registered.token);
-    let leases = client.work(2).await.unwrap().leases;
+    let leases = client.work(2, None).await.unwrap().leases;
     assert_eq!(leases.len(), 2);
     for lease in &leases {
         state
@@ -140,4 +140,60 @@ async fn a_restarted_worker_loads_the_compiled_module_instead_of_compiling_it() 
     let second = w.stop().await;
     assert_eq!(second.units_run, 4, "{second:?}");
     assert_eq!(second.compilations, 0, "{second:?}");
+}
+
+/// A worker killed while holding leases, restarted on its state directory:
+/// its first work request names what it holds (nothing), so the leases of
+/// its previous process are given back at once and its units go to the
+/// other worker, instead of waiting out an hour-long lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
+    let c = TestCoordinator::start().await;
+    let spec = protocol::JobSpec {
+        name: "held".into(),
+        module: c.client.upload_blob(primes_wasm()).await.unwrap(),
+        input: None,
+        units: Some(
+            (0..4)
+                .map(|i| format!("{} 2", 1000 + i).into_bytes().into())
+                .collect(),
+        ),
+        limits: default_limits(),
+        lease_secs: 3600,
+        validation: quorum(1, 2),
+    };
+    let job = c.client.submit(&spec).await.unwrap();
+    c.wait_until(job, |s| s.state == JobState::Running).await;
+    // The previous process: registered, took two leases, died.
+    let dir = tempfile::tempdir().unwrap();
+    let client = worker::client::Client::new(&c.url);
+    let registered = client.register("killed", 1).await.unwrap();
+    StateDir::open(dir.path())
+        .unwrap()
+        .save_identity(&Identity {
+            coordinator: c.url.clone(),
+            worker_id: registered.worker_id,
+            token: registered.token.clone(),
+            account_id: Some(registered.account_id.clone()),
+            account_key: registered.account_key.clone(),
+        })
+        .unwrap();
+    let held = client
+        .with_token(registered.token)
+        .work(2, None)
+        .await
+        .unwrap()
+        .leases;
+    assert_eq!(held.len(), 2);
+    // Restarted, beside a second worker: the job finishes long before
+    // the hour is up.
+    let restarted = TestWorker::start_in(&c.url, dir.path(), 1);
+    let other = TestWorker::start(&c.url, 1);
+    let status = c.wait_for_job(job).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    let me = c.worker(registered.worker_id).await;
+    assert_eq!(me.timeouts, 0, "given back, not timed out");
+    restarted.stop().await;
+    other.stop().await;
+    c.assert_aggregates_consistent(job).await;
 }

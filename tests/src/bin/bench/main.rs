@@ -319,7 +319,7 @@ fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
                 }
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let Ok(resp) = client.work(batch).await else { break };
+                    let Ok(resp) = client.work(batch, None).await else { break };
                     lease_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                     if resp.leases.is_empty() {
                         break; // every unit is leased or settled
