@@ -152,12 +152,8 @@ async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
     let spec = protocol::JobSpec {
         name: "held".into(),
         module: c.client.upload_blob(primes_wasm()).await.unwrap(),
-        input: None,
-        units: Some(
-            (0..4)
-                .map(|i| format!("{} 2", 1000 + i).into_bytes().into())
-                .collect(),
-        ),
+        input: Some(c.client.upload_blob(b"100000 4".to_vec()).await.unwrap()),
+        units: None,
         limits: default_limits(),
         lease_secs: 3600,
         validation: quorum(1, 2),
@@ -185,12 +181,13 @@ async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
         .unwrap()
         .leases;
     assert_eq!(held.len(), 2);
-    // Restarted, beside a second worker: the job finishes long before
-    // the hour is up.
+    // Restarted, beside a second worker: the job finishes (9592 primes
+    // below 100,000) long before the hour is up.
     let restarted = TestWorker::start_in(&c.url, dir.path(), 1);
     let other = TestWorker::start(&c.url, 1);
     let status = c.wait_for_job(job).await;
     assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "9592\n");
     let me = c.worker(registered.worker_id).await;
     assert_eq!(me.timeouts, 0, "given back, not timed out");
     restarted.stop().await;
