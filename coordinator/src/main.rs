@@ -21,7 +21,8 @@ use std::sync::Arc;
   coordinator serve --config coordinator.toml --spot-check 0.2
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
-  coordinator output JOB_ID")]
+  coordinator output JOB_ID
+  coordinator invites create --uses 5")]
 struct Cli {
     /// The coordinator's data directory: `serve` keeps its database and API
     /// key there; the other commands read the API key from it.
@@ -83,6 +84,22 @@ enum Command {
     },
     /// Cancel a job.
     Cancel { job: JobId },
+    /// Invite tokens, for a project that registers invited workers only
+    /// (`--invites-only`). Works on the data directory's database.
+    Invites {
+        #[command(subcommand)]
+        command: InvitesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvitesCommand {
+    /// Make an invite token and print it (only its hash is kept).
+    Create {
+        /// How many workers may register with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        uses: u32,
+    },
 }
 
 #[tokio::main]
@@ -145,6 +162,15 @@ async fn run() -> anyhow::Result<()> {
         Command::Cancel { job } => {
             let s = client().cancel(*job).await?;
             println!("job {} {}", s.id, s.state.as_str());
+        }
+        Command::Invites {
+            command: InvitesCommand::Create { uses },
+        } => {
+            let token = coordinator::invites::create(&cli.data_dir, *uses).await?;
+            println!("{token}");
+            eprintln!(
+                "an invite for {uses} registration(s); give it to the volunteer: worker run --invite {token}"
+            );
         }
     }
     Ok(())
