@@ -373,6 +373,11 @@ impl ManualWorker {
         }
     }
 
+    /// The worker's token, for requests a test writes by hand.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// The same worker, talking to a coordinator at another address (as
     /// after a coordinator restart).
     pub fn reconnect(&self, url: &str) -> ManualWorker {

@@ -160,19 +160,18 @@ pub fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificat
 /// Whether a request failed because the server's certificate is not
 /// trusted (rustls refused it), as opposed to the network or the server.
 fn untrusted_certificate(e: &reqwest::Error) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        // An io::Error hides the rustls error it wraps from `source()`.
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::InvalidCertificate(why)) =
-            err.downcast_ref::<rustls::Error>().or(inner)
-        {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(rustls::Error::InvalidCertificate(why)) = err.downcast_ref::<rustls::Error>() {
             return Some(format!("{why:?}"));
         }
-        source = err.source();
+        // An io::Error hides what it wraps from `source()`.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }

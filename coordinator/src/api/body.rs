@@ -9,7 +9,10 @@ use crate::Coordinator;
 use crate::edge::LARGE_BODY;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::MethodRouter;
 use http_body_util::BodyExt as _;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -28,13 +31,31 @@ impl Read {
     }
 }
 
-/// Reads `body`, at most `limit` bytes of it.
-pub(super) async fn read(
-    c: &Coordinator,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> ApiResult<Read> {
+/// A route whose handler takes its body through an extractor (`Json`):
+/// refused at once when the declared length is over `limit`, cut off at
+/// `limit` when it is not declared.
+pub(super) fn limit(route: MethodRouter<Coordinator>, limit: usize) -> MethodRouter<Coordinator> {
+    route
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, refuse_declared))
+}
+
+/// Answers 413 at once for a request whose declared length is over the
+/// route's limit (axum's own limit only notices once it has read that
+/// far).
+async fn refuse_declared(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match declared_length(req.headers(), limit) {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The declared `Content-Length`, refused when over `limit`.
+fn declared_length(headers: &HeaderMap, limit: usize) -> ApiResult<Option<u64>> {
     let declared = match headers.get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -44,11 +65,20 @@ pub(super) async fn read(
                 .ok_or_else(|| ApiError::BadRequest("Content-Length is not a number".into()))?,
         ),
     };
-    if let Some(n) = declared
-        && n > limit as u64
-    {
-        return Err(too_large(limit));
+    match declared {
+        Some(n) if n > limit as u64 => Err(too_large(limit)),
+        _ => Ok(declared),
     }
+}
+
+/// Reads `body`, at most `limit` bytes of it.
+pub(super) async fn read(
+    c: &Coordinator,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> ApiResult<Read> {
+    let declared = declared_length(headers, limit)?;
     // Undeclared (chunked) bodies may grow to the limit: count those too.
     let permit = if declared.map_or(limit, |n| n as usize) >= LARGE_BODY {
         Some(c.inner.throttle.large_body()?)

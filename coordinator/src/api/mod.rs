@@ -39,7 +39,7 @@ const HEARTBEAT_BODY: usize = 1 << 20;
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 
@@ -56,26 +56,24 @@ pub fn router(c: Coordinator) -> Router {
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/output", get(jobs::job_output))
         .route("/jobs/{id}/units", get(jobs::job_units))
-        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
         .route(
             "/workers",
-            post(workers::register)
-                .layer(DefaultBodyLimit::max(SMALL_BODY))
-                .get(workers::list_workers),
+            body::limit(post(workers::register), SMALL_BODY).get(workers::list_workers),
         )
         .route("/accounts", get(workers::list_accounts))
-        .route(
-            "/work",
-            post(leases::work).layer(DefaultBodyLimit::max(SMALL_BODY)),
-        )
+        .route("/work", body::limit(post(leases::work), SMALL_BODY))
         .route("/replicas/{id}/result", put(results::put_result))
         .route(
             "/replicas/{id}/release",
-            post(leases::release_replica).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            body::limit(post(leases::release_replica), SMALL_BODY),
         )
         .route(
             "/heartbeat",
-            post(leases::heartbeat).layer(DefaultBodyLimit::max(HEARTBEAT_BODY)),
+            body::limit(post(leases::heartbeat), HEARTBEAT_BODY),
+        )
+        .route(
+            "/jobs/{id}/cancel",
+            body::limit(post(jobs::cancel_job), SMALL_BODY),
         )
         .route("/results", post(results::post_results));
     Router::new()
