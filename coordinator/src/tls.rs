@@ -79,7 +79,10 @@ mod tests {
         let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let cert = c.cert.pem();
         let key = c.signing_key.serialize_pem();
-        let err = |f: &TlsFiles| format!("{:#}", acceptor(f).unwrap_err());
+        let err = |f: &TlsFiles| match acceptor(f) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => format!("{e:#}"),
+        };
 
         let missing = TlsFiles {
             cert: dir.path().join("nope.pem"),

@@ -267,9 +267,10 @@ async fn an_invites_last_use_is_spent_once_whoever_races_for_it() {
     f.store.create_invite("invite-hash", 1, T0).await.unwrap();
     // Two registrations at once, on two clones of the store (as two
     // requests, or two coordinators, would be).
+    let other = f.store.clone();
     let (a, b) = tokio::join!(
         f.store.spend_invite("invite-hash"),
-        f.store.clone().spend_invite("invite-hash")
+        other.spend_invite("invite-hash")
     );
     let spent = [a.unwrap(), b.unwrap()];
     assert_eq!(spent.iter().filter(|s| **s).count(), 1, "{spent:?}");
