@@ -295,6 +295,40 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxy_flags_repeat_and_split_on_commas() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            edge: EdgeSettings,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "serve",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "192.168.0.0/16,2001:db8::/32",
+            "--proxy-header",
+            "forwarded",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.edge.trusted_proxy,
+            ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
+        );
+        assert_eq!(cli.edge.proxy_header, Some(ProxyHeader::Forwarded));
+        // Given flags win over the file's list as a whole.
+        let file = EdgeSettings {
+            trusted_proxy: vec!["172.16.0.0/12".into()],
+            ..EdgeSettings::default()
+        };
+        assert_eq!(cli.edge.clone().or(file.clone()).trusted_proxy.len(), 3);
+        assert_eq!(
+            EdgeSettings::default().or(file).trusted_proxy,
+            ["172.16.0.0/12"]
+        );
+    }
+
+    #[test]
     fn a_certificate_without_its_key_is_refused_by_name() {
         let e = EdgeSettings {
             tls_cert: Some("cert.pem".into()),

@@ -157,6 +157,10 @@ impl Coordinator {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
+        // A bad certificate or key stops the start here, naming the setting.
+        if let Some(files) = &config.edge.tls {
+            tls::acceptor(files)?;
+        }
         let api_key = match &config.api_key {
             Some(key) => key.clone(),
             None => load_or_create_api_key(&config.data_dir)?,

@@ -30,7 +30,9 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = match &edge.tls {
-        Some(files) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
+        Some(files) => {
+            Some(crate::tls::acceptor(files).map_err(|e| std::io::Error::other(format!("{e:#}")))?)
+        }
         None => None,
     };
     let mut http = hyper::server::conn::http1::Builder::new();
