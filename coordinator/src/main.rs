@@ -201,8 +201,13 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if c.config().edge.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
-        "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
+        "listening on {scheme}://{addr} (dashboard at {scheme}://{addr}/, API key in {})",
         cli.data_dir.join(coordinator::API_KEY_FILE).display()
     );
     c.serve(listener, shutdown).await?;

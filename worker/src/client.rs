@@ -407,6 +407,7 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::BAD_GATEWAY,
             StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
         ] {
             let e = ClientError::from_answer(status, body("internal", "oops"));
             assert!(matches!(e, ClientError::Unavailable(_)), "{status}: {e:?}");
