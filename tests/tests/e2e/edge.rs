@@ -406,3 +406,36 @@ async fn an_upload_for_an_unknown_or_foreign_replica_is_refused_before_its_body_
         assert_eq!(status, expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coordinator_with_a_bad_certificate_or_key_does_not_start_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let good = self_signed_tls(certs.path());
+    std::fs::write(certs.path().join("garbage.pem"), "not PEM").unwrap();
+    for (tls, setting) in [
+        (
+            coordinator::edge::TlsFiles {
+                cert: certs.path().join("missing.pem"),
+                key: good.key.clone(),
+            },
+            "tls_cert",
+        ),
+        (
+            coordinator::edge::TlsFiles {
+                cert: good.cert.clone(),
+                key: certs.path().join("garbage.pem"),
+            },
+            "tls_key",
+        ),
+    ] {
+        let mut config = coordinator::Config::new(dir.path().join("coordinator"));
+        config.edge.tls = Some(tls);
+        let clock = std::sync::Arc::new(coordinator::clock::ManualClock::new());
+        let e = match coordinator::Coordinator::open(config, clock).await {
+            Ok(_) => panic!("started with a bad {setting}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.starts_with(setting), "{e}");
+    }
+}
