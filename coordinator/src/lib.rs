@@ -12,8 +12,12 @@
 //! - [`validator`]: quorum decisions, pure logic.
 //! - [`jobs`]: the background work of a job's life: split, reduce, expire.
 //! - [`clock`]: injected time.
-//! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`).
+//! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`);
+//!   [`invites`]: `coordinator invites create`.
 //! - [`dashboard`]: the read-only web page at `/`.
+//! - [`edge`]: what the edge on the open internet is configured with;
+//!   `server`: the accept loop (TLS, header-read and request timeouts);
+//!   [`tls`]: loading the certificate and key.
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
 //! [`Coordinator::serve`] runs it on a listener until a shutdown future
@@ -24,13 +28,17 @@ pub mod client;
 pub mod clock;
 pub mod credit;
 mod dashboard;
+pub mod edge;
 pub mod error;
+pub mod invites;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;
 pub mod placement;
+mod server;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod trust;
 pub mod validator;
 
@@ -74,6 +82,8 @@ pub struct Config {
     pub idle_retry_ms: u64,
     /// Whom to trust: adaptive replication, spot checks, quotas.
     pub trust: trust::Trust,
+    /// Proxies, TLS, timeouts, registration limits, large bodies.
+    pub edge: edge::Edge,
 }
 
 impl Config {
@@ -102,6 +112,7 @@ impl Config {
             expiry_interval_ms: 1000,
             idle_retry_ms: 1000,
             trust: trust::Trust::default(),
+            edge: edge::Edge::default(),
         }
     }
 }
@@ -137,6 +148,8 @@ struct Inner {
     performing: Mutex<HashSet<(JobId, store::Duty)>>,
     /// Workers by the sha256 of their token, as authenticated so far.
     known_workers: Mutex<HashMap<String, store::WorkerRow>>,
+    /// Registration rates and large bodies at once.
+    throttle: api::Throttle,
 }
 
 impl Coordinator {
@@ -146,6 +159,10 @@ impl Coordinator {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
+        // A bad certificate or key stops the start here, naming the setting.
+        if let Some(files) = &config.edge.tls {
+            tls::acceptor(files)?;
+        }
         let api_key = match &config.api_key {
             Some(key) => key.clone(),
             None => load_or_create_api_key(&config.data_dir)?,
@@ -166,7 +183,6 @@ impl Coordinator {
                 programs: Mutex::new(HashMap::new()),
                 clock,
                 api_key_hash: api::hash_secret(&api_key),
-                config,
                 changes: watch::channel(0).0,
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),
@@ -174,6 +190,8 @@ impl Coordinator {
                 node,
                 performing: Mutex::new(HashSet::new()),
                 known_workers: Mutex::new(HashMap::new()),
+                throttle: api::Throttle::new(&config.edge),
+                config,
             }),
         })
     }
@@ -188,12 +206,7 @@ impl Coordinator {
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(jobs::run_background(self.clone(), stop_rx));
         let app = api::router(self.clone());
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-            })
-            .await;
+        let result = server::serve(listener, app, &self.inner.config.edge, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = background.await;
         // Duties still running here stop at their next (fenced) write;

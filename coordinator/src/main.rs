@@ -21,7 +21,8 @@ use std::sync::Arc;
   coordinator serve --config coordinator.toml --spot-check 0.2
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
-  coordinator output JOB_ID")]
+  coordinator output JOB_ID
+  coordinator invites create --uses 5")]
 struct Cli {
     /// The coordinator's data directory: `serve` keeps its database and API
     /// key there; the other commands read the API key from it.
@@ -53,6 +54,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing buys nothing
 enum Command {
     /// Run a coordinator.
     Serve {
@@ -83,6 +85,22 @@ enum Command {
     },
     /// Cancel a job.
     Cancel { job: JobId },
+    /// Invite tokens, for a project that registers invited workers only
+    /// (`--invites-only`). Works on the data directory's database.
+    Invites {
+        #[command(subcommand)]
+        command: InvitesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvitesCommand {
+    /// Make an invite token and print it (only its hash is kept).
+    Create {
+        /// How many workers may register with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        uses: u32,
+    },
 }
 
 #[tokio::main]
@@ -146,6 +164,15 @@ async fn run() -> anyhow::Result<()> {
             let s = client().cancel(*job).await?;
             println!("job {} {}", s.id, s.state.as_str());
         }
+        Command::Invites {
+            command: InvitesCommand::Create { uses },
+        } => {
+            let token = coordinator::invites::create(&cli.data_dir, *uses).await?;
+            println!("{token}");
+            eprintln!(
+                "an invite for {uses} registration(s); give it to the volunteer: worker run --invite {token}"
+            );
+        }
     }
     Ok(())
 }
@@ -174,8 +201,13 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if c.config().edge.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
-        "listening on http://{addr} (dashboard at http://{addr}/, API key in {})",
+        "listening on {scheme}://{addr} (dashboard at {scheme}://{addr}/, API key in {})",
         cli.data_dir.join(coordinator::API_KEY_FILE).display()
     );
     c.serve(listener, shutdown).await?;

@@ -13,6 +13,8 @@
 //! initial_leases = 4      # a new worker's room; each valid result adds one
 //! distinct_networks = false
 //! ```
+//!
+//! The edge's sections (`[edge]`, `[registration]`) are in [`crate::edge`].
 
 use crate::Config;
 use anyhow::Context as _;
@@ -76,6 +78,12 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub trust: TrustSettings,
+    #[command(flatten)]
+    #[serde(default)]
+    pub edge: crate::edge::EdgeSettings,
+    #[command(flatten)]
+    #[serde(default)]
+    pub registration: crate::edge::RegistrationSettings,
 }
 
 impl Settings {
@@ -94,6 +102,8 @@ impl Settings {
             max_output_mb: self.max_output_mb.or(other.max_output_mb),
             expiry_interval_ms: self.expiry_interval_ms.or(other.expiry_interval_ms),
             idle_retry_ms: self.idle_retry_ms.or(other.idle_retry_ms),
+            edge: self.edge.or(other.edge),
+            registration: self.registration.or(other.registration),
             trust: TrustSettings {
                 threshold: t.threshold.or(o.threshold),
                 spot_check: t.spot_check.or(o.spot_check),
@@ -137,6 +147,8 @@ impl Settings {
             );
             config.idle_retry_ms = ms;
         }
+        self.edge.apply(&mut config.edge)?;
+        self.registration.apply(&mut config.edge.registration)?;
         let t = self.trust;
         let trust = &mut config.trust;
         trust.threshold = t.threshold.unwrap_or(trust.threshold);

@@ -58,6 +58,10 @@ pub struct RegisterRequest {
     /// account is created and its key returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_key: Option<String>,
+    /// An invite token, for a coordinator that registers only invited
+    /// workers (each registration spends one of its uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 /// The answer to [`RegisterRequest`]. The token is shown once; the
@@ -228,6 +232,11 @@ pub struct ResultBatch {
 
 /// The most results one [`ResultBatch`] may carry.
 pub const MAX_RESULTS_PER_REQUEST: usize = 256;
+
+/// The most result bytes (outputs, messages) a worker puts in one
+/// [`ResultBatch`]; a larger result goes alone. The coordinator sizes a
+/// batch's body limit by it.
+pub const BATCH_RESULT_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplicaResult {

@@ -77,6 +77,10 @@ impl TestCoordinator {
     ) -> TestCoordinator {
         let mut config = Config::new(dir.path().join("coordinator"));
         config.idle_retry_ms = 20;
+        // Tests register many workers from 127.0.0.1; the ones about the
+        // registration rate set their own.
+        config.edge.registration.per_minute = 1_000_000;
+        config.edge.registration.burst = 1_000_000;
         tweak(&mut config);
         let clock = ManualClock::new();
         let coordinator = Coordinator::open(config.clone(), Arc::new(clock.clone()))
@@ -84,13 +88,21 @@ impl TestCoordinator {
             .unwrap();
         let api_key = coordinator::read_api_key(&config.data_dir).unwrap();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        // With built-in TLS, the name the test certificate is for.
+        let (url, roots) = match &config.edge.tls {
+            None => (format!("http://127.0.0.1:{port}"), Vec::new()),
+            Some(files) => (
+                format!("https://localhost:{port}"),
+                worker::client::load_ca(&files.cert).unwrap(),
+            ),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(coordinator.clone().serve(listener, async {
             let _ = stopped.await;
         }));
         TestCoordinator {
-            client: coordinator::client::Client::new(&url, Some(api_key.clone())),
+            client: coordinator::client::Client::with_roots(&url, Some(api_key.clone()), &roots),
             url,
             api_key,
             clock,
@@ -242,6 +254,20 @@ impl TestCoordinator {
     }
 }
 
+/// A self-signed certificate for `localhost` and its key, written as PEM
+/// files into `dir`: what built-in TLS is configured with in tests, and
+/// what a worker trusts with `--ca-cert`.
+pub fn self_signed_tls(dir: &Path) -> coordinator::edge::TlsFiles {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let files = coordinator::edge::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, c.cert.pem()).unwrap();
+    std::fs::write(&files.key, c.signing_key.serialize_pem()).unwrap();
+    files
+}
+
 pub fn default_limits() -> Limits {
     Limits {
         fuel: 5_000_000_000,
@@ -345,6 +371,11 @@ impl ManualWorker {
             account_key: r.account_key,
             token: r.token,
         }
+    }
+
+    /// The worker's token, for requests a test writes by hand.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// The same worker, talking to a coordinator at another address (as

@@ -22,6 +22,12 @@ pub enum ClientError {
         status: u16,
         message: String,
     },
+    /// The coordinator's TLS certificate is not trusted: trying again will
+    /// not help until the worker is told which CA to trust.
+    #[error(
+        "the coordinator's TLS certificate is not trusted ({0}); if the project signs its own, run the worker with --ca-cert FILE (the project's CA certificate, PEM)"
+    )]
+    UntrustedCertificate(String),
 }
 
 impl ClientError {
@@ -29,7 +35,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Refused { status, .. } => Some(*status),
-            ClientError::Unavailable(_) => None,
+            ClientError::Unavailable(_) | ClientError::UntrustedCertificate(_) => None,
         }
     }
 
@@ -37,7 +43,7 @@ impl ClientError {
     pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Refused { code, .. } => Some(code),
-            ClientError::Unavailable(_) => None,
+            ClientError::Unavailable(_) | ClientError::UntrustedCertificate(_) => None,
         }
     }
 
@@ -47,7 +53,9 @@ impl ClientError {
             Ok(e) => (ErrorCode::parse(&e.error), e.message),
             Err(_) => (ErrorCode::for_status(status.as_u16()), body),
         };
-        if status.is_server_error() || status.as_u16() == 429 {
+        // 408: the request was too slow for the coordinator; another try
+        // may well go through.
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
             ClientError::Unavailable(format!("{status}: {message}"))
         } else {
             ClientError::Refused {
@@ -134,13 +142,65 @@ pub fn platform() -> Platform {
     }
 }
 
+/// The CA certificates in a PEM file, to trust besides the public ones.
+pub fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("--ca-cert: cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        anyhow::anyhow!("--ca-cert: {} is not PEM certificates: {e}", path.display())
+    })?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "--ca-cert: {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+        path.display()
+    );
+    Ok(certs)
+}
+
+/// Whether a request failed because the server's certificate is not
+/// trusted (rustls refused it), as opposed to the network or the server.
+fn untrusted_certificate(e: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(rustls::Error::InvalidCertificate(why)) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("{why:?}"));
+        }
+        // An io::Error hides what it wraps from `source()`.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 impl Client {
+    /// A client trusting the public CAs only.
     pub fn new(base: &str) -> Client {
-        let http = reqwest::Client::builder()
+        Self::with_roots(base, &[])
+    }
+
+    /// The client of a worker run with `config`: its coordinator, trusting
+    /// `--ca-cert` besides the public CAs.
+    pub fn for_config(config: &crate::Config) -> anyhow::Result<Client> {
+        let roots = match &config.ca_cert {
+            Some(path) => load_ca(path)?,
+            None => Vec::new(),
+        };
+        Ok(Self::with_roots(&config.coordinator, &roots))
+    }
+
+    /// A client trusting `roots` besides the public CAs.
+    pub fn with_roots(base: &str, roots: &[reqwest::Certificate]) -> Client {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
-            .build()
-            .expect("a TLS backend is compiled in");
+            .timeout(Duration::from_secs(300));
+        for root in roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build().expect("a TLS backend is compiled in");
         Client {
             base: base.trim_end_matches('/').to_string(),
             token: None,
@@ -171,7 +231,10 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+            .map_err(|e| match untrusted_certificate(&e) {
+                Some(why) => ClientError::UntrustedCertificate(why),
+                None => ClientError::Unavailable(format!("{e:#}")),
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -203,11 +266,23 @@ impl Client {
         slots: u32,
         account_key: Option<&str>,
     ) -> Result<RegisterResponse, ClientError> {
+        self.register_invited(name, slots, account_key, None).await
+    }
+
+    /// Registers a worker, spending a use of `invite` if given.
+    pub async fn register_invited(
+        &self,
+        name: &str,
+        slots: u32,
+        account_key: Option<&str>,
+        invite: Option<&str>,
+    ) -> Result<RegisterResponse, ClientError> {
         let req = RegisterRequest {
             name: name.to_string(),
             platform: platform(),
             slots,
             account_key: account_key.map(str::to_string),
+            invite: invite.map(str::to_string),
         };
         self.json(self.http.post(self.url("/workers")).json(&req))
             .await
@@ -339,6 +414,7 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::BAD_GATEWAY,
             StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
         ] {
             let e = ClientError::from_answer(status, body("internal", "oops"));
             assert!(matches!(e, ClientError::Unavailable(_)), "{status}: {e:?}");

@@ -46,6 +46,11 @@ pub struct Config {
     pub start_paused: bool,
     /// How progress is shown.
     pub display: crate::progress::Display,
+    /// A PEM file of CA certificates to trust besides the public ones: for
+    /// a coordinator whose TLS certificate a private CA signed.
+    pub ca_cert: Option<PathBuf>,
+    /// The invite token to register with, for a closed project.
+    pub invite: Option<String>,
 }
 
 impl Config {
@@ -66,6 +71,8 @@ impl Config {
             heartbeat: Duration::from_millis(protocol::HEARTBEAT_INTERVAL_MS),
             start_paused: false,
             display: crate::progress::Display::Off,
+            ca_cert: None,
+            invite: None,
         }
     }
 }
@@ -123,6 +130,14 @@ pub struct Settings {
     /// that nothing runs before the volunteer opts in.
     #[arg(long, env = "WASM_AT_HOME_START_PAUSED", num_args = 0..=1, default_missing_value = "true")]
     pub start_paused: Option<bool>,
+    /// A PEM file of CA certificates to trust for the coordinator's TLS
+    /// (a project that signs its own), besides the public CAs.
+    #[arg(long, env = "WASM_AT_HOME_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// The invite token a closed project gave you; spent on the first
+    /// registration.
+    #[arg(long, env = "WASM_AT_HOME_INVITE", hide_env_values = true)]
+    pub invite: Option<String>,
 }
 
 impl Settings {
@@ -149,6 +164,8 @@ impl Settings {
             idle_secs: self.idle_secs.or(other.idle_secs),
             grace_secs: self.grace_secs.or(other.grace_secs),
             start_paused: self.start_paused.or(other.start_paused),
+            ca_cert: self.ca_cert.or(other.ca_cert),
+            invite: self.invite.or(other.invite),
         }
     }
 
@@ -185,6 +202,8 @@ impl Settings {
             config.grace = Duration::from_secs(secs);
         }
         config.start_paused = self.start_paused.unwrap_or(false);
+        config.ca_cert = self.ca_cert;
+        config.invite = self.invite;
         config
     }
 }

@@ -108,7 +108,7 @@ impl Worker {
         // Answered from now on, registration included.
         let control_task = tokio::spawn(control::serve(control.listener, shared.clone()));
         let identity = registration::identity(&config, &state, &mut stop).await?;
-        let client = Client::new(&config.coordinator).with_token(identity.token);
+        let client = Client::for_config(&config)?.with_token(identity.token);
         tracing::info!(
             worker = %identity.worker_id,
             slots = config.slots,

@@ -36,11 +36,16 @@ async fn register(
     state: &StateDir,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Identity> {
-    let client = Client::new(&config.coordinator);
+    let client = Client::for_config(config)?;
     let mut backoff = Backoff::new(config.max_backoff);
     let registered = loop {
         match client
-            .register_in(&config.name, config.slots as u32, config.account.as_deref())
+            .register_invited(
+                &config.name,
+                config.slots as u32,
+                config.account.as_deref(),
+                config.invite.as_deref(),
+            )
             .await
         {
             Ok(r) => break r,

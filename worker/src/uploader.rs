@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 /// The most result bytes (outputs, messages) one upload request carries;
 /// a larger result goes alone.
-const UPLOAD_BATCH_BYTES: usize = 4 << 20;
+const UPLOAD_BATCH_BYTES: usize = protocol::BATCH_RESULT_BYTES;
 
 /// The coordinator's answer for one result of a request: taken, or refused
 /// (with the error it gave, if any).

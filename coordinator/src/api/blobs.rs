@@ -2,12 +2,11 @@
 //! and submitters fetch them by hash.
 
 use super::auth::{is_api_key, require_api_key, require_worker};
-use super::{ApiResult, parse};
+use super::{ApiResult, body, parse};
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -16,16 +15,17 @@ use protocol::{BlobHash, BlobRef};
 pub(super) async fn post_blob(
     State(c): State<Coordinator>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<BlobRef>)> {
+    // The key first: nobody else's body is read at all.
     require_api_key(&c, &headers)?;
-    let body = body?;
-    let hash = c.inner.store.put_blob(&body, c.now_ms()).await?;
+    let body = body::read(&c, &headers, body, c.config().max_blob_bytes).await?;
+    let hash = c.inner.store.put_blob(&body.bytes, c.now_ms()).await?;
     Ok((
         StatusCode::CREATED,
         Json(BlobRef {
             hash,
-            size: body.len() as u64,
+            size: body.bytes.len() as u64,
         }),
     ))
 }

@@ -2,12 +2,11 @@
 //! cancellation.
 
 use super::auth::require_api_key;
-use super::{ApiResult, ListQuery, parse};
+use super::{ApiResult, ListQuery, body, parse};
 use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::NewJob;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -74,10 +73,13 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
 pub(super) async fn post_job(
     State(c): State<Coordinator>,
     headers: HeaderMap,
-    body: Result<Json<JobSpec>, JsonRejection>,
+    body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<JobCreated>)> {
+    // The key first: nobody else's body is read at all.
     require_api_key(&c, &headers)?;
-    let Json(spec) = body?;
+    let spec: JobSpec = body::read(&c, &headers, body, c.config().max_blob_bytes)
+        .await?
+        .json()?;
     check_spec(&c, &spec)?;
     let module = c.inner.store.blob(&spec.module).await?.ok_or_else(|| {
         ApiError::Unprocessable(format!(

@@ -2,6 +2,7 @@
 //! (`POST /heartbeat`) and giving one back (`POST /replicas/{id}/release`).
 
 use super::auth::{check_platform, require_worker};
+use super::client_addr::ClientAddr;
 use super::{ApiResult, parse};
 use crate::Coordinator;
 use crate::error::ApiError;
@@ -21,8 +22,8 @@ pub const MAX_LEASES_PER_REQUEST: u32 = 64;
 const MAX_HEARTBEAT_UNITS: usize = 4096;
 const MAX_HELD: usize = MAX_HEARTBEAT_UNITS;
 
-/// The network a peer address belongs to, for placement: its /24 (IPv4)
-/// or /48 (IPv6).
+/// The network a client address ([`super::client_addr`]) belongs to, for
+/// placement: its /24 (IPv4) or /48 (IPv6).
 pub fn network_prefix(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => {
@@ -42,15 +43,12 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
-    extensions: axum::http::Extensions,
+    ClientAddr(client): ClientAddr,
     body: Result<Json<WorkRequest>, JsonRejection>,
 ) -> ApiResult<Json<WorkResponse>> {
     let mut worker = require_worker(&c, &headers).await?;
     if c.config().trust.distinct_networks {
-        let peer = extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
-        worker.net = peer.map(network_prefix);
+        worker.net = Some(network_prefix(client));
     }
     let Json(req) = body?;
     check_platform(&req.platform)?;

@@ -2,7 +2,9 @@
 //! the router and what its handlers share. Each noun has its file:
 //! `auth` (secrets, bearer tokens, the platform check), `blobs`, `jobs`,
 //! `workers` (registration, accounts), `leases` (work, heartbeat, release)
-//! and `results` (uploads and their answers).
+//! and `results` (uploads and their answers); `client_addr` (who the
+//! client is, behind trusted proxies), `throttle` (registration rate,
+//! large bodies at once) and `body` (reading a body under its limit).
 //!
 //! Who may call what:
 //! - anyone: register a worker, read job status and outputs, the dashboard;
@@ -14,60 +16,66 @@
 
 mod auth;
 mod blobs;
+mod body;
+pub mod client_addr;
 mod jobs;
 mod leases;
 mod results;
+mod throttle;
 mod workers;
 
 pub use auth::{hash_secret, random_secret};
 pub use leases::{MAX_LEASES_PER_REQUEST, network_prefix};
+pub use results::{batch_body_limit, result_body_limit};
+pub use throttle::Throttle;
+
+/// The body limit of the endpoints that take small JSON (registration,
+/// work requests): far more than any honest one needs.
+const SMALL_BODY: usize = 64 << 10;
+
+/// A heartbeat's: up to 4096 running units of some 60 bytes each.
+const HEARTBEAT_BODY: usize = 1 << 20;
 
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(c: Coordinator) -> Router {
-    let max_blob = c.config().max_blob_bytes;
-    // A result is base64 in JSON: 4/3 of the output, plus room for the rest.
-    let max_result = (c.config().max_output_bytes as usize) * 4 / 3 + (64 << 10);
+    // Blobs, jobs and results are read by their handlers (`body`), once
+    // the caller is known, with the limit of what they are: blobs and jobs
+    // by `max_blob_bytes`, results by the jobs they belong to (`results`).
     let api = Router::new()
-        .route(
-            "/blobs",
-            post(blobs::post_blob).layer(DefaultBodyLimit::max(max_blob)),
-        )
+        .route("/blobs", post(blobs::post_blob))
         .route("/blobs/{hash}", get(blobs::get_blob))
-        .route(
-            "/jobs",
-            post(jobs::post_job)
-                .get(jobs::list_jobs)
-                .layer(DefaultBodyLimit::max(max_blob)),
-        )
+        .route("/jobs", post(jobs::post_job).get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/output", get(jobs::job_output))
         .route("/jobs/{id}/units", get(jobs::job_units))
-        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
         .route(
             "/workers",
-            post(workers::register).get(workers::list_workers),
+            body::limit(post(workers::register), SMALL_BODY).get(workers::list_workers),
         )
         .route("/accounts", get(workers::list_accounts))
-        .route("/work", post(leases::work))
+        .route("/work", body::limit(post(leases::work), SMALL_BODY))
+        .route("/replicas/{id}/result", put(results::put_result))
         .route(
-            "/replicas/{id}/result",
-            put(results::put_result).layer(DefaultBodyLimit::max(max_result)),
+            "/replicas/{id}/release",
+            body::limit(post(leases::release_replica), SMALL_BODY),
         )
-        .route("/replicas/{id}/release", post(leases::release_replica))
-        .route("/heartbeat", post(leases::heartbeat))
-        // A batch carries at most as much as the largest single result.
         .route(
-            "/results",
-            post(results::post_results).layer(DefaultBodyLimit::max(max_result)),
-        );
+            "/heartbeat",
+            body::limit(post(leases::heartbeat), HEARTBEAT_BODY),
+        )
+        .route(
+            "/jobs/{id}/cancel",
+            body::limit(post(jobs::cancel_job), SMALL_BODY),
+        )
+        .route("/results", post(results::post_results));
     Router::new()
         .nest(protocol::API_PREFIX, api)
         .route("/livez", get(|| async { "ok" }))

@@ -1,29 +1,67 @@
 //! A worker's results: one (`PUT /replicas/{id}/result`) or a batch
 //! (`POST /results`), and how the API answers what the store made of each.
+//!
+//! Bodies are read only once their limit is known: a single result's
+//! replica is looked up first (unknown or someone else's: refused before
+//! a byte is read), and its body may be as large as *its job's* output
+//! limit allows; a batch may be as large as the worker's uploader sends
+//! ([`protocol::BATCH_RESULT_BYTES`], or one result alone of the largest
+//! output a running job allows).
 
 use super::auth::require_worker;
-use super::{ApiResult, parse};
+use super::{ApiResult, body, parse};
 use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::{Effects, Refusal, Upload};
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use protocol::{
-    MAX_RESULTS_PER_REQUEST, ReplicaAnswer, ReplicaId, ResultBatch, ResultBatchResponse,
-    ResultUpload, UploadResponse, UploadStatus,
+    BATCH_RESULT_BYTES, MAX_RESULTS_PER_REQUEST, ReplicaAnswer, ReplicaId, ResultBatch,
+    ResultBatchResponse, ResultUpload, UploadResponse, UploadStatus,
 };
+
+/// Room in a result's body besides its output (base64, 4/3 of it): the
+/// JSON around it, or a failure's message (the sandbox keeps 16 KiB of
+/// stderr, which JSON escaping may swell).
+const RESULT_SLACK: usize = 128 << 10;
+
+/// The largest body of one result whose output is at most `output_bytes`.
+pub fn result_body_limit(output_bytes: u64) -> usize {
+    (output_bytes as usize).div_ceil(3) * 4 + RESULT_SLACK
+}
+
+/// The largest body of a batch, when running jobs allow outputs of at most
+/// `largest_output` bytes: what the worker's uploader sends (results up to
+/// [`BATCH_RESULT_BYTES`] together, a larger one alone), with room for
+/// every result's JSON, and never beyond the coordinator-wide cap.
+pub fn batch_body_limit(largest_output: u64, max_output: u64) -> usize {
+    let content = largest_output
+        .max(BATCH_RESULT_BYTES as u64)
+        .min(max_output);
+    // Twice the content: base64 (4/3) for outputs, escaping for messages.
+    (content as usize) * 2 + MAX_RESULTS_PER_REQUEST * 1024 + RESULT_SLACK
+}
 
 pub(super) async fn put_result(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<ResultUpload>, JsonRejection>,
+    body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
     let worker = require_worker(&c, &headers).await?;
     let replica: ReplicaId = parse(&id, "replica id")?;
-    let Json(upload) = body?;
+    let target = c.inner.store.upload_target(replica).await?;
+    let Some(target) = target else {
+        return Err(refusal(replica, Refusal::NoSuchReplica));
+    };
+    if target.worker != worker.id {
+        return Err(refusal(replica, Refusal::NotYours));
+    }
+    let body = body::read(&c, &headers, body, result_body_limit(target.output_bytes)).await?;
+    let upload: ResultUpload = body.json()?;
+    drop(body);
     let upload = Upload {
         worker: worker.id,
         replica,
@@ -43,10 +81,14 @@ pub(super) async fn put_result(
 pub(super) async fn post_results(
     State(c): State<Coordinator>,
     headers: HeaderMap,
-    body: Result<Json<ResultBatch>, JsonRejection>,
+    body: Body,
 ) -> ApiResult<Json<ResultBatchResponse>> {
     let worker = require_worker(&c, &headers).await?;
-    let Json(batch) = body?;
+    let largest = c.inner.store.largest_live_output().await?;
+    let limit = batch_body_limit(largest, c.config().max_output_bytes);
+    let body = body::read(&c, &headers, body, limit).await?;
+    let batch: ResultBatch = body.json()?;
+    drop(body);
     if batch.results.len() > MAX_RESULTS_PER_REQUEST {
         return Err(ApiError::PayloadTooLarge(format!(
             "{} results in one request; at most {MAX_RESULTS_PER_REQUEST}",
@@ -97,18 +139,25 @@ fn answer_upload(
             c.apply(effects);
             Ok(status)
         }
-        Err(Refusal::NoSuchReplica) => Err(ApiError::NotFound(format!("no replica {replica}"))),
-        Err(Refusal::NotYours) => Err(ApiError::Forbidden(format!(
-            "replica {replica} was leased to another worker"
-        ))),
-        Err(Refusal::Expired) => Err(ApiError::Gone(format!(
+        Err(r) => Err(refusal(replica, r)),
+    }
+}
+
+/// How the API answers the store's refusal of an upload for `replica`.
+fn refusal(replica: ReplicaId, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NoSuchReplica => ApiError::NotFound(format!("no replica {replica}")),
+        Refusal::NotYours => {
+            ApiError::Forbidden(format!("replica {replica} was leased to another worker"))
+        }
+        Refusal::Expired => ApiError::Gone(format!(
             "the lease of replica {replica} expired and its unit went to another worker; drop it"
-        ))),
-        Err(Refusal::OverLimits) => Err(ApiError::Unprocessable(format!(
+        )),
+        Refusal::OverLimits => ApiError::Unprocessable(format!(
             "the result for replica {replica} exceeds the job's output or fuel limit"
-        ))),
-        Err(Refusal::Conflict) => Err(ApiError::Conflict(format!(
+        )),
+        Refusal::Conflict => ApiError::Conflict(format!(
             "a different result for replica {replica} was received before"
-        ))),
+        )),
     }
 }

@@ -9,7 +9,9 @@
 //!   end without a result.
 //! - [`jobs`]: jobs and units; [`claims`]: one coordinator at a time per
 //!   split or reduce; [`blobs`]: content-addressed bytes.
-//! - [`workers`]: workers, accounts, and their counters and credit.
+//! - [`workers`]: workers, accounts, and their counters and credit;
+//!   [`invites`]: invite tokens, spent one use per registration.
+//! - [`body_limits`]: how large a result body may be, from its job.
 //! - [`dashboard`]: the web dashboard's read-only queries.
 //! - [`sql`]: shared helpers; [`error`]: the store's errors.
 //!
@@ -31,11 +33,13 @@
 
 mod backtrack;
 mod blobs;
+mod body_limits;
 mod claims;
 mod dashboard;
 mod error;
 mod expiry;
 mod heartbeats;
+mod invites;
 mod jobs;
 mod leasing;
 mod settling;
@@ -46,6 +50,7 @@ mod workers;
 mod writer;
 
 pub use crate::trust::Trust;
+pub use body_limits::UploadTarget;
 pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};

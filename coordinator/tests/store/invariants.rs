@@ -260,3 +260,48 @@ async fn a_database_from_before_the_guards_is_repaired_when_it_is_opened() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_invites_last_use_is_spent_once_whoever_races_for_it() {
+    let f = open(trust()).await;
+    f.store.create_invite("invite-hash", 1, T0).await.unwrap();
+    // Two registrations at once, on two clones of the store (as two
+    // requests, or two coordinators, would be).
+    let other = f.store.clone();
+    let (a, b) = tokio::join!(
+        f.store.spend_invite("invite-hash"),
+        other.spend_invite("invite-hash")
+    );
+    let spent = [a.unwrap(), b.unwrap()];
+    assert_eq!(spent.iter().filter(|s| **s).count(), 1, "{spent:?}");
+    assert_eq!(
+        f.store.invite_uses_left("invite-hash").await.unwrap(),
+        Some(0)
+    );
+    // Tried directly: the spending update finds nothing to change, and a
+    // write that would take the uses below zero is refused.
+    let mut db = raw(&f).await;
+    let done = sqlx::query(
+        "UPDATE invites SET uses_left = uses_left - 1 WHERE hash = 'invite-hash' AND uses_left > 0",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 0);
+    let e = refused(
+        &mut db,
+        "UPDATE invites SET uses_left = uses_left - 1 WHERE hash = 'invite-hash'",
+    )
+    .await;
+    assert!(e.contains("CHECK"), "{e}");
+    assert_eq!(
+        scalar(
+            &mut db,
+            "SELECT uses_left FROM invites WHERE hash = 'invite-hash'"
+        )
+        .await,
+        0
+    );
+    // An unknown invite spends nothing.
+    assert!(!f.store.spend_invite("no-such-hash").await.unwrap());
+}

@@ -3,6 +3,7 @@
 
 mod compare;
 mod dashboard;
+mod edge;
 mod heartbeats;
 mod honest;
 mod hostile;

@@ -139,6 +139,7 @@ async fn a_worker_with_another_engine_is_told_to_upgrade() {
             platform,
             slots: 1,
             account_key: None,
+            invite: None,
         })
         .send()
         .await

@@ -25,10 +25,15 @@
 //! - `guest`: the real worker process: its CPU use under `--cpu-limit`, and
 //!   the time from a restart (warm module cache) to its first unit done.
 //!
+//! - `uploads`: the coordinator's resident memory, idle and at its peak,
+//!   under 16 concurrent 21 MB result uploads to a job whose output limit
+//!   is 1 KiB (declared, then chunked), and the CPU it ran on.
+//!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
 mod guest;
 mod integrity;
+mod uploads;
 
 use protocol::Limits;
 use sandbox::{Mode, Sandbox, Stdout};
@@ -49,9 +54,10 @@ fn main() {
         "coordinator" => coordinator_throughput(smoke, &args),
         "integrity" => integrity::run(smoke),
         "guest" => guest::run(smoke),
+        "uploads" => uploads::run(smoke),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest) [--smoke]"
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest | uploads) [--smoke]"
             );
             std::process::exit(2);
         }
