@@ -12,6 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::ErrorBody;
 
+/// What a banned worker is told, on every call.
+pub const BANNED: &str = "this worker is banned by the coordinator's operator: its token is refused and its pending results were discarded";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -20,6 +23,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A worker its operator banned (403, code `banned`).
+    #[error("{0}")]
+    Banned(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -44,6 +50,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Banned(_) => (StatusCode::FORBIDDEN, "banned"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
@@ -62,6 +69,11 @@ impl From<crate::store::Error> for ApiError {
             // Going down: a client should come back (workers retry on 5xx).
             crate::store::Error::WriterGone => {
                 ApiError::Unavailable("the coordinator is stopping; try again shortly".into())
+            }
+            // A ban committed while this worker's request was already
+            // past the edge: the schema refused it (migration 0012).
+            crate::store::Error::Invariant(m) if m.contains("a banned worker") => {
+                ApiError::Banned(BANNED.into())
             }
             e => ApiError::Internal(e.into()),
         }

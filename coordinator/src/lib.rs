@@ -14,6 +14,7 @@
 //! - [`clock`]: injected time.
 //! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`).
 //! - [`dashboard`]: the read-only web page at `/`.
+//! - [`operator`]: `coordinator workers list/ban/unban` on the database.
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
 //! [`Coordinator::serve`] runs it on a listener until a shutdown future
@@ -28,6 +29,7 @@ pub mod error;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;
+pub mod operator;
 pub mod placement;
 pub mod settings;
 pub mod store;
@@ -148,7 +150,7 @@ impl Coordinator {
             Some(key) => key.clone(),
             None => load_or_create_api_key(&config.data_dir)?,
         };
-        let db = config.data_dir.join("coordinator.sqlite");
+        let db = config.data_dir.join(operator::DATABASE_FILE);
         let store = Store::open_sqlite(&db, config.trust.clone())
             .await
             .with_context(|| format!("cannot open database {}", db.display()))?;

@@ -474,6 +474,10 @@ pub struct WorkerStatus {
     /// Whether its last heartbeat said it was paused.
     #[serde(default)]
     pub paused: bool,
+    /// Whether the coordinator's operator banned it (`coordinator workers
+    /// ban`): its token is refused and its pending results were discarded.
+    #[serde(default)]
+    pub banned: bool,
 }
 
 /// `GET /api/v1/accounts`: a volunteer account, for the leaderboard.

@@ -10,6 +10,7 @@
 //! - [`jobs`]: jobs and units; [`claims`]: one coordinator at a time per
 //!   split or reduce; [`blobs`]: content-addressed bytes.
 //! - [`workers`]: workers, accounts, and their counters and credit.
+//! - [`bans`]: operator bans, and what they discard and re-verify.
 //! - [`dashboard`]: the web dashboard's read-only queries.
 //! - [`sql`]: shared helpers; [`error`]: the store's errors.
 //!
@@ -30,6 +31,7 @@
 //! [`trust`]: crate::trust
 
 mod backtrack;
+mod bans;
 mod blobs;
 mod claims;
 mod dashboard;
@@ -45,6 +47,7 @@ mod workers;
 mod writer;
 
 pub use crate::trust::Trust;
+pub use bans::{BanReport, BanTarget};
 pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
