@@ -1,4 +1,4 @@
--- Operator bans (`coordinator workers ban`). A banned worker's token is
+-- Operator bans (`coordinator workers ban`), and an index for `/metrics`. A banned worker's token is
 -- refused at the edge on every call; these guards make the ban hold
 -- whoever writes (a second coordinator, a request already past the edge
 -- when the ban committed): a banned worker gets no replica and returns no
@@ -31,3 +31,6 @@ BEGIN
     UPDATE workers SET banned_ms = (SELECT banned_ms FROM accounts WHERE id = NEW.account_id)
     WHERE id = NEW.id;
 END;
+
+-- `/metrics` counts the workers seen lately at every scrape.
+CREATE INDEX workers_by_last_seen ON workers (last_seen_ms);

@@ -45,6 +45,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The stable code of the body (`not_found`, `banned`, ...).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -14,6 +14,7 @@
 //! - [`clock`]: injected time.
 //! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`).
 //! - [`dashboard`]: the read-only web page at `/`.
+//! - [`metrics`]: `GET /metrics`, the Prometheus view.
 //! - [`operator`]: `coordinator workers list/ban/unban` on the database.
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
@@ -29,6 +30,7 @@ pub mod error;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
 pub mod operator;
 pub mod placement;
 pub mod settings;
@@ -137,6 +139,8 @@ struct Inner {
     performing: Mutex<HashSet<(JobId, store::Duty)>>,
     /// Workers by the sha256 of their token, as authenticated so far.
     known_workers: Mutex<HashMap<String, store::WorkerRow>>,
+    /// What `/metrics` shows.
+    metrics: metrics::Metrics,
 }
 
 impl Coordinator {
@@ -159,8 +163,10 @@ impl Coordinator {
         let node = load_or_create_node_id(&config.data_dir)?;
         // What a previous run of this coordinator claimed, nobody performs.
         store.release_claims_of(&node).await?;
+        let metrics = metrics::Metrics::new(store.writer_metrics());
         Ok(Coordinator {
             inner: Arc::new(Inner {
+                metrics,
                 store,
                 sandbox,
                 programs: Mutex::new(HashMap::new()),

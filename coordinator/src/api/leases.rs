@@ -63,6 +63,7 @@ pub(super) async fn work(
     let max = req.max_units.min(MAX_LEASES_PER_REQUEST);
     let now = c.now_ms();
     let rows = c.inner.store.lease(&worker, max, now).await?;
+    c.inner.metrics.leased(rows.len());
     if !rows.is_empty() {
         tracing::debug!(worker = %worker.id, leases = rows.len(), "leased");
         c.changed();

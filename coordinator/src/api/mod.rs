@@ -72,7 +72,13 @@ pub fn router(c: Coordinator) -> Router {
         .nest(protocol::API_PREFIX, api)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .merge(crate::dashboard::routes())
+        // After every route: the middleware sees the matched path.
+        .route_layer(axum::middleware::from_fn_with_state(
+            c.clone(),
+            crate::metrics::track,
+        ))
         .with_state(c)
 }
 

@@ -92,6 +92,20 @@ fn answer_upload(
     replica: ReplicaId,
     recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
 ) -> ApiResult<UploadStatus> {
+    let answer = refuse_or_apply(c, replica, recorded);
+    c.inner.metrics.uploaded(match &answer {
+        Ok(UploadStatus::Accepted) => "accepted",
+        Ok(UploadStatus::AlreadyReceived) => "already_received",
+        Err(e) => e.code(),
+    });
+    answer
+}
+
+fn refuse_or_apply(
+    c: &Coordinator,
+    replica: ReplicaId,
+    recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
+) -> ApiResult<UploadStatus> {
     match recorded? {
         Ok((status, effects)) => {
             c.apply(effects);
