@@ -37,6 +37,16 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// Asks for up to `max_units` leases.
+#[utoipa::path(post, path = "/api/v1/work", tag = "leases",
+    security(("worker_token" = [])),
+    request_body = protocol::WorkRequest,
+    responses((status = 200, description = "leases, maybe none", body = protocol::WorkResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
+        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -95,6 +105,14 @@ pub(super) async fn work(
 
 /// A worker's heartbeat: progress of its running units, which extends
 /// their leases; the answer names the units it no longer holds.
+#[utoipa::path(post, path = "/api/v1/heartbeat", tag = "leases",
+    security(("worker_token" = [])),
+    request_body = protocol::Heartbeat,
+    responses((status = 200, description = "the leases extended, and the units given up", body = protocol::HeartbeatResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 413, description = "too many units", body = protocol::ErrorBody)))]
 pub(super) async fn heartbeat(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -116,6 +134,14 @@ pub(super) async fn heartbeat(
 /// A worker gives back a lease it will not run (it is stopping): the unit
 /// goes to another worker at once. Releasing twice, or after the result,
 /// changes nothing.
+#[utoipa::path(post, path = "/api/v1/replicas/{id}/release", tag = "leases",
+    security(("worker_token" = [])),
+    params(("id" = protocol::ReplicaId, Path, description = "the replica's id")),
+    responses((status = 204, description = "given back, or nothing to give back"),
+        (status = 400, description = "not a replica id", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 404, description = "no such replica", body = protocol::ErrorBody)))]
 pub(super) async fn release_replica(
     State(c): State<Coordinator>,
     headers: HeaderMap,

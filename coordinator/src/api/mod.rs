@@ -16,26 +16,75 @@ mod auth;
 mod blobs;
 mod jobs;
 mod leases;
+mod openapi;
 mod results;
 mod workers;
 
 pub use auth::{hash_secret, random_secret};
 pub use leases::{MAX_LEASES_PER_REQUEST, network_prefix};
+pub use openapi::document as openapi_document;
 
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use serde::Deserialize;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The `/api/v1` routes, and the path each was given: the one list that
+/// both the router and the OpenAPI test read.
+struct Routes {
+    router: Router<Coordinator>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    fn route(mut self, path: &'static str, method: MethodRouter<Coordinator>) -> Routes {
+        self.paths.push(path);
+        self.router = self.router.route(path, method);
+        self
+    }
+}
+
+/// Every path the router serves under `/api/v1`, in full
+/// (`/api/v1/jobs/{id}`), as the OpenAPI document names them.
+pub fn api_paths(c: &Coordinator) -> Vec<String> {
+    api_routes(c)
+        .paths
+        .iter()
+        .map(|p| format!("{}{p}", protocol::API_PREFIX))
+        .collect()
+}
+
 pub fn router(c: Coordinator) -> Router {
+    Router::new()
+        .nest(protocol::API_PREFIX, api_routes(&c).router)
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
+        .merge(crate::dashboard::routes())
+        // After every route: the middleware sees the matched path.
+        .route_layer(axum::middleware::from_fn_with_state(
+            c.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(c)
+}
+
+fn api_routes(c: &Coordinator) -> Routes {
     let max_blob = c.config().max_blob_bytes;
     // A result is base64 in JSON: 4/3 of the output, plus room for the rest.
     let max_result = (c.config().max_output_bytes as usize) * 4 / 3 + (64 << 10);
-    let api = Router::new()
+    Routes::new()
         .route(
             "/blobs",
             post(blobs::post_blob).layer(DefaultBodyLimit::max(max_blob)),
@@ -67,19 +116,8 @@ pub fn router(c: Coordinator) -> Router {
         .route(
             "/results",
             post(results::post_results).layer(DefaultBodyLimit::max(max_result)),
-        );
-    Router::new()
-        .nest(protocol::API_PREFIX, api)
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::serve))
-        .merge(crate::dashboard::routes())
-        // After every route: the middleware sees the matched path.
-        .route_layer(axum::middleware::from_fn_with_state(
-            c.clone(),
-            crate::metrics::track,
-        ))
-        .with_state(c)
+        )
+        .route("/openapi.json", get(openapi::openapi_json))
 }
 
 /// `?limit=N` of the lists (jobs, workers, accounts).

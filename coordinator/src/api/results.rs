@@ -15,6 +15,20 @@ use protocol::{
     ResultUpload, UploadResponse, UploadStatus,
 };
 
+/// Uploads the result of one replica.
+#[utoipa::path(put, path = "/api/v1/replicas/{id}/result", tag = "results",
+    security(("worker_token" = [])),
+    params(("id" = protocol::ReplicaId, Path, description = "the replica's id")),
+    request_body = protocol::ResultUpload,
+    responses((status = 200, description = "recorded (or recorded before)", body = protocol::UploadResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 404, description = "no such replica", body = protocol::ErrorBody),
+        (status = 409, description = "a different result came before", body = protocol::ErrorBody),
+        (status = 410, description = "the lease expired", body = protocol::ErrorBody),
+        (status = 413, description = "too large", body = protocol::ErrorBody),
+        (status = 422, description = "beyond the job's limits", body = protocol::ErrorBody)))]
 pub(super) async fn put_result(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -40,6 +54,14 @@ pub(super) async fn put_result(
 
 /// Several results in one request: recorded together (usually in one
 /// transaction), each answered as `PUT /replicas/{id}/result` would.
+#[utoipa::path(post, path = "/api/v1/results", tag = "results",
+    security(("worker_token" = [])),
+    request_body = protocol::ResultBatch,
+    responses((status = 200, description = "each result answered", body = protocol::ResultBatchResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 413, description = "too many results or too large", body = protocol::ErrorBody)))]
 pub(super) async fn post_results(
     State(c): State<Coordinator>,
     headers: HeaderMap,

@@ -9,6 +9,7 @@ mod honest;
 mod hostile;
 mod leases;
 mod metrics;
+mod openapi;
 mod restart;
 mod submissions;
 mod trust;
