@@ -7,7 +7,7 @@ use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::NewJob;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -137,8 +137,9 @@ pub(super) async fn post_job(
         (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_jobs(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<JobStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store
@@ -214,8 +215,9 @@ pub(super) struct UnitsQuery {
 pub(super) async fn job_units(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
-    Query(q): Query<UnitsQuery>,
+    q: Result<Query<UnitsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<UnitStatus>>> {
+    let Query(q) = q?;
     let status = job_status(&c, &id).await?;
     if let Some(s) = &q.state
         && !["open", "accepted", "failed"].contains(&s.as_str())

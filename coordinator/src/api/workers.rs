@@ -6,7 +6,7 @@ use super::{ApiResult, ListQuery};
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use protocol::{AccountStatus, RegisterRequest, RegisterResponse, WorkerId, WorkerStatus};
@@ -84,8 +84,9 @@ pub(super) async fn register(
         (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_workers(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<WorkerStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store
@@ -101,8 +102,9 @@ pub(super) async fn list_workers(
         (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_accounts(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<AccountStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store
