@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 /// A worker is online if it asked for work or sent a heartbeat within
 /// this long (an idle worker asks every second or so, a busy one beats
@@ -239,7 +240,8 @@ pub(crate) async fn serve(State(c): State<Coordinator>) -> Result<Response, ApiE
 }
 
 /// Middleware of every route: times the request under its matched path
-/// (`/api/v1/jobs/{id}`, never the raw URI, so ids make no new series).
+/// (`/api/v1/jobs/{id}`, never the raw URI, so ids make no new series),
+/// and runs it in a `request` span naming the route.
 pub(crate) async fn track(State(c): State<Coordinator>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -247,7 +249,10 @@ pub(crate) async fn track(State(c): State<Coordinator>, req: Request, next: Next
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
     let start = Instant::now();
-    let response = next.run(req).await;
+    // Every log line of a request carries its route; the handlers' own
+    // spans add the worker, job and replica.
+    let span = tracing::info_span!("request", method = %method, route = %route);
+    let response = next.run(req).instrument(span).await;
     let m = &c.inner.metrics;
     m.request_seconds
         .get_or_create(&Route {

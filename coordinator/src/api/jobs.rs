@@ -163,6 +163,7 @@ async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
     responses((status = 200, description = "its status", body = protocol::JobStatus),
         (status = 400, description = "not a job id", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "get_job", skip_all, fields(job = %id))]
 pub(super) async fn get_job(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
@@ -177,6 +178,7 @@ pub(super) async fn get_job(
         (status = 400, description = "not a job id", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody),
         (status = 409, description = "the job has no output yet", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "job_output", skip_all, fields(job = %id))]
 pub(super) async fn job_output(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
@@ -212,6 +214,7 @@ pub(super) struct UnitsQuery {
     responses((status = 200, description = "the units", body = Vec<protocol::UnitStatus>),
         (status = 400, description = "not a job id, or a bad state", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "job_units", skip_all, fields(job = %id))]
 pub(super) async fn job_units(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
@@ -245,6 +248,7 @@ pub(super) async fn job_units(
         (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody),
         (status = 409, description = "the job has ended already", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "cancel_job", skip_all, fields(job = %id))]
 pub(super) async fn cancel_job(
     State(c): State<Coordinator>,
     headers: HeaderMap,

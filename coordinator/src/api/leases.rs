@@ -47,6 +47,7 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
         (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
         (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
         (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "work", skip_all, fields(worker))]
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -54,6 +55,7 @@ pub(super) async fn work(
     body: Result<Json<WorkRequest>, JsonRejection>,
 ) -> ApiResult<Json<WorkResponse>> {
     let mut worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     if c.config().trust.distinct_networks {
         let peer = extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -74,8 +76,10 @@ pub(super) async fn work(
     let now = c.now_ms();
     let rows = c.inner.store.lease(&worker, max, now).await?;
     c.inner.metrics.leased(rows.len());
+    for r in &rows {
+        tracing::debug!(job = %r.job_id, unit = %r.unit_id, replica = %r.replica_id, "leased");
+    }
     if !rows.is_empty() {
-        tracing::debug!(worker = %worker.id, leases = rows.len(), "leased");
         c.changed();
     }
     let leases = rows
@@ -113,12 +117,14 @@ pub(super) async fn work(
         (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
         (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
         (status = 413, description = "too many units", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "heartbeat", skip_all, fields(worker))]
 pub(super) async fn heartbeat(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: Result<Json<Heartbeat>, JsonRejection>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let Json(beat) = body?;
     if beat.running.len() > MAX_HEARTBEAT_UNITS {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -142,12 +148,14 @@ pub(super) async fn heartbeat(
         (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
         (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
         (status = 404, description = "no such replica", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "release", skip_all, fields(worker, replica = %id))]
 pub(super) async fn release_replica(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let replica: ReplicaId = parse(&id, "replica id")?;
     match c
         .inner

@@ -56,12 +56,14 @@ impl Routes {
 }
 
 /// Every path the router serves under `/api/v1`, in full
-/// (`/api/v1/jobs/{id}`), as the OpenAPI document names them.
+/// (`/api/v1/jobs/{id}`), as the OpenAPI document names them: this
+/// module's table and the dashboard's JSON.
 pub fn api_paths(c: &Coordinator) -> Vec<String> {
     api_routes(c)
         .paths
         .iter()
         .map(|p| format!("{}{p}", protocol::API_PREFIX))
+        .chain(crate::dashboard::API_PATHS.iter().map(|p| p.to_string()))
         .collect()
 }
 

@@ -34,9 +34,91 @@ use utoipa::{Modify, OpenApi};
         super::results::post_results,
         openapi_json,
     ),
-    modifiers(&BearerSchemes),
+    modifiers(&BearerSchemes, &DashboardPaths),
 )]
 struct Document;
+
+/// The dashboard's JSON (`crate::dashboard`): public, read-only, shaped
+/// for its page and not a stable interface, so its bodies are documented
+/// as plain JSON objects.
+struct DashboardPaths;
+
+impl Modify for DashboardPaths {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::dashboard::{JOB, LEADERBOARD, OVERVIEW, WORKERS};
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
+        let json = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                        .build(),
+                )
+                .build()
+        };
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, summary) in [
+            (
+                OVERVIEW,
+                "The dashboard's overview: jobs, workers online, throughput",
+            ),
+            (JOB, "The dashboard's page of one job"),
+            (WORKERS, "The dashboard's workers and the units they run"),
+            (
+                LEADERBOARD,
+                "The dashboard's leaderboard of accounts and workers",
+            ),
+        ] {
+            let mut op = OperationBuilder::new()
+                .summary(Some(summary))
+                .tag("dashboard")
+                .response("200", json(summary))
+                .response("400", error("a bad parameter"));
+            if path == JOB {
+                op = op
+                    .parameter(
+                        ParameterBuilder::new()
+                            .name("id")
+                            .parameter_in(ParameterIn::Path)
+                            .required(Required::True)
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
+                                Some(utoipa::openapi::SchemaFormat::Custom("uuid".into())),
+                            ))),
+                    )
+                    .response("404", error("no such job"));
+            }
+            if path == LEADERBOARD {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name("limit")
+                        .parameter_in(ParameterIn::Query)
+                        .required(Required::False)
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .minimum(Some(0)),
+                        )),
+                );
+            }
+            openapi
+                .paths
+                .add_path_operation(path, vec![HttpMethod::Get], op.build());
+        }
+    }
+}
 
 /// The two secrets, both `Authorization: Bearer <secret>`.
 struct BearerSchemes;

@@ -29,6 +29,7 @@ use protocol::{
         (status = 410, description = "the lease expired", body = protocol::ErrorBody),
         (status = 413, description = "too large", body = protocol::ErrorBody),
         (status = 422, description = "beyond the job's limits", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "result", skip_all, fields(worker, replica = %id))]
 pub(super) async fn put_result(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -36,6 +37,7 @@ pub(super) async fn put_result(
     body: Result<Json<ResultUpload>, JsonRejection>,
 ) -> ApiResult<Json<UploadResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let replica: ReplicaId = parse(&id, "replica id")?;
     let Json(upload) = body?;
     let upload = Upload {
@@ -62,12 +64,14 @@ pub(super) async fn put_result(
         (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
         (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
         (status = 413, description = "too many results or too large", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "results", skip_all, fields(worker))]
 pub(super) async fn post_results(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: Result<Json<ResultBatch>, JsonRejection>,
 ) -> ApiResult<Json<ResultBatchResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let Json(batch) = body?;
     if batch.results.len() > MAX_RESULTS_PER_REQUEST {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -115,6 +119,10 @@ fn answer_upload(
     recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
 ) -> ApiResult<UploadStatus> {
     let answer = refuse_or_apply(c, replica, recorded);
+    match &answer {
+        Ok(status) => tracing::debug!(replica = %replica, status = ?status, "result recorded"),
+        Err(e) => tracing::debug!(replica = %replica, error = e.code(), "result refused"),
+    }
     c.inner.metrics.uploaded(match &answer {
         Ok(UploadStatus::Accepted) => "accepted",
         Ok(UploadStatus::AlreadyReceived) => "already_received",
