@@ -1,8 +1,8 @@
--- Operator bans (`coordinator workers ban`), and an index for `/metrics`. A banned worker's token is
--- refused at the edge on every call; these guards make the ban hold
--- whoever writes (a second coordinator, a request already past the edge
--- when the ban committed): a banned worker gets no replica and returns no
--- result. Their messages start with "invariant:" (store::Error::Invariant).
+-- Operator bans (`coordinator workers ban`), and an index for `/metrics`.
+-- A banned worker's token is refused at the edge on every call; these
+-- guards make the ban hold whoever writes (a second coordinator, a request
+-- already past the edge when the ban committed): a banned worker gets no
+-- replica and returns no result. Their messages start with "invariant:" (store::Error::Invariant).
 ALTER TABLE workers ADD COLUMN banned_ms BIGINT;
 -- A banned account: every worker of it is banned, those that join it
 -- later included (the trigger below).
