@@ -58,6 +58,14 @@ pub const ONLINE_WINDOW_MS: i64 = 120_000;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The dashboard's JSON routes (under `/api/v1`, so the OpenAPI document
+/// lists them too, as the page's own, unstable shapes).
+pub const OVERVIEW: &str = "/api/v1/dashboard/overview";
+pub const JOB: &str = "/api/v1/dashboard/jobs/{id}";
+pub const WORKERS: &str = "/api/v1/dashboard/workers";
+pub const LEADERBOARD: &str = "/api/v1/dashboard/leaderboard";
+pub const API_PATHS: [&str; 4] = [OVERVIEW, JOB, WORKERS, LEADERBOARD];
+
 pub fn routes() -> Router<Coordinator> {
     let state = Arc::new(Dashboard::default());
     Router::new()
@@ -73,13 +81,10 @@ pub fn routes() -> Router<Coordinator> {
             "/dashboard/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
-        .route("/api/v1/dashboard/overview", get(overview::overview))
-        .route("/api/v1/dashboard/jobs/{id}", get(job::job))
-        .route("/api/v1/dashboard/workers", get(workers::workers))
-        .route(
-            "/api/v1/dashboard/leaderboard",
-            get(leaderboard::leaderboard),
-        )
+        .route(OVERVIEW, get(overview::overview))
+        .route(JOB, get(job::job))
+        .route(WORKERS, get(workers::workers))
+        .route(LEADERBOARD, get(leaderboard::leaderboard))
         .layer(Extension(state))
 }
 

@@ -7,10 +7,13 @@
 //! `{"error": "<stable code>", "message": "<for people>"}`.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::ErrorBody;
+
+/// What a banned worker is told, on every call.
+pub const BANNED: &str = "this worker is banned by the coordinator's operator: its token is refused and its pending results were discarded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,6 +23,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A worker its operator banned (403, code `banned`).
+    #[error("{0}")]
+    Banned(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -56,11 +62,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The stable code of the body (`not_found`, `banned`, ...).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Banned(_) => (StatusCode::FORBIDDEN, "banned"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
@@ -85,6 +97,11 @@ impl From<crate::store::Error> for ApiError {
             crate::store::Error::WriterGone => {
                 ApiError::Unavailable("the coordinator is stopping; try again shortly".into())
             }
+            // A ban committed while this worker's request was already
+            // past the edge: the schema refused it (migration 0012).
+            crate::store::Error::Invariant(m) if m.contains("a banned worker") => {
+                ApiError::Banned(BANNED.into())
+            }
             e => ApiError::Internal(e.into()),
         }
     }
@@ -102,6 +119,12 @@ fn rejected(status: StatusCode, text: String) -> ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
     }
 }
 

@@ -47,6 +47,7 @@ pub async fn run_background(c: Coordinator, mut stop: watch::Receiver<bool>) {
 impl Coordinator {
     /// Acts on what a store call changed.
     pub(crate) fn apply(&self, effects: Effects) {
+        self.inner.metrics.reopened(effects.reopened);
         if !effects.jobs_to_reduce.is_empty() {
             self.inner.wake.notify_one();
         }

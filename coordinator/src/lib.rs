@@ -18,6 +18,8 @@
 //! - [`edge`]: what the edge on the open internet is configured with;
 //!   `server`: the accept loop (TLS, header-read and request timeouts);
 //!   [`tls`]: loading the certificate and key.
+//! - [`metrics`]: `GET /metrics`, the Prometheus view.
+//! - [`operator`]: `coordinator workers list/ban/unban` on the database.
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
 //! [`Coordinator::serve`] runs it on a listener until a shutdown future
@@ -34,6 +36,8 @@ pub mod invites;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
+pub mod operator;
 pub mod placement;
 mod server;
 pub mod settings;
@@ -150,6 +154,8 @@ struct Inner {
     known_workers: Mutex<HashMap<String, store::WorkerRow>>,
     /// Registration rates and large bodies at once.
     throttle: api::Throttle,
+    /// What `/metrics` shows.
+    metrics: metrics::Metrics,
 }
 
 impl Coordinator {
@@ -167,7 +173,7 @@ impl Coordinator {
             Some(key) => key.clone(),
             None => load_or_create_api_key(&config.data_dir)?,
         };
-        let db = config.data_dir.join("coordinator.sqlite");
+        let db = config.data_dir.join(operator::DATABASE_FILE);
         let store = Store::open_sqlite(&db, config.trust.clone())
             .await
             .with_context(|| format!("cannot open database {}", db.display()))?;
@@ -176,8 +182,10 @@ impl Coordinator {
         let node = load_or_create_node_id(&config.data_dir)?;
         // What a previous run of this coordinator claimed, nobody performs.
         store.release_claims_of(&node).await?;
+        let metrics = metrics::Metrics::new(store.writer_metrics());
         Ok(Coordinator {
             inner: Arc::new(Inner {
+                metrics,
                 store,
                 sandbox,
                 programs: Mutex::new(HashMap::new()),

@@ -1,5 +1,6 @@
 //! The `coordinator` command: `serve` runs a coordinator; `submit`,
-//! `status`, `output` and `cancel` talk to one over HTTP.
+//! `status`, `output` and `cancel` talk to one over HTTP; `workers` works
+//! on its database.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -22,7 +23,10 @@ use std::sync::Arc;
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
   coordinator output JOB_ID
-  coordinator invites create --uses 5")]
+  coordinator invites create --uses 5
+  coordinator workers list
+  coordinator workers ban WORKER_ID
+  coordinator workers ban --account ACCOUNT_ID")]
 struct Cli {
     /// The coordinator's data directory: `serve` keeps its database and API
     /// key there; the other commands read the API key from it.
@@ -91,6 +95,17 @@ enum Command {
         #[command(subcommand)]
         command: InvitesCommand,
     },
+    /// The workers in this coordinator's database (`--data-dir`): list,
+    /// ban, unban. A ban holds at once, also for a coordinator running on
+    /// the same database.
+    Workers {
+        /// The TOML settings `serve` uses (its `[trust]` decides what
+        /// backtracking after a ban reopens).
+        #[arg(long, env = "WASM_AT_HOME_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: WorkersAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +116,43 @@ enum InvitesCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         uses: u32,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum WorkersAction {
+    /// Id, account, slots, valid and invalid results, trust, last seen,
+    /// banned.
+    List {
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Ban a worker (or every worker of an account): its token is refused,
+    /// its pending results discarded, the units it vouched for verified
+    /// again.
+    Ban(BanArgs),
+    /// Lift a ban.
+    Unban(BanArgs),
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct BanArgs {
+    /// The worker's id.
+    worker: Option<protocol::WorkerId>,
+    /// An account, by its id or its key: all its workers.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+impl BanArgs {
+    fn target(&self) -> coordinator::store::BanTarget {
+        use coordinator::store::BanTarget;
+        match (&self.worker, &self.account) {
+            (Some(id), _) => BanTarget::Worker(*id),
+            (None, Some(account)) => BanTarget::Account(account.clone()),
+            (None, None) => unreachable!("clap requires one of them"),
+        }
+    }
 }
 
 #[tokio::main]
@@ -173,6 +225,7 @@ async fn run() -> anyhow::Result<()> {
                 "an invite for {uses} registration(s); give it to the volunteer: worker run --invite {token}"
             );
         }
+        Command::Workers { config, action } => workers(&cli, config.as_deref(), action).await?,
     }
     Ok(())
 }
@@ -212,6 +265,31 @@ async fn serve(
     );
     c.serve(listener, shutdown).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `coordinator workers ...`, on the database in the data directory.
+async fn workers(
+    cli: &Cli,
+    config: Option<&std::path::Path>,
+    action: &WorkersAction,
+) -> anyhow::Result<()> {
+    use coordinator::clock::Clock as _;
+    let file = match config {
+        Some(path) => Settings::read(path)?,
+        None => Settings::default(),
+    };
+    let config = file.apply(Config::new(&cli.data_dir))?;
+    let store =
+        coordinator::operator::open(&cli.data_dir, coordinator::operator::trust_of(&config))
+            .await?;
+    let now = SystemClock.now_ms();
+    let out = match action {
+        WorkersAction::List { limit } => coordinator::operator::list(&store, *limit, now).await?,
+        WorkersAction::Ban(args) => coordinator::operator::ban(&store, &args.target(), now).await?,
+        WorkersAction::Unban(args) => coordinator::operator::unban(&store, &args.target()).await?,
+    };
+    print!("{out}");
     Ok(())
 }
 

@@ -90,6 +90,15 @@ pub struct JobFiles {
     pub validation: Validation,
 }
 
+/// `value << shift`, or an error naming the setting if that overflows (a
+/// shift would wrap silently into a small, wrong limit).
+fn scaled(path: &Path, what: &str, value: u64, shift: u32) -> anyhow::Result<u64> {
+    match value.checked_mul(1 << shift) {
+        Some(bytes) => Ok(bytes),
+        None => bail!("{}: {what} = {value} is far too large", path.display()),
+    }
+}
+
 /// Reads the manifest at `path` and the files it names.
 pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
     let text =
@@ -133,8 +142,8 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
         units,
         limits: Limits {
             fuel: m.limits.fuel,
-            memory_bytes: m.limits.memory_mb << 20,
-            output_bytes: m.limits.output_kb << 10,
+            memory_bytes: scaled(path, "limits.memory_mb", m.limits.memory_mb, 20)?,
+            output_bytes: scaled(path, "limits.output_kb", m.limits.output_kb, 10)?,
         },
         lease_secs: m.limits.lease_secs,
         validation: Validation {
@@ -144,4 +153,116 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
             compare: m.validation.compare,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Property tests: random text and mutated valid manifests never panic
+    //! the parser, every refusal names the manifest, and what it accepts
+    //! is what the text says (no limit wraps around).
+
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    const VALID: &str = r#"name = "primes"
+module = "task.wasm"
+input = "1000 10"
+
+[limits]
+fuel = 10_000_000
+memory_mb = 64
+output_kb = 16
+lease_secs = 60
+
+[validation]
+quorum = 2
+max_replicas = 5
+"#;
+
+    fn config() -> Config {
+        Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(3),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    /// Loads `text` as `dir/job.toml`, beside a module file.
+    fn load_text(dir: &Path, text: &str) -> anyhow::Result<JobFiles> {
+        std::fs::write(dir.join("task.wasm"), b"\0asm").unwrap();
+        let path = dir.join("job.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    fn judged(text: &str) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        match load_text(dir.path(), text) {
+            Err(e) => {
+                let said = format!("{e:#}");
+                prop_assert!(said.contains("job.toml"), "{}", said);
+            }
+            Ok(job) => {
+                // The limits are the text's, scaled exactly.
+                let m: Manifest = toml::from_str(text).unwrap();
+                prop_assert_eq!(job.limits.memory_bytes, m.limits.memory_mb * (1 << 20));
+                prop_assert_eq!(job.limits.output_bytes, m.limits.output_kb * (1 << 10));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_valid_manifest_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = load_text(dir.path(), VALID).unwrap();
+        assert_eq!(job.limits.memory_bytes, 64 << 20);
+        assert_eq!(job.validation.quorum, 2);
+    }
+
+    #[test]
+    fn a_limit_that_would_wrap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = VALID.replace("memory_mb = 64", "memory_mb = 18446744073709551615");
+        let e = load_text(dir.path(), &text).unwrap_err();
+        assert!(format!("{e:#}").contains("limits.memory_mb"), "{e:#}");
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn random_text_never_panics_the_parser(text in "\\PC{0,200}") {
+            judged(&text)?;
+        }
+
+        #[test]
+        fn mutated_manifests_are_loaded_or_refused_clearly(
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(), prop_oneof![
+                    Just(String::new()),
+                    "[0-9]{1,22}",
+                    "[=\\[\\]\"#._a-z \n-]{1,3}",
+                ]),
+                1..4,
+            ),
+            number in any::<u64>(),
+        ) {
+            // Numbers anywhere, huge ones included, and random cuts and
+            // insertions.
+            let mut text = VALID.replace("64", &number.to_string());
+            for (at, insert) in &edits {
+                let mut i = at.index(text.len() + 1);
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let end = (i + 2).min(text.len());
+                let end = if text.is_char_boundary(end) { end } else { i };
+                text.replace_range(i..end, insert);
+            }
+            judged(&text)?;
+        }
+    }
 }

@@ -58,11 +58,26 @@ macro_rules! uuid_id {
 macro_rules! int_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The id of a ", $what, ".")]
-        #[derive(
-            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-        )]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $name(pub i64);
+
+        /// Refuses zero and negative numbers, as parsing does: the
+        /// coordinator numbers rows from 1.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let n = i64::deserialize(d)?;
+                if n > 0 {
+                    Ok($name(n))
+                } else {
+                    Err(serde::de::Error::custom(concat!(
+                        "a ",
+                        $what,
+                        " id is a positive integer"
+                    )))
+                }
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,5 +115,12 @@ mod tests {
         assert_eq!("42".parse::<UnitId>().unwrap(), UnitId(42));
         assert!("-1".parse::<ReplicaId>().is_err());
         assert!("x".parse::<ReplicaId>().is_err());
+        assert_eq!(serde_json::from_str::<UnitId>("7").unwrap(), UnitId(7));
+        let e = serde_json::from_str::<ReplicaId>("0").unwrap_err();
+        assert!(
+            e.to_string().contains("a replica id is a positive integer"),
+            "{e}"
+        );
+        assert!(serde_json::from_str::<ReplicaId>("-3").is_err());
     }
 }

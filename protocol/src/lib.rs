@@ -12,6 +12,8 @@ mod bytes;
 pub mod frame;
 mod hash;
 mod ids;
+#[cfg(feature = "openapi")]
+mod openapi;
 
 pub use bytes::Bytes;
 pub use hash::{BlobHash, ParseHashError};
@@ -34,6 +36,7 @@ pub const AUTHORIZATION: &str = "authorization";
 /// "Determinism"), and a worker whose `engine` differs from the coordinator's
 /// counts fuel differently, so it gets no work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Platform {
     /// CPU architecture, as `std::env::consts::ARCH` names it.
     pub arch: String,
@@ -47,6 +50,7 @@ pub struct Platform {
 
 /// `POST /api/v1/workers`: a new worker introduces itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// A human name for the dashboard, e.g. the host name.
     #[serde(default)]
@@ -67,6 +71,7 @@ pub struct RegisterRequest {
 /// The answer to [`RegisterRequest`]. The token is shown once; the
 /// coordinator keeps only its hash.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub worker_id: WorkerId,
     pub token: String,
@@ -80,6 +85,7 @@ pub struct RegisterResponse {
 
 /// `POST /api/v1/work`: a worker asks for up to `max_units` leases.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkRequest {
     pub max_units: u32,
     pub platform: Platform,
@@ -95,6 +101,7 @@ pub struct WorkRequest {
 /// The answer to [`WorkRequest`]: zero or more leases. With none, the worker
 /// should ask again after `retry_after_ms`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkResponse {
     pub leases: Vec<Lease>,
     pub retry_after_ms: u64,
@@ -107,6 +114,7 @@ pub struct WorkResponse {
 
 /// One replica of one unit, leased to one worker until `deadline_ms`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub replica_id: ReplicaId,
     pub unit_id: UnitId,
@@ -130,6 +138,7 @@ pub struct Lease {
 /// The hard limits of one sandboxed run. Every replica of a unit runs under
 /// the same limits, so a unit that exceeds them fails the same way everywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Fuel: the deterministic instruction budget.
     pub fuel: u64,
@@ -142,6 +151,7 @@ pub struct Limits {
 /// Why a sandboxed run produced no output. Every kind but `WorkerError` is
 /// deterministic: replicas that agree on it (and on the fuel used) agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The module trapped (unreachable, out-of-bounds access, stack overflow...).
@@ -192,6 +202,7 @@ impl FailureKind {
 
 /// What came of running one replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// The module exited 0; `output` is everything it wrote to stdout.
@@ -202,6 +213,7 @@ pub enum Outcome {
 
 /// `PUT /api/v1/replicas/{id}/result`: a worker reports one replica.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultUpload {
     pub outcome: Outcome,
     /// Fuel the run consumed: part of what replicas must agree on.
@@ -210,6 +222,7 @@ pub struct ResultUpload {
 
 /// The answer to a [`ResultUpload`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UploadStatus {
     /// The result was stored now.
@@ -219,6 +232,7 @@ pub enum UploadStatus {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadResponse {
     pub status: UploadStatus,
 }
@@ -226,6 +240,7 @@ pub struct UploadResponse {
 /// `POST /api/v1/results`: several results in one request (at most
 /// [`MAX_RESULTS_PER_REQUEST`]), each answered on its own, in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultBatch {
     pub results: Vec<ReplicaResult>,
 }
@@ -239,6 +254,7 @@ pub const MAX_RESULTS_PER_REQUEST: usize = 256;
 pub const BATCH_RESULT_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaResult {
     pub replica_id: ReplicaId,
     pub result: ResultUpload,
@@ -247,6 +263,7 @@ pub struct ReplicaResult {
 /// `POST /api/v1/heartbeat`: what a worker is running, sent every
 /// [`HEARTBEAT_INTERVAL_MS`] or so while it runs anything.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     /// The units running now, with the fuel each has used so far.
     pub running: Vec<UnitProgress>,
@@ -257,6 +274,7 @@ pub struct Heartbeat {
 
 /// How far one running unit has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnitProgress {
     pub replica_id: ReplicaId,
     pub fuel_used: u64,
@@ -264,6 +282,7 @@ pub struct UnitProgress {
 
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// The coordinator's clock (see [`WorkResponse::now_ms`]).
     pub now_ms: i64,
@@ -276,6 +295,7 @@ pub struct HeartbeatResponse {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseDeadline {
     pub replica_id: ReplicaId,
     pub deadline_ms: i64,
@@ -289,6 +309,7 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 pub const MAX_LEASE_PERIODS: i64 = 8;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultBatchResponse {
     pub results: Vec<ReplicaAnswer>,
 }
@@ -296,6 +317,7 @@ pub struct ResultBatchResponse {
 /// The answer for one result of a batch: a status, or the error the
 /// single-result endpoint would have answered (same codes).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaAnswer {
     pub replica_id: ReplicaId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +328,7 @@ pub struct ReplicaAnswer {
 
 /// The validation policy of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     /// How many replicas must agree before a unit's output is accepted.
     pub quorum: u32,
@@ -340,6 +363,7 @@ pub const FUEL_PER_CREDIT: f64 = 1e9;
 /// `POST /api/v1/jobs`: what a scientist submits, once the module (and the
 /// job input, if any) are stored as blobs with `POST /api/v1/blobs`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     #[serde(default)]
     pub name: String,
@@ -358,6 +382,7 @@ pub struct JobSpec {
 
 /// `POST /api/v1/blobs` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlobRef {
     pub hash: BlobHash,
     pub size: u64,
@@ -365,12 +390,14 @@ pub struct BlobRef {
 
 /// `POST /api/v1/jobs` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCreated {
     pub job_id: JobId,
 }
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Splitting,
@@ -417,6 +444,7 @@ impl JobState {
 
 /// `GET /api/v1/jobs/{id}`: a job's progress.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     pub id: JobId,
     pub name: String,
@@ -443,6 +471,7 @@ pub struct JobStatus {
 
 /// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnitStatus {
     pub id: UnitId,
     pub index: u64,
@@ -453,6 +482,7 @@ pub struct UnitStatus {
 
 /// `GET /api/v1/workers`: one worker and its record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerStatus {
     pub id: WorkerId,
     pub name: String,
@@ -490,10 +520,15 @@ pub struct WorkerStatus {
     /// Whether its last heartbeat said it was paused.
     #[serde(default)]
     pub paused: bool,
+    /// Whether the coordinator's operator banned it (`coordinator workers
+    /// ban`): its token is refused and its pending results were discarded.
+    #[serde(default)]
+    pub banned: bool,
 }
 
 /// `GET /api/v1/accounts`: a volunteer account, for the leaderboard.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountStatus {
     pub id: String,
     pub name: String,
@@ -506,6 +541,7 @@ pub struct AccountStatus {
 
 /// The body of every error answer: a stable code and a sentence for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,

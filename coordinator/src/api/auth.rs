@@ -44,7 +44,19 @@ pub(super) fn require_api_key(c: &Coordinator, headers: &HeaderMap) -> ApiResult
     }
 }
 
+/// The worker whose token the request carries; a banned one is refused
+/// (403 `banned`) whatever it asks.
 pub(super) async fn require_worker(c: &Coordinator, headers: &HeaderMap) -> ApiResult<WorkerRow> {
+    let worker = known_worker(c, headers).await?;
+    // Read every time, not remembered: a ban made by another process
+    // (`coordinator workers ban`) holds from the next request on.
+    if c.inner.store.is_banned(worker.id).await? {
+        return Err(ApiError::Banned(crate::error::BANNED.into()));
+    }
+    Ok(worker)
+}
+
+async fn known_worker(c: &Coordinator, headers: &HeaderMap) -> ApiResult<WorkerRow> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::Unauthorized(
             "this needs a worker token as `Authorization: Bearer <token>`; register with POST /api/v1/workers".into(),

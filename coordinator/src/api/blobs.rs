@@ -12,6 +12,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use protocol::{BlobHash, BlobRef};
 
+/// Stores a blob (a module or a job input); answers its sha256.
+#[utoipa::path(post, path = "/api/v1/blobs", tag = "blobs",
+    security(("api_key" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "stored", body = protocol::BlobRef),
+        (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no API key", body = protocol::ErrorBody),
+        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
+        (status = 413, description = "larger than max_blob_mb", body = protocol::ErrorBody)))]
 pub(super) async fn post_blob(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -30,6 +39,15 @@ pub(super) async fn post_blob(
     ))
 }
 
+/// A blob by its sha256 (for workers and submitters).
+#[utoipa::path(get, path = "/api/v1/blobs/{hash}", tag = "blobs",
+    security(("worker_token" = []), ("api_key" = [])),
+    params(("hash" = protocol::BlobHash, Path, description = "the blob's sha256")),
+    responses((status = 200, description = "the bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "not a sha256", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 404, description = "no such blob", body = protocol::ErrorBody)))]
 pub(super) async fn get_blob(
     State(c): State<Coordinator>,
     headers: HeaderMap,

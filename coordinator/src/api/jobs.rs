@@ -7,6 +7,7 @@ use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::NewJob;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -70,6 +71,16 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
     }
 }
 
+/// Submits a job: a stored module, and a stored input to split or the units.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
+    security(("api_key" = [])),
+    request_body = protocol::JobSpec,
+    responses((status = 201, description = "submitted", body = protocol::JobCreated),
+        (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no API key", body = protocol::ErrorBody),
+        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
+        (status = 413, description = "larger than max_blob_mb", body = protocol::ErrorBody),
+        (status = 422, description = "the spec or the module was refused", body = protocol::ErrorBody)))]
 pub(super) async fn post_job(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -122,10 +133,16 @@ pub(super) async fn post_job(
     Ok((StatusCode::CREATED, Json(JobCreated { job_id: job.id })))
 }
 
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    params(("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 1000)")),
+    responses((status = 200, description = "the jobs", body = Vec<protocol::JobStatus>),
+        (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_jobs(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<JobStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store
@@ -143,6 +160,13 @@ async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
+/// One job's status.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = protocol::JobId, Path, description = "the job's id")),
+    responses((status = 200, description = "its status", body = protocol::JobStatus),
+        (status = 400, description = "not a job id", body = protocol::ErrorBody),
+        (status = 404, description = "no such job", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "get_job", skip_all, fields(job = %id))]
 pub(super) async fn get_job(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
@@ -150,6 +174,14 @@ pub(super) async fn get_job(
     Ok(Json(job_status(&c, &id).await?))
 }
 
+/// A finished job's output.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/output", tag = "jobs",
+    params(("id" = protocol::JobId, Path, description = "the job's id")),
+    responses((status = 200, description = "the output", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "not a job id", body = protocol::ErrorBody),
+        (status = 404, description = "no such job", body = protocol::ErrorBody),
+        (status = 409, description = "the job has no output yet", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "job_output", skip_all, fields(job = %id))]
 pub(super) async fn job_output(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
@@ -177,11 +209,21 @@ pub(super) struct UnitsQuery {
     limit: Option<u32>,
 }
 
+/// A job's units, optionally in one state.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/units", tag = "jobs",
+    params(("id" = protocol::JobId, Path, description = "the job's id"),
+        ("state" = Option<String>, Query, description = "open, accepted or failed"),
+        ("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 10000)")),
+    responses((status = 200, description = "the units", body = Vec<protocol::UnitStatus>),
+        (status = 400, description = "not a job id, or a bad state", body = protocol::ErrorBody),
+        (status = 404, description = "no such job", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "job_units", skip_all, fields(job = %id))]
 pub(super) async fn job_units(
     State(c): State<Coordinator>,
     Path(id): Path<String>,
-    Query(q): Query<UnitsQuery>,
+    q: Result<Query<UnitsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<UnitStatus>>> {
+    let Query(q) = q?;
     let status = job_status(&c, &id).await?;
     if let Some(s) = &q.state
         && !["open", "accepted", "failed"].contains(&s.as_str())
@@ -199,6 +241,17 @@ pub(super) async fn job_units(
     ))
 }
 
+/// Cancels a job that has not ended.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    security(("api_key" = [])),
+    params(("id" = protocol::JobId, Path, description = "the job's id")),
+    responses((status = 200, description = "cancelled", body = protocol::JobStatus),
+        (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no API key", body = protocol::ErrorBody),
+        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
+        (status = 404, description = "no such job", body = protocol::ErrorBody),
+        (status = 409, description = "the job has ended already", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "cancel_job", skip_all, fields(job = %id))]
 pub(super) async fn cancel_job(
     State(c): State<Coordinator>,
     headers: HeaderMap,

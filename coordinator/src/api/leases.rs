@@ -40,6 +40,17 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// Asks for up to `max_units` leases.
+#[utoipa::path(post, path = "/api/v1/work", tag = "leases",
+    security(("worker_token" = [])),
+    request_body = protocol::WorkRequest,
+    responses((status = 200, description = "leases, maybe none", body = protocol::WorkResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
+        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "work", skip_all, fields(worker))]
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -47,6 +58,7 @@ pub(super) async fn work(
     body: Result<Json<WorkRequest>, JsonRejection>,
 ) -> ApiResult<Json<WorkResponse>> {
     let mut worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     if c.config().trust.distinct_networks {
         worker.net = Some(network_prefix(client));
     }
@@ -70,7 +82,6 @@ pub(super) async fn work(
             held.len()
         )));
     }
-    let worker_id = worker.id;
     let request = crate::store::LeaseRequest {
         worker,
         max,
@@ -78,8 +89,11 @@ pub(super) async fn work(
         held: req.held,
     };
     let rows = c.inner.store.lease_request(request).await?;
+    c.inner.metrics.leased(rows.len());
+    for r in &rows {
+        tracing::debug!(job = %r.job_id, unit = %r.unit_id, replica = %r.replica_id, "leased");
+    }
     if !rows.is_empty() {
-        tracing::debug!(worker = %worker_id, leases = rows.len(), "leased");
         c.changed();
     }
     let leases = rows
@@ -109,12 +123,22 @@ pub(super) async fn work(
 
 /// A worker's heartbeat: progress of its running units, which extends
 /// their leases; the answer names the units it no longer holds.
+#[utoipa::path(post, path = "/api/v1/heartbeat", tag = "leases",
+    security(("worker_token" = [])),
+    request_body = protocol::Heartbeat,
+    responses((status = 200, description = "the leases extended, and the units given up", body = protocol::HeartbeatResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 413, description = "too many units", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "heartbeat", skip_all, fields(worker))]
 pub(super) async fn heartbeat(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: Result<Json<Heartbeat>, JsonRejection>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let Json(beat) = body?;
     if beat.running.len() > MAX_HEARTBEAT_UNITS {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -130,12 +154,22 @@ pub(super) async fn heartbeat(
 /// A worker gives back a lease it will not run (it is stopping): the unit
 /// goes to another worker at once. Releasing twice, or after the result,
 /// changes nothing.
+#[utoipa::path(post, path = "/api/v1/replicas/{id}/release", tag = "leases",
+    security(("worker_token" = [])),
+    params(("id" = protocol::ReplicaId, Path, description = "the replica's id")),
+    responses((status = 204, description = "given back, or nothing to give back"),
+        (status = 400, description = "not a replica id", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 404, description = "no such replica", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "release", skip_all, fields(worker, replica = %id))]
 pub(super) async fn release_replica(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let replica: ReplicaId = parse(&id, "replica id")?;
     match c
         .inner

@@ -20,6 +20,7 @@ mod body;
 pub mod client_addr;
 mod jobs;
 mod leases;
+mod openapi;
 mod results;
 mod throttle;
 mod workers;
@@ -35,21 +36,71 @@ const SMALL_BODY: usize = 64 << 10;
 
 /// A heartbeat's: up to 4096 running units of some 60 bytes each.
 const HEARTBEAT_BODY: usize = 1 << 20;
+pub use openapi::document as openapi_document;
 
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use serde::Deserialize;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The `/api/v1` routes, and the path each was given: the one list that
+/// both the router and the OpenAPI test read.
+struct Routes {
+    router: Router<Coordinator>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    fn route(mut self, path: &'static str, method: MethodRouter<Coordinator>) -> Routes {
+        self.paths.push(path);
+        self.router = self.router.route(path, method);
+        self
+    }
+}
+
+/// Every path the router serves under `/api/v1`, in full
+/// (`/api/v1/jobs/{id}`), as the OpenAPI document names them: this
+/// module's table and the dashboard's JSON.
+pub fn api_paths() -> Vec<String> {
+    api_routes()
+        .paths
+        .iter()
+        .map(|p| format!("{}{p}", protocol::API_PREFIX))
+        .chain(crate::dashboard::API_PATHS.iter().map(|p| p.to_string()))
+        .collect()
+}
+
 pub fn router(c: Coordinator) -> Router {
+    Router::new()
+        .nest(protocol::API_PREFIX, api_routes().router)
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
+        .merge(crate::dashboard::routes())
+        // After every route: the middleware sees the matched path.
+        .route_layer(axum::middleware::from_fn_with_state(
+            c.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(c)
+}
+
+fn api_routes() -> Routes {
     // Blobs, jobs and results are read by their handlers (`body`), once
     // the caller is known, with the limit of what they are: blobs and jobs
     // by `max_blob_bytes`, results by the jobs they belong to (`results`).
-    let api = Router::new()
+    Routes::new()
         .route("/blobs", post(blobs::post_blob))
         .route("/blobs/{hash}", get(blobs::get_blob))
         .route("/jobs", post(jobs::post_job).get(jobs::list_jobs))
@@ -75,13 +126,8 @@ pub fn router(c: Coordinator) -> Router {
             "/jobs/{id}/cancel",
             body::limit(post(jobs::cancel_job), SMALL_BODY),
         )
-        .route("/results", post(results::post_results));
-    Router::new()
-        .nest(protocol::API_PREFIX, api)
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .merge(crate::dashboard::routes())
-        .with_state(c)
+        .route("/results", post(results::post_results))
+        .route("/openapi.json", get(openapi::openapi_json))
 }
 
 /// `?limit=N` of the lists (jobs, workers, accounts).

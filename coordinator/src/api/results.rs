@@ -44,6 +44,21 @@ pub fn batch_body_limit(largest_output: u64, max_output: u64) -> usize {
     (content as usize) * 2 + MAX_RESULTS_PER_REQUEST * 1024 + RESULT_SLACK
 }
 
+/// Uploads the result of one replica.
+#[utoipa::path(put, path = "/api/v1/replicas/{id}/result", tag = "results",
+    security(("worker_token" = [])),
+    params(("id" = protocol::ReplicaId, Path, description = "the replica's id")),
+    request_body = protocol::ResultUpload,
+    responses((status = 200, description = "recorded (or recorded before)", body = protocol::UploadResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 404, description = "no such replica", body = protocol::ErrorBody),
+        (status = 409, description = "a different result came before", body = protocol::ErrorBody),
+        (status = 410, description = "the lease expired", body = protocol::ErrorBody),
+        (status = 413, description = "too large", body = protocol::ErrorBody),
+        (status = 422, description = "beyond the job's limits", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "result", skip_all, fields(worker, replica = %id))]
 pub(super) async fn put_result(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -51,6 +66,7 @@ pub(super) async fn put_result(
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let replica: ReplicaId = parse(&id, "replica id")?;
     let target = c.inner.store.upload_target(replica).await?;
     let Some(target) = target else {
@@ -78,12 +94,22 @@ pub(super) async fn put_result(
 
 /// Several results in one request: recorded together (usually in one
 /// transaction), each answered as `PUT /replicas/{id}/result` would.
+#[utoipa::path(post, path = "/api/v1/results", tag = "results",
+    security(("worker_token" = [])),
+    request_body = protocol::ResultBatch,
+    responses((status = 200, description = "each result answered", body = protocol::ResultBatchResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 413, description = "too many results or too large", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "results", skip_all, fields(worker))]
 pub(super) async fn post_results(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<ResultBatchResponse>> {
     let worker = require_worker(&c, &headers).await?;
+    tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let largest = c.inner.store.largest_live_output().await?;
     let limit = batch_body_limit(largest, c.config().max_output_bytes);
     let body = body::read(&c, &headers, body, limit).await?;
@@ -130,6 +156,24 @@ pub(super) async fn post_results(
 
 /// What the store made of an upload, as the API answers it.
 fn answer_upload(
+    c: &Coordinator,
+    replica: ReplicaId,
+    recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,
+) -> ApiResult<UploadStatus> {
+    let answer = refuse_or_apply(c, replica, recorded);
+    match &answer {
+        Ok(status) => tracing::debug!(replica = %replica, status = ?status, "result recorded"),
+        Err(e) => tracing::debug!(replica = %replica, error = e.code(), "result refused"),
+    }
+    c.inner.metrics.uploaded(match &answer {
+        Ok(UploadStatus::Accepted) => "accepted",
+        Ok(UploadStatus::AlreadyReceived) => "already_received",
+        Err(e) => e.code(),
+    });
+    answer
+}
+
+fn refuse_or_apply(
     c: &Coordinator,
     replica: ReplicaId,
     recorded: Result<Result<(UploadStatus, Effects), Refusal>, crate::store::Error>,

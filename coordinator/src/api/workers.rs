@@ -8,11 +8,18 @@ use super::{ApiResult, ListQuery};
 use crate::Coordinator;
 use crate::error::ApiError;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use protocol::{AccountStatus, RegisterRequest, RegisterResponse, WorkerId, WorkerStatus};
 
+/// Registers a worker, in a new account or in the one whose key it gives.
+#[utoipa::path(post, path = "/api/v1/workers", tag = "workers",
+    request_body = protocol::RegisterRequest,
+    responses((status = 201, description = "registered: keep the token", body = protocol::RegisterResponse),
+        (status = 400, description = "malformed, or slots out of range", body = protocol::ErrorBody),
+        (status = 403, description = "no account has this key", body = protocol::ErrorBody),
+        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
 pub(super) async fn register(
     State(c): State<Coordinator>,
     ClientAddr(client): ClientAddr,
@@ -117,10 +124,16 @@ async fn create(
     Ok((id, token, account_id, account_key))
 }
 
+/// Workers, most recently seen first.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+    params(("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 10000)")),
+    responses((status = 200, description = "the workers", body = Vec<protocol::WorkerStatus>),
+        (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_workers(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<WorkerStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store
@@ -129,10 +142,16 @@ pub(super) async fn list_workers(
     ))
 }
 
+/// Volunteer accounts by credit, highest first.
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "workers",
+    params(("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 10000)")),
+    responses((status = 200, description = "the accounts", body = Vec<protocol::AccountStatus>),
+        (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
 pub(super) async fn list_accounts(
     State(c): State<Coordinator>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<AccountStatus>>> {
+    let Query(q) = q?;
     Ok(Json(
         c.inner
             .store

@@ -49,8 +49,10 @@ pub(super) struct LeaderQuery {
 pub(super) async fn leaderboard(
     State(c): State<Coordinator>,
     Extension(d): Extension<Arc<Dashboard>>,
-    Query(q): Query<LeaderQuery>,
+    q: Result<Query<LeaderQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Arc<Leaderboard>>> {
+    // A bad query gets the API's one JSON error shape, not axum's text.
+    let Query(q) = q?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let answer = shared(
         &d.leaderboard,

@@ -12,7 +12,10 @@
 //! - [`workers`]: workers, accounts, and their counters and credit;
 //!   [`invites`]: invite tokens, spent one use per registration.
 //! - [`body_limits`]: how large a result body may be, from its job.
+//! - [`workers`]: workers, accounts, and their counters and credit.
+//! - [`bans`]: operator bans, and what they discard and re-verify.
 //! - [`dashboard`]: the web dashboard's read-only queries.
+//! - [`totals`]: what `/metrics` reads from the database at scrape time.
 //! - [`sql`]: shared helpers; [`error`]: the store's errors.
 //!
 //! Policy is decided above, in pure functions; this module reads rows into
@@ -32,6 +35,7 @@
 //! [`trust`]: crate::trust
 
 mod backtrack;
+mod bans;
 mod blobs;
 mod body_limits;
 mod claims;
@@ -45,20 +49,23 @@ mod leasing;
 mod settling;
 mod sql;
 mod starvation;
+mod totals;
 mod uploads;
 mod workers;
 mod writer;
 
 pub use crate::trust::Trust;
+pub use bans::{BanReport, BanTarget};
 pub use body_limits::UploadTarget;
 pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
 pub use leasing::{LeaseRequest, LeaseRow};
 pub use settling::Effects;
+pub use totals::Totals;
 pub use uploads::{Comparator, Refusal, Upload, UploadAnswer};
 pub use workers::WorkerRow;
-pub use writer::{Answer, WRITE_BATCH, Write};
+pub use writer::{Answer, WRITE_BATCH, Write, WriterMetrics};
 
 use crate::trust::SpotChecks;
 use sqlx::SqlitePool;
@@ -85,6 +92,8 @@ struct Policy {
     spot_checks: SpotChecks,
     /// Set by the coordinator, which owns the sandbox.
     comparator: OnceLock<Comparator>,
+    /// The group-commit task's batch sizes and commit times.
+    writer: WriterMetrics,
 }
 
 impl std::fmt::Debug for Policy {
@@ -105,6 +114,7 @@ impl Store {
             spot_checks: SpotChecks::new(trust.seed, trust.spot_check),
             trust,
             comparator: OnceLock::new(),
+            writer: WriterMetrics::default(),
         });
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -147,6 +157,11 @@ impl Store {
     /// Where the database lives (for tools and tests that open it too).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The group-commit task's batch sizes and commit times, for `/metrics`.
+    pub fn writer_metrics(&self) -> &WriterMetrics {
+        &self.policy.writer
     }
 
     /// How outputs of jobs validated with `compare` are compared; set once.

@@ -39,6 +39,7 @@ struct StatusRow {
     recent_credit: f64,
     account_id: Option<String>,
     paused: bool,
+    banned: bool,
     running: i64,
 }
 
@@ -126,6 +127,7 @@ impl Store {
             "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
                     error_count, timeout_count, consecutive_valid, credit, recent_credit,
                     account_id, quota, quota_day, leased_today, paused,
+                    banned_ms IS NOT NULL AS banned,
                     (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
              FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
         )
@@ -158,6 +160,7 @@ impl Store {
                     account_id: r.account_id,
                     quota_left: count(standing.quota).saturating_sub(count(standing.used(today))),
                     paused: r.paused,
+                    banned: r.banned,
                 })
             })
             .collect()

@@ -8,9 +8,11 @@ use super::leasing::{self, LeaseRequest, LeaseRow};
 use super::uploads::{self, Upload, UploadAnswer};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result, Store, heartbeats};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use protocol::{Heartbeat, HeartbeatResponse, WorkerId};
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most writes (uploads, work requests, heartbeats) applied in one
@@ -20,6 +22,28 @@ pub const WRITE_BATCH: usize = 256;
 /// The most batches the group-commit task applies before it lets other
 /// writers have the write connection.
 const HOLD_BATCHES: usize = 8;
+
+/// What `/metrics` shows of the group-commit task: each transaction's
+/// writes and how long its commit took (cheap to clone: the histograms
+/// are shared).
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    /// Writes (uploads, work requests, heartbeats) per transaction.
+    pub batch_writes: Histogram,
+    /// Seconds from COMMIT sent to COMMIT done (the fsync, mostly).
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            // 1, 2, 4, ... 256 (WRITE_BATCH).
+            batch_writes: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            // 0.1 ms to about 3 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
 
 /// One write of the hot path.
 #[derive(Debug)]
@@ -321,7 +345,13 @@ async fn write_batch(
     let mut lease_answers = leasing::lease_batch(&mut tx, policy, &requests)
         .await?
         .into_iter();
+    let commit = Instant::now();
     tx.commit().await?;
+    policy
+        .writer
+        .commit_seconds
+        .observe(commit.elapsed().as_secs_f64());
+    policy.writer.batch_writes.observe(batch.len() as f64);
     Ok(batch
         .iter()
         .map(|w| match w {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real coordinator and real workers over loopback
 //! HTTP, running the real sample tasks in the real sandbox.
 
+mod bans;
 mod compare;
 mod dashboard;
 mod edge;
@@ -8,6 +9,8 @@ mod heartbeats;
 mod honest;
 mod hostile;
 mod leases;
+mod metrics;
+mod openapi;
 mod restart;
 mod submissions;
 mod trust;
