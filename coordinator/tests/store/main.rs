@@ -9,6 +9,7 @@
 
 mod claims;
 mod fixture;
+mod heartbeats;
 mod invariants;
 mod lifecycle;
 mod liveness;
