@@ -134,3 +134,28 @@ async fn a_worker_with_no_valid_result_gets_no_extension_whatever_it_reports() {
     assert_eq!(n, 1, "it runs out at its first deadline");
     f.aggregates_agree(job).await;
 }
+
+#[tokio::test]
+async fn a_workers_proven_speed_is_its_fastest_valid_result() {
+    let f = open(trust()).await;
+    let w = f.worker("w", "alice", 1).await;
+    // 1,000 fuel/s, then 10,000, then 1,000 again.
+    f.prove(&w, 10_000, 10_000, T0).await;
+    f.prove(&w, 100_000, 10_000, T0 + 10_000).await;
+    f.prove(&w, 10_000, 10_000, T0 + 20_000).await;
+    let t1 = T0 + 40_000;
+    let job = f.job(1, Validation::quorum(1, 3)).await;
+    let l = f.lease(&w, 1, t1).await.remove(0);
+    // 15,000 fuel/s: within twice the fastest (20,000), far beyond twice
+    // the last (2,000).
+    assert_eq!(
+        report(&f, &w, &l, (15 * EVERY) as u64, t1 + EVERY).await,
+        Some(t1 + EVERY + PERIOD)
+    );
+    // 25,000 fuel/s since then: beyond twice the fastest.
+    assert_eq!(
+        report(&f, &w, &l, (15 * EVERY + 25 * EVERY) as u64, t1 + 2 * EVERY).await,
+        Some(t1 + EVERY + PERIOD)
+    );
+    f.aggregates_agree(job).await;
+}
