@@ -208,6 +208,10 @@ pub struct WorkerDelta {
     pub breaks: u32,
     /// Valid results granted (not counting refunds), for the quota.
     pub gains: u32,
+    /// The fastest speed a valid result of this transaction proved, in
+    /// fuel per second ([`crate::lease::proven_speed`]; 0: none): the
+    /// worker's proven speed becomes at least this.
+    pub fastest: i64,
 }
 
 impl WorkerDelta {
@@ -218,6 +222,11 @@ impl WorkerDelta {
         self.recent += credit::recent_increment(credit, now);
         self.streak += 1;
         self.gains += 1;
+    }
+
+    /// A valid result that proved `speed` fuel per second.
+    pub fn proved(&mut self, speed: i64) {
+        self.fastest = self.fastest.max(speed);
     }
 
     /// Takes back a valid judgement that backtracking reopened: `credit`

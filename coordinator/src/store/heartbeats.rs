@@ -1,11 +1,12 @@
 //! Heartbeats: a worker's report of how far each running replica has got,
-//! applied in the group-commit writer's batches. Progress pushes a lease's
-//! deadline back ([`crate::lease::extended_deadline`]); reported replicas
-//! the worker no longer holds come back as gone.
+//! applied in the group-commit writer's batches. Progress that the worker's
+//! proven speed makes plausible pushes a lease's deadline back, up to the
+//! bounds of [`crate::lease::heartbeat`]; reported replicas the worker no
+//! longer holds come back as gone.
 
 use super::Result;
 use super::sql::{IN_LIST_MAX, push_list};
-use crate::lease::extended_deadline;
+use crate::lease::{Beat, Held, heartbeat};
 use protocol::{Heartbeat, HeartbeatResponse, LeaseDeadline, ReplicaId, WorkerId};
 use sqlx::{Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ struct Running {
     leased_ms: i64,
     deadline_ms: i64,
     progress_fuel: Option<i64>,
+    progress_ms: Option<i64>,
     lease_secs: i64,
     fuel: i64,
 }
@@ -32,12 +34,17 @@ pub(super) async fn apply(
         now_ms: now,
         ..HeartbeatResponse::default()
     };
-    sqlx::query("UPDATE workers SET last_seen_ms = ?, paused = ? WHERE id = ?")
-        .bind(now)
-        .bind(beat.paused)
-        .bind(worker.to_string())
-        .execute(&mut **tx)
-        .await?;
+    // Its proven speed (fuel per second; `None`: no valid result yet).
+    let speed: Option<i64> = sqlx::query_scalar(
+        "UPDATE workers SET last_seen_ms = ?, paused = ? WHERE id = ?
+         RETURNING proven_fuel_per_s",
+    )
+    .bind(now)
+    .bind(beat.paused)
+    .bind(worker.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .flatten();
     let reported: HashMap<i64, u64> = beat
         .running
         .iter()
@@ -47,7 +54,8 @@ pub(super) async fn apply(
     let ids: Vec<i64> = reported.keys().copied().collect();
     for chunk in ids.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, j.lease_secs, j.fuel
+            "SELECT r.id, r.leased_ms, r.deadline_ms, r.progress_fuel, r.progress_ms, j.lease_secs,
+                    j.fuel
              FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
              WHERE r.state = 'in_progress' AND j.state IN ('running', 'reducing', 'done')
                AND r.worker_id = ",
@@ -57,20 +65,38 @@ pub(super) async fn apply(
         q.push(")");
         let rows: Vec<Running> = q.build_query_as().fetch_all(&mut **tx).await?;
         for r in rows {
-            // No run uses more than the job's fuel limit.
-            let fuel = reported[&r.id].min(r.fuel.max(0) as u64) as i64;
-            let Some((deadline, progressed)) = extended_deadline(
-                r.deadline_ms,
-                r.leased_ms,
-                r.lease_secs * 1000,
-                r.progress_fuel,
-                fuel,
-                now,
-            ) else {
-                continue; // run out, though not yet swept: no longer held
+            let lease = Held {
+                leased_ms: r.leased_ms,
+                deadline_ms: r.deadline_ms,
+                period_ms: r.lease_secs * 1000,
+                fuel_limit: r.fuel,
+                progress_fuel: r.progress_fuel,
+                progress_ms: r.progress_ms,
+            };
+            let (deadline, progress) = match heartbeat(&lease, speed, reported[&r.id], now) {
+                Beat::Gone => continue, // run out, though not yet swept: no longer held
+                Beat::Held {
+                    deadline_ms,
+                    progress,
+                } => (deadline_ms, progress),
+                Beat::Implausible {
+                    deadline_ms,
+                    allowed,
+                } => {
+                    tracing::warn!(
+                        %worker,
+                        replica = r.id,
+                        reported = reported[&r.id],
+                        allowed,
+                        proven_fuel_per_s = speed,
+                        "heartbeat claims more fuel than the worker's proven speed allows: \
+                         not progress, the lease is not extended"
+                    );
+                    (deadline_ms, None)
+                }
             };
             held.insert(r.id);
-            if progressed {
+            if let Some(fuel) = progress {
                 sqlx::query(
                     "UPDATE replicas SET progress_fuel = ?, progress_ms = ?, deadline_ms = ?
                      WHERE id = ? AND state = 'in_progress'",

@@ -10,6 +10,7 @@
 use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, replica_state};
 use super::{Error, Policy, Result, workers};
 use crate::credit;
+use crate::lease;
 use crate::trust::{Counter, WorkerDelta, quorum_now};
 use crate::validator::{self, Decision, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{FailureKind, JobId, ReplicaId};
@@ -62,6 +63,8 @@ struct ReplicaRow {
     max_replicas: i64,
     starved_ms: Option<i64>,
     lease_secs: i64,
+    leased_ms: i64,
+    returned_ms: Option<i64>,
 }
 
 impl ReplicaRow {
@@ -110,6 +113,9 @@ struct UnitView {
     /// Per replica: its worker, and the fuel it reported.
     workers: Vec<String>,
     fuel_used: Vec<i64>,
+    /// Per replica: the speed it proves if judged valid (none where fuel
+    /// is not voted on, as with `compare`).
+    speeds: Vec<Option<i64>>,
 }
 
 impl UnitView {
@@ -131,6 +137,7 @@ impl UnitView {
             replicas: Vec::with_capacity(rows.len()),
             workers: Vec::with_capacity(rows.len()),
             fuel_used: Vec::with_capacity(rows.len()),
+            speeds: Vec::with_capacity(rows.len()),
         };
         for r in rows {
             let state = replica_state(&r.state)?;
@@ -141,6 +148,13 @@ impl UnitView {
             });
             view.workers.push(r.worker_id.clone());
             view.fuel_used.push(r.fuel_used.unwrap_or(0));
+            view.speeds
+                .push(match (r.compare, r.fuel_used, r.returned_ms) {
+                    (false, Some(fuel), Some(returned)) => {
+                        lease::proven_speed(fuel, r.leased_ms, returned)
+                    }
+                    _ => None,
+                });
         }
         Ok(Some(view))
     }
@@ -156,6 +170,8 @@ struct Judged {
     credit: i64,
     /// The fuel it reported: what the job's progress estimate samples.
     fuel_used: i64,
+    /// The speed a valid judgement proves ([`lease::proven_speed`]).
+    speed: Option<i64>,
 }
 
 /// A unit closed by a decision.
@@ -198,6 +214,7 @@ impl Decisions {
                     worker: unit.workers[pos].clone(),
                     credit: credit::granted(unit.compare, output, fuel_used),
                     fuel_used,
+                    speed: unit.speeds[pos],
                 });
             }
         }
@@ -396,6 +413,9 @@ impl Settling {
                 let w = self.worker(j.worker.clone());
                 if j.valid {
                     w.valid(j.credit, now);
+                    if let Some(speed) = j.speed {
+                        w.proved(speed);
+                    }
                     valid.push(j.replica);
                 } else {
                     w.broke_streak(Counter::Invalid);
@@ -416,7 +436,7 @@ async fn read_units(tx: &mut Transaction<'_, Sqlite>, units: &[i64]) -> Result<V
                 r.failure_kind, r.output_class, j.compare,
                 u.state AS unit_state, u.accepted_replica,
                 COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
-                j.max_replicas, u.starved_ms, j.lease_secs
+                j.max_replicas, u.starved_ms, j.lease_secs, r.leased_ms, r.returned_ms
          FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
          WHERE r.unit_id IN (",
     );

@@ -269,8 +269,9 @@ async fn read_standings(
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
-/// Adds the counters and credit, and sets streak and quota, of each
-/// (worker, change, standing after) in one statement.
+/// Adds the counters and credit, sets streak and quota, and raises the
+/// proven speed to the fastest just proven, of each (worker, change,
+/// standing after) in one statement.
 async fn write_workers(
     tx: &mut Transaction<'_, Sqlite>,
     writes: &[(&str, &WorkerDelta, Standing)],
@@ -279,7 +280,7 @@ async fn write_workers(
         return Ok(());
     }
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota) AS (",
+        "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota, fastest) AS (",
     );
     q.push_values(writes, |mut b, (id, d, after)| {
         b.push_bind(id.to_string())
@@ -290,7 +291,8 @@ async fn write_workers(
             .push_bind(d.credit)
             .push_bind(d.recent)
             .push_bind(after.consecutive_valid)
-            .push_bind(after.quota);
+            .push_bind(after.quota)
+            .push_bind(d.fastest);
     });
     q.push(
         ") UPDATE workers SET valid_count = valid_count + v.valid,
@@ -300,7 +302,8 @@ async fn write_workers(
                   credit = workers.credit + v.credit,
                   recent_credit = workers.recent_credit + v.recent,
                   consecutive_valid = v.streak,
-                  quota = v.quota
+                  quota = v.quota,
+                  proven_fuel_per_s = NULLIF(MAX(COALESCE(proven_fuel_per_s, 0), v.fastest), 0)
            FROM v WHERE workers.id = v.id",
     );
     q.build().execute(&mut **tx).await?;

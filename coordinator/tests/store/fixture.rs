@@ -123,6 +123,20 @@ impl Fixture {
         answer.expect("an honest upload is admitted").0
     }
 
+    /// Gives `worker` a proven speed of `fuel` per `ms`: a valid result of
+    /// a job of its own (quorum 1), leased at `now` and returned `ms` later.
+    /// Before any other job's units are wanted, or it leases those.
+    pub async fn prove(&self, worker: &WorkerRow, fuel: u64, ms: i64, now: i64) {
+        let job = self.job(1, Validation::quorum(1, 2)).await;
+        let lease = self.lease(worker, 1, now).await.remove(0);
+        let answer = self
+            .upload(worker, &lease, &lease.input, fuel, now + ms)
+            .await;
+        assert_eq!(answer.expect("admitted").0, UploadStatus::Accepted);
+        let s = self.store.job_status(job).await.unwrap().unwrap();
+        assert_eq!(s.units_accepted, 1, "the proving unit is accepted: {s:?}");
+    }
+
     /// Asserts the dashboard's kept aggregates match a recount.
     pub async fn aggregates_agree(&self, job: JobId) {
         let wrong = self

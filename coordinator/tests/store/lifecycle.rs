@@ -219,9 +219,11 @@ async fn a_lease_past_its_deadline_takes_no_result_before_the_sweep_marks_it() {
 #[tokio::test]
 async fn heartbeat_progress_extends_a_lease_and_names_replicas_no_longer_held() {
     let f = open(trust()).await;
-    let job = f.job(2, Validation::quorum(1, 3)).await;
     let a = f.worker("a", "alice", 1).await;
     let b = f.worker("b", "bob", 1).await;
+    // Extensions are earned: a has a valid result (1,000 fuel/s).
+    f.prove(&a, 10_000, 10_000, T0 - 20_000).await;
+    let job = f.job(2, Validation::quorum(1, 3)).await;
     let la = f.lease(&a, 1, T0).await.remove(0);
     let lb = f.lease(&b, 1, T0).await.remove(0);
     let beat = |replica_id, fuel_used| Heartbeat {

@@ -10,6 +10,7 @@
 mod bans;
 mod claims;
 mod fixture;
+mod heartbeats;
 mod invariants;
 mod lifecycle;
 mod liveness;

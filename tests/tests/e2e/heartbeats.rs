@@ -1,6 +1,7 @@
-//! Heartbeats: progress extends a lease (up to a cap), a paused worker's
-//! leases do not grow, and units the coordinator no longer wants are
-//! abandoned by the worker running them.
+//! Heartbeats: progress extends a lease (up to a cap) once the worker has
+//! proven its speed with a valid result, fuel faster than that speed does
+//! not, a paused worker's leases do not grow, and units the coordinator no
+//! longer wants are abandoned by the worker running them.
 
 use coordinator::clock::Clock as _;
 use protocol::{Heartbeat, JobSpec, Limits, MAX_LEASE_PERIODS, UnitProgress};
@@ -17,6 +18,11 @@ fn beat(replica: protocol::ReplicaId, fuel_used: u64, paused: bool) -> Heartbeat
     }
 }
 
+/// A `primes` unit: count the primes in `lo..hi` (16 bytes, both LE).
+fn primes_unit(lo: u64, hi: u64) -> Vec<u8> {
+    [lo.to_le_bytes(), hi.to_le_bytes()].concat()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn progress_extends_a_lease_up_to_a_cap_and_a_stalled_unit_runs_out() {
     let c = TestCoordinator::start().await;
@@ -27,7 +33,12 @@ async fn progress_extends_a_lease_up_to_a_cap_and_a_stalled_unit_runs_out() {
             name: "beats".into(),
             module,
             input: None,
-            units: Some(vec![b"1 1000".to_vec().into()]),
+            // A real unit that proves the worker's speed, then the one
+            // it reports on (never run).
+            units: Some(vec![
+                primes_unit(0, 10_000).into(),
+                b"1 1000".to_vec().into(),
+            ]),
             limits: default_limits(),
             lease_secs: 10,
             validation: quorum(1, 2),
@@ -35,6 +46,12 @@ async fn progress_extends_a_lease_up_to_a_cap_and_a_stalled_unit_runs_out() {
         .await
         .unwrap();
     let w = ManualWorker::register(&c.url, "w").await;
+    // Extensions are earned: a first unit, run for real and returned 10 s
+    // after its lease, proves the worker's speed (its fuel over 10 s).
+    let first = w.take(1).await.remove(0);
+    c.clock.advance(10_000);
+    let proving_fuel = w.compute_and_upload(&first).await;
+    assert!(proving_fuel < 1_000_000_000, "{proving_fuel}: a small unit");
     let lease = w.take(1).await.remove(0);
     let t0 = c.clock.now_ms();
     assert_eq!(lease.deadline_ms, t0 + 10_000);
@@ -69,11 +86,22 @@ async fn progress_extends_a_lease_up_to_a_cap_and_a_stalled_unit_runs_out() {
     assert_eq!(answer.leases[0].deadline_ms, t0 + 16_000);
     assert!(c.worker(w.id).await.paused);
 
+    // Fuel faster than twice the proven speed since the last progress (4e9
+    // in 6 s, where the proving unit's speed allows 1.2 times its fuel):
+    // not progress, no extension.
+    let answer = w
+        .client
+        .heartbeat(&beat(lease.replica_id, 4_000_000_000, false))
+        .await
+        .unwrap();
+    assert_eq!(answer.leases[0].deadline_ms, t0 + 16_000);
+
     // Past the original deadline, the extended lease still holds.
     let other = ManualWorker::register(&c.url, "other").await;
     assert!(other.take(1).await.is_empty(), "the lease is still held");
 
-    // Progress without end buys at most MAX_LEASE_PERIODS periods: then
+    // Progress without end buys at most MAX_LEASE_PERIODS periods (the
+    // job's fuel limit at the proven speed would take far longer): then
     // the lease runs out and the worker hears its unit is gone.
     let cap = t0 + MAX_LEASE_PERIODS * 10_000;
     let mut fuel = 100;
