@@ -11,7 +11,7 @@
 //! daily_quota_per_slot = 10000
 //! leases_per_slot = 2
 //! initial_leases = 4      # a new worker's room; each valid result adds one
-//! distinct_networks = false
+//! distinct_networks = true  # one replica of a unit per /24 (IPv4), /48 (IPv6)
 //! ```
 //!
 //! The edge's sections (`[edge]`, `[registration]`) are in [`crate::edge`].
@@ -45,7 +45,9 @@ pub struct TrustSettings {
     /// more, up to what its slots allow.
     #[arg(long = "initial-leases", env = "WASM_AT_HOME_INITIAL_LEASES")]
     pub initial_leases: Option<u32>,
-    /// Replicas of a unit go to distinct networks (/24, /48) too.
+    /// Replicas of a unit go to distinct networks (/24, /48) too (the
+    /// default; loopback clients are exempt). Off for a project whose
+    /// volunteers share one address (a campus behind one NAT).
     #[arg(
         long = "distinct-networks",
         env = "WASM_AT_HOME_DISTINCT_NETWORKS",
@@ -170,7 +172,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: Settings = toml::from_str(
-            "max_blob_mb = 8\n[trust]\nthreshold = 4\nspot_check = 0.5\ndistinct_networks = true\n",
+            "max_blob_mb = 8\n[trust]\nthreshold = 4\nspot_check = 0.5\ndistinct_networks = false\n",
         )
         .unwrap();
         let flags = Settings {
@@ -183,7 +185,7 @@ mod tests {
         let config = flags.or(file).apply(Config::new("/tmp/x")).unwrap();
         assert_eq!(config.trust.threshold, 7);
         assert_eq!(config.trust.spot_check, 0.5);
-        assert!(config.trust.distinct_networks);
+        assert!(!config.trust.distinct_networks);
         assert_eq!(config.max_blob_bytes, 8 << 20);
         assert_eq!(config.trust.daily_quota_per_slot, 10_000, "default kept");
     }

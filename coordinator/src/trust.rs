@@ -46,7 +46,7 @@ impl Default for Trust {
             leases_per_slot: 2,
             initial_leases: 4,
             seed: None,
-            distinct_networks: false,
+            distinct_networks: true,
         }
     }
 }

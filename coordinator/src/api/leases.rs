@@ -51,6 +51,19 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
         (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
         (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "work", skip_all, fields(worker))]
+/// The network a worker asking from `ip` is placed by: its prefix, or
+/// none for a loopback client (a local demo, tests: every worker of one
+/// machine would otherwise share one network and never check each other).
+pub fn placement_network(ip: std::net::IpAddr) -> Option<String> {
+    let loopback = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    (!loopback).then(|| network_prefix(ip))
+}
+
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,
@@ -60,7 +73,7 @@ pub(super) async fn work(
     let mut worker = require_worker(&c, &headers).await?;
     tracing::Span::current().record("worker", tracing::field::display(worker.id));
     if c.config().trust.distinct_networks {
-        worker.net = Some(network_prefix(client));
+        worker.net = placement_network(client);
     }
     let Json(req) = body?;
     check_platform(&req.platform)?;

@@ -26,7 +26,7 @@ mod throttle;
 mod workers;
 
 pub use auth::{hash_secret, random_secret};
-pub use leases::{MAX_LEASES_PER_REQUEST, network_prefix};
+pub use leases::{MAX_LEASES_PER_REQUEST, network_prefix, placement_network};
 pub use results::{batch_body_limit, result_body_limit};
 pub use throttle::Throttle;
 
