@@ -5,6 +5,8 @@
 //! Nothing here sleeps to synchronise: [`TestCoordinator::wait_for_job`]
 //! wakes on the coordinator's change notifications.
 
+pub mod chaos;
+
 use coordinator::clock::{Clock as _, ManualClock};
 use coordinator::{Config, Coordinator};
 use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};

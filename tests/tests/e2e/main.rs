@@ -1,6 +1,7 @@
 //! End-to-end tests: the real coordinator and real workers over loopback
 //! HTTP, running the real sample tasks in the real sandbox.
 
+mod chaos;
 mod compare;
 mod dashboard;
 mod heartbeats;

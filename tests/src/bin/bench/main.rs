@@ -25,8 +25,14 @@
 //! - `guest`: the real worker process: its CPU use under `--cpu-limit`, and
 //!   the time from a restart (warm module cache) to its first unit done.
 //!
+//! - `chaos`: the coordinator and worker processes killed with SIGKILL at
+//!   seeded moments and restarted, then the output, acceptances, credit
+//!   and acknowledged results checked; time to recover after each restart
+//!   (`chaos.rs`, and `wasm_at_home_tests::chaos`).
+//!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
+mod chaos;
 mod guest;
 mod integrity;
 
@@ -49,9 +55,10 @@ fn main() {
         "coordinator" => coordinator_throughput(smoke, &args),
         "integrity" => integrity::run(smoke),
         "guest" => guest::run(smoke),
+        "chaos" => chaos::run(smoke, &args),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest) [--smoke]"
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest | chaos [--units N --kills K --seed S]) [--smoke]"
             );
             std::process::exit(2);
         }
