@@ -68,6 +68,9 @@ pub struct Plan {
     pub lease_secs: u64,
     /// The whole run, checks included, or it fails.
     pub time_limit: Duration,
+    /// How long one of the coordinator kills (the first at a random
+    /// moment) keeps it down; zero for none.
+    pub outage: Duration,
 }
 
 impl Plan {
@@ -83,6 +86,7 @@ impl Plan {
             seed,
             lease_secs: 3,
             time_limit: Duration::from_secs(240),
+            outage: Duration::from_secs(4),
         }
     }
 }
@@ -123,8 +127,13 @@ impl SplitMix64 {
 /// One fault of the schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// SIGKILL the coordinator, restart it on the same data and port.
+    /// SIGKILL the coordinator, restart it on the same data and port at
+    /// once.
     Coordinator,
+    /// SIGKILL the coordinator and keep it down for the plan's `outage`
+    /// (longer than a lease) before the restart: results computed
+    /// meanwhile come back after their deadlines.
+    LongOutage,
     /// SIGKILL worker `i`, restart it on the same state directory.
     Worker(usize),
 }
@@ -137,13 +146,19 @@ pub fn schedule(plan: &Plan) -> Vec<(u64, Fault)> {
     let mut rng = SplitMix64(plan.seed);
     let mut events = Vec::new();
     let inner = |rng: &mut SplitMix64| 1 + rng.below(plan.units.saturating_sub(1).max(1));
+    let random_from = if plan.coordinator_kills >= 2 { 2 } else { 0 };
     for k in 0..plan.coordinator_kills {
         let at = match k {
             0 if plan.coordinator_kills >= 2 => 0,
             1 if plan.coordinator_kills >= 2 => plan.units,
             _ => inner(&mut rng),
         };
-        events.push((at, Fault::Coordinator));
+        let fault = if k == random_from && !plan.outage.is_zero() {
+            Fault::LongOutage
+        } else {
+            Fault::Coordinator
+        };
+        events.push((at, fault));
     }
     for _ in 0..plan.worker_kills {
         let at = inner(&mut rng);
@@ -321,6 +336,9 @@ fn wait_exit(
 #[derive(Debug, Default)]
 struct WorkerLog {
     refused: HashMap<i64, String>,
+    /// Leases the worker dropped unstarted, their deadline passed (for the
+    /// figures only).
+    dropped: HashSet<i64>,
     tail: VecDeque<String>,
 }
 
@@ -336,6 +354,14 @@ impl WorkerLog {
                 self.refused
                     .insert(id, field("code=").unwrap_or_else(|| "?".into()));
             }
+        }
+        if line.contains("lease ran out before the unit started")
+            && let Some(id) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("replica="))
+                .and_then(|r| r.parse().ok())
+        {
+            self.dropped.insert(id);
         }
         if self.tail.len() == 40 {
             self.tail.pop_front();
@@ -518,6 +544,9 @@ struct Restart {
     at_accepted: u64,
     /// From SIGKILL to `/readyz` answering.
     ready: Duration,
+    /// Kept down for the plan's outage before the restart.
+    long: bool,
+    killed_wall_ms: i64,
     ready_wall_ms: i64,
     ready_at: Instant,
     accepted_at_ready: u64,
@@ -525,11 +554,20 @@ struct Restart {
     resumed: Option<Duration>,
 }
 
+impl Restart {
+    /// Killed in the middle of the job (not while it split, nor once every
+    /// unit was in) and restarted at once.
+    fn mid_job(&self, plan: &Plan) -> bool {
+        !self.long && self.at_accepted > 0 && self.at_accepted < plan.units
+    }
+}
+
 /// A worker restart.
 #[derive(Debug)]
 struct WorkerRestart {
     worker: usize,
     at_accepted: u64,
+    killed_wall_ms: i64,
     spawned_wall_ms: i64,
 }
 
@@ -705,28 +743,42 @@ fn run_in(
             let (at, fault) = events[next];
             next += 1;
             match fault {
-                Fault::Coordinator => {
+                Fault::Coordinator | Fault::LongOutage => {
                     let killed = Instant::now();
+                    let killed_wall_ms = wall_ms();
                     coordinator.signal(rustix::process::Signal::KILL);
                     coordinator.exit_within(Duration::from_secs(30))?;
                     drop(coordinator);
+                    if fault == Fault::LongOutage {
+                        // The fault itself: the coordinator stays away
+                        // this long (not a wait for anything).
+                        std::thread::sleep(plan.outage);
+                    }
                     let (c, _) =
                         CoordinatorProcess::start(&bins.coordinator, &data_dir, &addr, &log)?;
                     coordinator = c;
                     wait_ready(rt, &http, &url, deadline, &mut coordinator, &log)?;
                     let ready = killed.elapsed();
+                    let ready_wall_ms = wall_ms();
                     let accepted_at_ready = rt
                         .block_on(client.status(job))
                         .map(|s| s.units_accepted)
                         .unwrap_or(accepted);
                     eprintln!(
-                        "chaos: coordinator killed at {accepted} accepted (threshold {at}), ready again after {:.0} ms",
-                        ms(ready)
+                        "chaos: coordinator killed at {accepted} accepted (threshold {at}), ready again after {:.0} ms{}",
+                        ms(ready),
+                        if fault == Fault::LongOutage {
+                            " (kept down on purpose)"
+                        } else {
+                            ""
+                        }
                     );
                     restarts.push(Restart {
                         at_accepted: accepted,
                         ready,
-                        ready_wall_ms: wall_ms(),
+                        long: fault == Fault::LongOutage,
+                        killed_wall_ms,
+                        ready_wall_ms,
                         ready_at: Instant::now(),
                         accepted_at_ready,
                         resumed: None,
@@ -734,6 +786,7 @@ fn run_in(
                 }
                 Fault::Worker(i) => {
                     let w = &mut workers[i];
+                    let killed_wall_ms = wall_ms();
                     w.signal(rustix::process::Signal::KILL);
                     w.reap(Duration::from_secs(30))?;
                     let spawned_wall_ms = wall_ms();
@@ -744,6 +797,7 @@ fn run_in(
                     worker_restarts.push(WorkerRestart {
                         worker: i,
                         at_accepted: accepted,
+                        killed_wall_ms,
                         spawned_wall_ms,
                     });
                 }
@@ -806,7 +860,14 @@ fn run_in(
         &restarts,
         &worker_restarts,
     ))?;
-    let resumed: Vec<f64> = restarts.iter().filter_map(|r| r.resumed.map(ms)).collect();
+    // The spreads are over the kills in the middle of the job, at once
+    // restarted: the one while splitting, the one at the end and the long
+    // outage are in `coordinator_restarts`, each on its own.
+    let resumed: Vec<f64> = restarts
+        .iter()
+        .filter(|r| r.mid_job(plan))
+        .filter_map(|r| r.resumed.map(ms))
+        .collect();
     let f = figures.as_object_mut().unwrap();
     f.insert("bench".into(), "chaos".into());
     f.insert("seed".into(), plan.seed.into());
@@ -842,7 +903,13 @@ fn run_in(
     );
     f.insert(
         "coordinator_kill_to_ready_ms".into(),
-        spread(restarts.iter().map(|r| ms(r.ready)).collect()),
+        spread(
+            restarts
+                .iter()
+                .filter(|r| !r.long)
+                .map(|r| ms(r.ready))
+                .collect(),
+        ),
     );
     f.insert(
         "coordinator_ready_to_next_accepted_ms".into(),
@@ -1129,7 +1196,12 @@ async fn check_database(
                 .collect()
         })
         .collect();
-    let after_coordinator: Vec<f64> = per_restart.iter().flatten().flatten().copied().collect();
+    let after_coordinator: Vec<f64> = restarts
+        .iter()
+        .zip(&per_restart)
+        .filter(|(r, _)| r.mid_job(plan))
+        .flat_map(|(_, gaps)| gaps.iter().flatten().copied())
+        .collect();
     let restart_details: Vec<serde_json::Value> = restarts
         .iter()
         .zip(&per_restart)
@@ -1137,6 +1209,7 @@ async fn check_database(
             serde_json::json!({
                 "at_accepted": r.at_accepted,
                 "kill_to_ready_ms": ms(r.ready),
+                "kept_down": r.long,
                 "ready_to_next_accepted_ms": r.resumed.map(ms),
                 "first_lease_per_worker_ms": gaps,
             })
@@ -1162,7 +1235,58 @@ async fn check_database(
             times.get(full - 1).map(|t| (t - r.spawned_wall_ms) as f64)
         })
         .collect();
+    // Why leases ran out: the result came back after the deadline (the
+    // coordinator was away) and was refused; lost with a killed worker
+    // (its process held them); or granted in a transaction that committed
+    // just before the coordinator was killed, with no result ever seen:
+    // the answer never reached the worker, which is charged a timeout for
+    // a lease it never had.
+    let lease_ms = plan.lease_secs as i64 * 1000;
+    let dropped: HashSet<i64> = workers
+        .iter()
+        .flat_map(|w| w.log.lock().unwrap().dropped.clone())
+        .collect();
+    let came_back_late: HashSet<i64> = workers
+        .iter()
+        .flat_map(|w| {
+            w.log
+                .lock()
+                .unwrap()
+                .refused
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut timeouts: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in replicas.iter().filter(|r| r.state == "timed_out") {
+        let owner = worker_ids.iter().position(|w| *w == r.worker);
+        let with_worker = worker_restarts.iter().any(|k| {
+            Some(k.worker) == owner
+                && k.killed_wall_ms >= r.leased_ms
+                && k.killed_wall_ms < r.leased_ms + lease_ms
+        });
+        let with_coordinator = restarts
+            .iter()
+            .any(|k| k.killed_wall_ms >= r.leased_ms && k.killed_wall_ms < r.leased_ms + 1000);
+        let cause = if came_back_late.contains(&r.id) {
+            "result_refused_as_too_late"
+        } else if dropped.contains(&r.id) {
+            "dropped_unstarted_by_the_worker"
+        } else if with_worker {
+            "worker_killed_holding_it"
+        } else if with_coordinator {
+            "granted_just_before_a_coordinator_kill"
+        } else {
+            "other"
+        };
+        *timeouts.entry(cause).or_default() += 1;
+    }
+    let charged: u64 = records.iter().map(|w| w.timeouts).sum();
+
     Ok(serde_json::json!({
+        "timeouts": timeouts,
+        "timeouts_charged_to_workers": charged,
         "replicas": replicas.len(),
         "replicas_per_unit": ((replicas.len() as f64 / plan.units as f64) * 1000.0).round() / 1000.0,
         "valid_per_unit": ((valid_per_unit.values().map(|n| u64::from(*n)).sum::<u64>() as f64 / plan.units as f64) * 1000.0).round() / 1000.0,
