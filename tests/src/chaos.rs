@@ -754,9 +754,7 @@ fn run_in(
                         // this long (not a wait for anything).
                         std::thread::sleep(plan.outage);
                     }
-                    let (c, _) =
-                        CoordinatorProcess::start(&bins.coordinator, &data_dir, &addr, &log)?;
-                    coordinator = c;
+                    coordinator = restart_on(&bins.coordinator, &data_dir, &addr, &log)?;
                     wait_ready(rt, &http, &url, deadline, &mut coordinator, &log)?;
                     let ready = killed.elapsed();
                     let ready_wall_ms = wall_ms();
@@ -917,6 +915,30 @@ fn run_in(
     );
     f.insert("cpu".into(), cpu_name().into());
     Ok(figures)
+}
+
+/// Starts the coordinator again where the workers look for it. Should
+/// another program have taken the port in the moment it was free (the
+/// kernel may hand it out for an outgoing connection), tries again for a
+/// few seconds before giving up.
+fn restart_on(
+    bin: &Path,
+    data_dir: &Path,
+    addr: &str,
+    log: &Path,
+) -> anyhow::Result<CoordinatorProcess> {
+    let mut attempts = 0;
+    loop {
+        match CoordinatorProcess::start(bin, data_dir, addr, log) {
+            Ok((c, _)) => return Ok(c),
+            Err(_) if attempts < 50 && tail(log, 3).contains("cannot listen") => {
+                attempts += 1;
+                // Until the port is free again; bounded by the attempts.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Polls `/readyz` until the coordinator answers, or the deadline.
