@@ -646,9 +646,19 @@ fn run_in(
         String::from_utf8_lossy(&reference.job_output)
     );
 
-    let dir = tempfile::tempdir()?;
-    let data_dir = dir.path().join("coordinator");
-    let log = dir.path().join("coordinator.log");
+    // CHAOS_KEEP=1 keeps the run's directory (the coordinator's data and
+    // log, the workers' state) for a look afterwards.
+    let tmp = tempfile::tempdir()?;
+    let (_tmp, root) = if std::env::var_os("CHAOS_KEEP").is_some() {
+        let root = tmp.keep();
+        eprintln!("chaos: keeping {}", root.display());
+        (None, root)
+    } else {
+        let root = tmp.path().to_path_buf();
+        (Some(tmp), root)
+    };
+    let data_dir = root.join("coordinator");
+    let log = root.join("coordinator.log");
     let (mut coordinator, addr) =
         CoordinatorProcess::start(&bins.coordinator, &data_dir, "127.0.0.1:0", &log)?;
     let url = format!("http://{addr}");
@@ -661,7 +671,7 @@ fn run_in(
     let mut workers: Vec<Worker> = (0..plan.workers)
         .map(|i| Worker {
             name: format!("chaos-{i}"),
-            state_dir: dir.path().join(format!("worker-{i}")),
+            state_dir: root.join(format!("worker-{i}")),
             log: Arc::default(),
             child: None,
             reader: None,
