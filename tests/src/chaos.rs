@@ -132,8 +132,10 @@ pub enum Fault {
     Coordinator,
     /// SIGKILL the coordinator and keep it down for the plan's `outage`
     /// (longer than a lease) before the restart: results computed
-    /// meanwhile come back after their deadlines.
-    LongOutage,
+    /// meanwhile come back after their deadlines. Halfway through, worker
+    /// `i` is killed and restarted too (it starts with the coordinator
+    /// away).
+    LongOutage(usize),
     /// SIGKILL worker `i`, restart it on the same state directory.
     Worker(usize),
 }
@@ -154,7 +156,7 @@ pub fn schedule(plan: &Plan) -> Vec<(u64, Fault)> {
             _ => inner(&mut rng),
         };
         let fault = if k == random_from && !plan.outage.is_zero() {
-            Fault::LongOutage
+            Fault::LongOutage(rng.below(plan.workers as u64) as usize)
         } else {
             Fault::Coordinator
         };
@@ -567,6 +569,8 @@ impl Restart {
 struct WorkerRestart {
     worker: usize,
     at_accepted: u64,
+    /// Killed and restarted while the coordinator was down.
+    coordinator_away: bool,
     killed_wall_ms: i64,
     spawned_wall_ms: i64,
 }
@@ -753,16 +757,33 @@ fn run_in(
             let (at, fault) = events[next];
             next += 1;
             match fault {
-                Fault::Coordinator | Fault::LongOutage => {
+                Fault::Coordinator | Fault::LongOutage(_) => {
                     let killed = Instant::now();
                     let killed_wall_ms = wall_ms();
                     coordinator.signal(rustix::process::Signal::KILL);
                     coordinator.exit_within(Duration::from_secs(30))?;
                     drop(coordinator);
-                    if fault == Fault::LongOutage {
+                    if let Fault::LongOutage(i) = fault {
                         // The fault itself: the coordinator stays away
-                        // this long (not a wait for anything).
-                        std::thread::sleep(plan.outage);
+                        // this long (not a wait for anything), and a
+                        // worker restarts meanwhile.
+                        std::thread::sleep(plan.outage / 2);
+                        let killed_wall_ms = wall_ms();
+                        workers[i].signal(rustix::process::Signal::KILL);
+                        workers[i].reap(Duration::from_secs(30))?;
+                        let spawned_wall_ms = wall_ms();
+                        workers[i].start(&bins.worker, &url, plan.slots)?;
+                        eprintln!(
+                            "chaos: worker {i} killed and restarted while the coordinator is away"
+                        );
+                        worker_restarts.push(WorkerRestart {
+                            worker: i,
+                            at_accepted: accepted,
+                            coordinator_away: true,
+                            killed_wall_ms,
+                            spawned_wall_ms,
+                        });
+                        std::thread::sleep(plan.outage / 2);
                     }
                     coordinator = restart_on(&bins.coordinator, &data_dir, &addr, &log)?;
                     wait_ready(rt, &http, &url, deadline, &mut coordinator, &log)?;
@@ -775,7 +796,7 @@ fn run_in(
                     eprintln!(
                         "chaos: coordinator killed at {accepted} accepted (threshold {at}), ready again after {:.0} ms{}",
                         ms(ready),
-                        if fault == Fault::LongOutage {
+                        if matches!(fault, Fault::LongOutage(_)) {
                             " (kept down on purpose)"
                         } else {
                             ""
@@ -784,7 +805,7 @@ fn run_in(
                     restarts.push(Restart {
                         at_accepted: accepted,
                         ready,
-                        long: fault == Fault::LongOutage,
+                        long: matches!(fault, Fault::LongOutage(_)),
                         killed_wall_ms,
                         ready_wall_ms,
                         ready_at: Instant::now(),
@@ -805,6 +826,7 @@ fn run_in(
                     worker_restarts.push(WorkerRestart {
                         worker: i,
                         at_accepted: accepted,
+                        coordinator_away: false,
                         killed_wall_ms,
                         spawned_wall_ms,
                     });
@@ -886,6 +908,14 @@ fn run_in(
     f.insert("coordinator_kills".into(), restarts.len().into());
     f.insert("worker_kills".into(), worker_restarts.len().into());
     f.insert(
+        "worker_kills_with_the_coordinator_away".into(),
+        worker_restarts
+            .iter()
+            .filter(|r| r.coordinator_away)
+            .count()
+            .into(),
+    );
+    f.insert(
         "coordinator_kills_at_accepted".into(),
         restarts
             .iter()
@@ -897,7 +927,7 @@ fn run_in(
         "worker_kills_at_accepted".into(),
         worker_restarts
             .iter()
-            .map(|r| serde_json::json!([r.at_accepted, r.worker]))
+            .map(|r| serde_json::json!([r.at_accepted, r.worker, r.coordinator_away]))
             .collect::<Vec<_>>()
             .into(),
     );
@@ -1249,6 +1279,7 @@ async fn check_database(
         .collect();
     let after_worker: Vec<f64> = worker_restarts
         .iter()
+        .filter(|r| !r.coordinator_away)
         .filter_map(|r| first_lease_after(&worker_ids[r.worker], r.spawned_wall_ms))
         .collect();
     // A restarted worker may get a lease at once, if its old process held
@@ -1257,6 +1288,7 @@ async fn check_database(
     let full = 2 * plan.slots;
     let full_after_worker: Vec<f64> = worker_restarts
         .iter()
+        .filter(|r| !r.coordinator_away)
         .filter_map(|r| {
             let mut times: Vec<i64> = replicas
                 .iter()
