@@ -341,6 +341,8 @@ struct WorkerLog {
     /// Leases the worker dropped unstarted, their deadline passed (for the
     /// figures only).
     dropped: HashSet<i64>,
+    /// Leases the worker started (`unit started`, for the figures only).
+    started: HashSet<i64>,
     tail: VecDeque<String>,
 }
 
@@ -356,6 +358,15 @@ impl WorkerLog {
                 self.refused
                     .insert(id, field("code=").unwrap_or_else(|| "?".into()));
             }
+        }
+        if line.contains("unit started")
+            && let Some(id) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("replica="))
+                .and_then(|r| r.parse().ok())
+        {
+            self.started.insert(id);
+            return;
         }
         if line.contains("lease ran out before the unit started")
             && let Some(id) = line
@@ -395,7 +406,8 @@ impl Worker {
                 "--name",
                 &self.name,
             ])
-            .env("RUST_LOG", "info")
+            // `unit started` is the runner's debug line.
+            .env("RUST_LOG", "info,worker::runner=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1302,13 +1314,17 @@ async fn check_database(
     // Why leases ran out: the result came back after the deadline (the
     // coordinator was away) and was refused; lost with a killed worker
     // (its process held them); or granted in a transaction that committed
-    // just before the coordinator was killed, with no result ever seen:
-    // the answer never reached the worker, which is charged a timeout for
-    // a lease it never had.
+    // less than a second before the coordinator was killed and never
+    // started by the worker: the answer carrying it never reached the
+    // worker, which is charged a timeout for a lease it never had.
     let lease_ms = plan.lease_secs as i64 * 1000;
     let dropped: HashSet<i64> = workers
         .iter()
         .flat_map(|w| w.log.lock().unwrap().dropped.clone())
+        .collect();
+    let started: HashSet<i64> = workers
+        .iter()
+        .flat_map(|w| w.log.lock().unwrap().started.clone())
         .collect();
     let came_back_late: HashSet<i64> = workers
         .iter()
@@ -1339,8 +1355,8 @@ async fn check_database(
             "dropped_unstarted_by_the_worker"
         } else if with_worker {
             "worker_killed_holding_it"
-        } else if with_coordinator {
-            "granted_just_before_a_coordinator_kill"
+        } else if with_coordinator && !started.contains(&r.id) {
+            "answer_lost_with_the_coordinator"
         } else {
             "other"
         };
