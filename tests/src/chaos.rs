@@ -360,6 +360,7 @@ impl WorkerLog {
             }
         }
         if line.contains("unit started")
+            && !line.contains("lease ran out")
             && let Some(id) = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("replica="))
@@ -1379,4 +1380,51 @@ async fn check_database(
         "first_lease_after_worker_restart_ms": spread(after_worker),
         "full_leases_after_worker_restart_ms": spread(full_after_worker),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_a_function_of_the_seed() {
+        let plan = Plan::short(42);
+        let events = schedule(&plan);
+        assert_eq!(events, schedule(&plan));
+        assert_ne!(events, schedule(&Plan::short(43)));
+        let coordinator = events
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::Coordinator | Fault::LongOutage(_)))
+            .count();
+        assert_eq!(coordinator, plan.coordinator_kills);
+        assert_eq!(events.len(), plan.coordinator_kills + plan.worker_kills);
+        assert_eq!(events.first().map(|e| e.0), Some(0), "one while splitting");
+        assert_eq!(
+            events.last().map(|e| e.0),
+            Some(plan.units),
+            "one at the end"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|(_, f)| matches!(f, Fault::LongOutage(_)))
+                .count(),
+            1
+        );
+        assert!(events.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn the_worker_log_gives_its_refusals_and_started_units() {
+        let mut log = WorkerLog::default();
+        log.take("2026-12-01T12:49:58.085678Z  WARN worker::uploader: result refused; dropping it replica=123 code=gone status=410 message=the lease ran out".into());
+        log.take(
+            "2026-12-01T12:49:58.1Z DEBUG worker::runner: unit started replica=7 job=abc".into(),
+        );
+        log.take("2026-12-01T12:49:58.1Z  INFO worker::daemon: lease ran out before the unit started; dropped replica=9".into());
+        assert_eq!(log.refused.get(&123).map(String::as_str), Some("gone"));
+        assert!(log.started.contains(&7) && !log.started.contains(&9));
+        assert!(log.dropped.contains(&9));
+        assert_eq!(log.tail.len(), 2, "per-unit lines are not kept");
+    }
 }
