@@ -1038,6 +1038,7 @@ struct ReplicaRow {
     output: Option<Vec<u8>>,
     fuel: Option<i64>,
     leased_ms: i64,
+    deadline_ms: i64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1115,7 +1116,7 @@ async fn check_database(
     // Every replica, for the remaining checks.
     let replicas: Vec<ReplicaRow> =
         sqlx::query_as(
-            "SELECT r.id, u.idx, r.worker_id AS worker, r.state, r.output, r.fuel_used AS fuel, r.leased_ms
+            "SELECT r.id, u.idx, r.worker_id AS worker, r.state, r.output, r.fuel_used AS fuel, r.leased_ms, r.deadline_ms
              FROM replicas r JOIN units u ON u.id = r.unit_id WHERE u.job_id = ?",
         )
         .bind(&job_id)
@@ -1295,6 +1296,32 @@ async fn check_database(
         .filter(|r| !r.coordinator_away)
         .filter_map(|r| first_lease_after(&worker_ids[r.worker], r.spawned_wall_ms))
         .collect();
+    // The leases a killed worker's process held and nobody answered
+    // (timed out later): they count against the restarted worker's room
+    // until their deadlines.
+    let mut orphaned = Vec::new();
+    let mut blocked = Vec::new();
+    for (n, r) in worker_restarts.iter().enumerate() {
+        let since = worker_restarts[..n]
+            .iter()
+            .filter(|e| e.worker == r.worker)
+            .map(|e| e.spawned_wall_ms)
+            .max()
+            .unwrap_or(0);
+        let held: Vec<&ReplicaRow> = replicas
+            .iter()
+            .filter(|x| {
+                x.worker == worker_ids[r.worker]
+                    && x.state == "timed_out"
+                    && x.leased_ms >= since
+                    && x.leased_ms <= r.killed_wall_ms
+            })
+            .collect();
+        orphaned.push(held.len() as f64);
+        if let Some(last) = held.iter().map(|x| x.deadline_ms).max() {
+            blocked.push((last - r.spawned_wall_ms).max(0) as f64);
+        }
+    }
     // A restarted worker may get a lease at once, if its old process held
     // fewer than it may hold; a full queue (two leases per slot) waits
     // until its old leases are timed out.
@@ -1379,6 +1406,8 @@ async fn check_database(
         "coordinator_restarts": restart_details,
         "first_lease_after_worker_restart_ms": spread(after_worker),
         "full_leases_after_worker_restart_ms": spread(full_after_worker),
+        "orphaned_leases_per_worker_kill": spread(orphaned),
+        "orphaned_leases_count_until_ms_after_worker_restart": spread(blocked),
     }))
 }
 
