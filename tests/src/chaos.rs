@@ -3,8 +3,12 @@
 //! process (`coordinator-under-test`). The coordinator is killed with
 //! SIGKILL at moments of a seeded schedule and restarted on the same data
 //! directory and port (the workers find it again by themselves); workers are
-//! killed with SIGKILL and restarted on their state directories. At the end,
-//! from the coordinator's API and database (never from logs):
+//! killed with SIGKILL and restarted on their state directories. One kill
+//! happens while the job splits, one once every unit is accepted (the
+//! reduce), and one keeps the coordinator down longer than a lease, with a
+//! worker killed and restarted meanwhile (results then come back too late
+//! and are refused). At the end, from the coordinator's API and database
+//! (never from logs):
 //!
 //! - the job's output, and every unit's accepted output and fuel, are
 //!   byte-identical to a clean run's, computed in this process by the same
@@ -42,7 +46,9 @@
 //! Timing is measured, never asserted: how long the coordinator takes to be
 //! ready after a kill, how long until units are accepted again, and, from
 //! the database's lease times, how long until each worker is given work
-//! after a coordinator restart and after its own restart.
+//! after a coordinator restart and after its own restart, and why each
+//! lease that ran out did (the worker's `unit started` and `lease ran out`
+//! lines are read for that figure, never for a check).
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use protocol::{JobId, JobSpec, JobState, JobStatus, Limits, frame};

@@ -1,6 +1,8 @@
 //! Chaos, short mode: 2,000 units, quorum 2, four real worker processes;
 //! the coordinator process killed with SIGKILL 10 times and restarted on
-//! the same data and port, workers killed 4 times; then the output, the
+//! the same data and port (once kept down for 4 s, longer than the 3 s
+//! leases), workers killed 5 times (once while the coordinator is down);
+//! then the output, the
 //! acceptances, the credit and every acknowledged result are checked
 //! against the database and a clean run (`wasm_at_home_tests::chaos`).
 //!
