@@ -5,7 +5,7 @@
 //!
 //! `cargo build --release -p wasm-at-home-tests --bins && cargo run
 //! --release --bin bench -- chaos [--units N] [--kills K] [--worker-kills W]
-//! [--workers N] [--slots S] [--lease-secs L] [--outage-secs O] [--seed S]`; `--smoke` is a
+//! [--workers N] [--slots S] [--lease-secs L] [--outage-secs O] [--adaptive] [--seed S]`; `--smoke` is a
 //! small run of seconds. Runs `coordinator-under-test` and
 //! `worker-under-test`, built next to this binary.
 
@@ -45,6 +45,7 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         // About 100 units a second at the least, and room for the kills.
         time_limit: Duration::from_secs(120 + units / 20),
         outage: Duration::from_secs(flag("--outage-secs").unwrap_or(4)),
+        adaptive: args.iter().any(|a| a == "--adaptive"),
     };
     eprintln!("chaos seed {} (replay: --seed {})", plan.seed, plan.seed);
     let bins = Binaries {
