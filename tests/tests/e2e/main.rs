@@ -8,6 +8,7 @@ mod heartbeats;
 mod honest;
 mod hostile;
 mod leases;
+mod quota_lockout;
 mod restart;
 mod submissions;
 mod trust;
