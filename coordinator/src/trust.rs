@@ -157,17 +157,26 @@ impl Standing {
         self.quota_or_full(trust) - self.used(today)
     }
 
-    /// The standing after the changes of one transaction: the streak either
-    /// extended or restarted, the quota halved per break and doubled per
-    /// valid result, between the worker's slots and its full quota.
-    pub fn after(&self, delta: &WorkerDelta, trust: &Trust) -> Standing {
+    /// The standing after the changes of one transaction on day `today`:
+    /// the streak either extended or restarted; what is left of today's
+    /// quota halved per break (not the whole quota: a busy worker's one
+    /// timeout must not leave it less than it already used, locked out for
+    /// the day), and the quota doubled per valid result, between the
+    /// worker's slots and its full quota.
+    pub fn after(&self, delta: &WorkerDelta, trust: &Trust, today: i64) -> Standing {
         let consecutive_valid = if delta.broken {
             delta.streak
         } else {
             self.consecutive_valid + delta.streak
         };
         let full = trust.full_quota(self.slots);
-        let halved = self.quota_or_full(trust) >> delta.breaks.min(62);
+        let quota = self.quota_or_full(trust);
+        let halved = if delta.breaks == 0 {
+            quota
+        } else {
+            let used = self.used(today).min(quota);
+            used + ((quota - used) >> delta.breaks.min(62))
+        };
         let quota = halved
             .saturating_mul(1i64 << delta.gains.min(62))
             .clamp(self.slots.min(full), full);
@@ -343,25 +352,49 @@ mod tests {
         let full = trust.full_quota(2);
         let mut d = WorkerDelta::default();
         d.broke_streak(Counter::Errors);
-        assert_eq!(standing(full).after(&d, &trust).quota, full / 2);
+        assert_eq!(standing(full).after(&d, &trust, 0).quota, full / 2);
         d.broke_streak(Counter::Timeouts);
-        assert_eq!(standing(full).after(&d, &trust).quota, full / 4);
+        assert_eq!(standing(full).after(&d, &trust, 0).quota, full / 4);
         // Never below the worker's slots, never above its full quota.
         let mut many = WorkerDelta::default();
         for _ in 0..40 {
             many.broke_streak(Counter::Invalid);
         }
-        assert_eq!(standing(full).after(&many, &trust).quota, 2);
+        assert_eq!(standing(full).after(&many, &trust, 0).quota, 2);
         let mut good = WorkerDelta::default();
         for _ in 0..40 {
             good.valid(1, 0);
         }
-        assert_eq!(standing(3).after(&good, &trust).quota, full);
+        assert_eq!(standing(3).after(&good, &trust, 0).quota, full);
         // A worker from before quotas has the full quota.
         assert_eq!(
-            standing(0).after(&WorkerDelta::default(), &trust).quota,
+            standing(0).after(&WorkerDelta::default(), &trust, 0).quota,
             full
         );
+    }
+
+    #[test]
+    fn a_break_halves_what_is_left_of_today_so_a_busy_worker_is_not_locked_out() {
+        let trust = Trust::default();
+        let full = trust.full_quota(2);
+        let mut busy = standing(full);
+        busy.quota_day = 7;
+        busy.leased_today = full * 3 / 4;
+        let mut d = WorkerDelta::default();
+        d.broke_streak(Counter::Timeouts);
+        // Three quarters used today: one timeout leaves half of the last
+        // quarter, not a quota below what it already used.
+        let after = busy.after(&d, &trust, 7);
+        assert_eq!(after.quota, full * 3 / 4 + full / 8);
+        assert!(after.quota_left(&trust, 7) > 0);
+        // Leases of another day do not count: the whole quota halves.
+        assert_eq!(busy.after(&d, &trust, 8).quota, full / 2);
+        // A worker that fails everything is still cut off within the day.
+        let mut failing = busy;
+        for _ in 0..40 {
+            failing = failing.after(&d, &trust, 7);
+        }
+        assert_eq!(failing.quota_left(&trust, 7), 0);
     }
 
     #[test]
@@ -370,10 +403,10 @@ mod tests {
         let mut d = WorkerDelta::default();
         d.valid(10, 0);
         d.valid(10, 0);
-        assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 7);
+        assert_eq!(standing(100).after(&d, &trust, 0).consecutive_valid, 7);
         d.broke_streak(Counter::Invalid);
         d.valid(10, 0);
-        assert_eq!(standing(100).after(&d, &trust).consecutive_valid, 1);
+        assert_eq!(standing(100).after(&d, &trust, 0).consecutive_valid, 1);
         assert_eq!((d.valid, d.invalid, d.credit), (3, 1, 30));
         d.refund(10, 0);
         assert_eq!((d.valid, d.credit), (2, 20));

@@ -5,6 +5,8 @@
 //! Nothing here sleeps to synchronise: [`TestCoordinator::wait_for_job`]
 //! wakes on the coordinator's change notifications.
 
+pub mod chaos;
+
 use coordinator::clock::{Clock as _, ManualClock};
 use coordinator::{Config, Coordinator};
 use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};
@@ -401,6 +403,30 @@ impl ManualWorker {
 
     pub async fn take(&self, n: u32) -> Vec<protocol::Lease> {
         self.client.work(n, None).await.unwrap().leases
+    }
+
+    /// [`ManualWorker::take`] through a proxy at 127.0.0.1 that forwards
+    /// for `client` (`X-Forwarded-For`): for a coordinator that trusts it.
+    pub async fn take_via_proxy(&self, url: &str, n: u32, client: &str) -> Vec<protocol::Lease> {
+        let request = protocol::WorkRequest {
+            max_units: n,
+            platform: worker::client::platform(),
+            held: None,
+        };
+        let response: protocol::WorkResponse = reqwest::Client::new()
+            .post(format!("{url}/api/v1/work"))
+            .bearer_auth(&self.token)
+            .header("x-forwarded-for", client)
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response.leases
     }
 }
 

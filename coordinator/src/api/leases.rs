@@ -40,17 +40,6 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// Asks for up to `max_units` leases.
-#[utoipa::path(post, path = "/api/v1/work", tag = "leases",
-    security(("worker_token" = [])),
-    request_body = protocol::WorkRequest,
-    responses((status = 200, description = "leases, maybe none", body = protocol::WorkResponse),
-        (status = 400, description = "malformed", body = protocol::ErrorBody),
-        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
-        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
-        (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
-        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
-#[tracing::instrument(name = "work", skip_all, fields(worker))]
 /// The network a worker asking from `ip` is placed by: its prefix, or
 /// none for a loopback client (a local demo, tests: every worker of one
 /// machine would otherwise share one network and never check each other).
@@ -64,6 +53,17 @@ pub fn placement_network(ip: std::net::IpAddr) -> Option<String> {
     (!loopback).then(|| network_prefix(ip))
 }
 
+/// Asks for up to `max_units` leases.
+#[utoipa::path(post, path = "/api/v1/work", tag = "leases",
+    security(("worker_token" = [])),
+    request_body = protocol::WorkRequest,
+    responses((status = 200, description = "leases, maybe none", body = protocol::WorkResponse),
+        (status = 400, description = "malformed", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 409, description = "another architecture than registered", body = protocol::ErrorBody),
+        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
+#[tracing::instrument(name = "work", skip_all, fields(worker))]
 pub(super) async fn work(
     State(c): State<Coordinator>,
     headers: HeaderMap,

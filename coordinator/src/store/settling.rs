@@ -329,7 +329,7 @@ impl Settling {
                 self.units.extend(restored);
             }
         }
-        workers::write_deltas(tx, &policy.trust, self.workers).await?;
+        workers::write_deltas(tx, &policy.trust, self.workers, now).await?;
         Ok(effects)
     }
 

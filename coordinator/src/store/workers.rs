@@ -202,12 +202,15 @@ struct StandingRow {
 
 /// Writes what one transaction changed for each worker: counters and
 /// credit added, streak and quota as the trust policy decides from the
-/// stored standing, and the credit of their accounts.
+/// stored standing (on the day of `now`), and the credit of their
+/// accounts.
 pub(super) async fn write_deltas(
     tx: &mut Transaction<'_, Sqlite>,
     trust: &Trust,
     deltas: HashMap<String, WorkerDelta>,
+    now: i64,
 ) -> Result<()> {
+    let today = now.div_euclid(DAY_MS);
     let mut deltas: Vec<(String, WorkerDelta)> = deltas.into_iter().collect();
     // One order for every batch: rows are written in key order.
     deltas.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -221,7 +224,7 @@ pub(super) async fn write_deltas(
                 continue;
             };
             let before = row.standing.standing();
-            writes.push((id.as_str(), d, before.after(d, trust)));
+            writes.push((id.as_str(), d, before.after(d, trust, today)));
             if let Some(account) = &row.account_id
                 && d.credit != 0
             {

@@ -2,6 +2,7 @@
 //! HTTP, running the real sample tasks in the real sandbox.
 
 mod bans;
+mod chaos;
 mod compare;
 mod dashboard;
 mod edge;
@@ -11,6 +12,7 @@ mod hostile;
 mod leases;
 mod metrics;
 mod openapi;
+mod quota_lockout;
 mod restart;
 mod submissions;
 mod trust;

@@ -198,17 +198,44 @@ async fn catching_a_cheat_reopens_a_finished_job_and_bumps_its_output_version() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_distinct_networks_one_network_holds_one_replica_of_a_unit() {
-    let c = TestCoordinator::start_with(|config| config.trust.distinct_networks = true).await;
+async fn replicas_of_a_unit_go_to_distinct_networks_by_default_and_loopback_is_exempt() {
+    // The test is a proxy at 127.0.0.1 that the coordinator trusts, so
+    // each work request comes from the address it forwards for.
+    let c = TestCoordinator::start_with(|config| {
+        assert!(config.trust.distinct_networks, "on by default");
+        config.edge.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
     c.running_job(primes_wasm(), b"10000 4", quorum(2, 3)).await;
-    // Two accounts, one network (127.0.0.0/24).
+    // Two accounts on one network (192.0.2.0/24), one on another.
     let a = ManualWorker::register(&c.url, "a").await;
     let b = ManualWorker::register(&c.url, "b").await;
+    let d = ManualWorker::register(&c.url, "d").await;
     assert_ne!(a.account_id, b.account_id);
-    assert_eq!(a.take(16).await.len(), 4);
+    assert_eq!(a.take_via_proxy(&c.url, 16, "192.0.2.10").await.len(), 4);
     assert!(
-        b.take(16).await.is_empty(),
+        b.take_via_proxy(&c.url, 16, "192.0.2.20").await.is_empty(),
         "the second replicas must come from another network"
+    );
+    assert_eq!(d.take_via_proxy(&c.url, 16, "198.51.100.7").await.len(), 4);
+    // Loopback clients have no network: a local demo's workers, all on
+    // 127.0.0.1, check each other.
+    let e = ManualWorker::register(&c.url, "e").await;
+    let f = ManualWorker::register(&c.url, "f").await;
+    c.running_job(primes_wasm(), b"10000 4", quorum(2, 3)).await;
+    assert_eq!(e.take(16).await.len(), 4);
+    assert_eq!(f.take(16).await.len(), 4);
+    assert_eq!(
+        coordinator::api::placement_network("127.0.0.1".parse().unwrap()),
+        None
+    );
+    assert_eq!(
+        coordinator::api::placement_network("::1".parse().unwrap()),
+        None
+    );
+    assert_eq!(
+        coordinator::api::placement_network("::ffff:127.0.0.1".parse().unwrap()),
+        None
     );
     assert_eq!(
         coordinator::api::network_prefix("192.0.2.77".parse().unwrap()),

@@ -28,9 +28,14 @@
 //! - `uploads`: the coordinator's resident memory, idle and at its peak,
 //!   under 16 concurrent 21 MB result uploads to a job whose output limit
 //!   is 1 KiB (declared, then chunked), and the CPU it ran on.
+//! - `chaos`: the coordinator and worker processes killed with SIGKILL at
+//!   seeded moments and restarted, then the output, acceptances, credit
+//!   and acknowledged results checked; time to recover after each restart
+//!   (`chaos.rs`, and `wasm_at_home_tests::chaos`).
 //!
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
+mod chaos;
 mod guest;
 mod integrity;
 mod uploads;
@@ -55,9 +60,10 @@ fn main() {
         "integrity" => integrity::run(smoke),
         "guest" => guest::run(smoke),
         "uploads" => uploads::run(smoke),
+        "chaos" => chaos::run(smoke, &args),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest | uploads) [--smoke]"
+                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest | uploads | chaos [--units N --kills K --seed S]) [--smoke]"
             );
             std::process::exit(2);
         }
