@@ -68,13 +68,19 @@ pub(super) async fn put_result(
     let worker = require_worker(&c, &headers).await?;
     tracing::Span::current().record("worker", tracing::field::display(worker.id));
     let replica: ReplicaId = parse(&id, "replica id")?;
-    let target = c.inner.store.upload_target(replica).await?;
-    let Some(target) = target else {
-        return Err(refusal(replica, Refusal::NoSuchReplica));
+    // Refused before the body is read, but logged and counted as any
+    // refusal is.
+    let target = match c.inner.store.upload_target(replica).await? {
+        Some(target) if target.worker == worker.id => target,
+        found => {
+            let why = match found {
+                Some(_) => Refusal::NotYours,
+                None => Refusal::NoSuchReplica,
+            };
+            let status = answer_upload(&c, replica, Ok(Err(why)))?;
+            return Ok(Json(UploadResponse { status }));
+        }
     };
-    if target.worker != worker.id {
-        return Err(refusal(replica, Refusal::NotYours));
-    }
     let body = body::read(&c, &headers, body, result_body_limit(target.output_bytes)).await?;
     let upload: ResultUpload = body.json()?;
     drop(body);
