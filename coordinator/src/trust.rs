@@ -315,15 +315,17 @@ pub fn quorum_now(
     if unit_quorum != 1 || job_quorum <= 1 {
         return (unit_quorum, None);
     }
-    // A replica given back unstarted, or discarded, tells nothing.
-    let told = || {
-        replicas
-            .iter()
-            .filter(|r| !matches!(r.state, ReplicaState::Released | ReplicaState::Discarded))
-    };
-    let output_back = told().any(|r| matches!(r.verdict, Some(Verdict::Output { .. })));
+    // A discarded output is no result to settle alone on; but a replica
+    // given back or discarded ends the lone taker's turn all the same: the
+    // unit then needs the job's quorum (else whoever takes it next, trusted
+    // or not, would settle it alone).
+    let output_back = replicas.iter().any(|r| {
+        r.state != ReplicaState::Discarded && matches!(r.verdict, Some(Verdict::Output { .. }))
+    });
     let settled_alone = output_back && !draw();
-    if !settled_alone && (output_back || told().any(|r| r.state != ReplicaState::InProgress)) {
+    if !settled_alone
+        && (output_back || replicas.iter().any(|r| r.state != ReplicaState::InProgress))
+    {
         let q = job_quorum.max(2);
         return (q, Some(q));
     }

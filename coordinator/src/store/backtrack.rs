@@ -145,7 +145,11 @@ impl Settling {
                 &mut q,
                 std::iter::once(String::new()).chain(discard.iter().map(|(w, _)| w.clone())),
             );
-            q.push(") THEN 'discarded' ELSE 'returned' END, discarded_by = CASE worker_id");
+            // A banned worker's votes never count again, whoever reopens.
+            q.push(
+                ") OR worker_id IN (SELECT id FROM workers WHERE banned_ms IS NOT NULL)
+                 THEN 'discarded' ELSE 'returned' END, discarded_by = CASE worker_id",
+            );
             // A CASE needs one WHEN at least; '' is no worker.
             for (worker, by) in std::iter::once(&(String::new(), None)).chain(discard) {
                 q.push(" WHEN ")
@@ -199,7 +203,9 @@ impl Settling {
                     state = CASE WHEN EXISTS (SELECT 1 FROM replicas o
                                               WHERE o.worker_id = replicas.worker_id AND o.state = 'invalid')
                                  THEN 'discarded' ELSE 'returned' END
-                 WHERE state = 'discarded' AND discarded_by IN (",
+                 WHERE state = 'discarded'
+                   AND worker_id NOT IN (SELECT id FROM workers WHERE banned_ms IS NOT NULL)
+                   AND discarded_by IN (",
             );
             push_list(&mut q, chunk.iter().copied());
             q.push(") RETURNING unit_id, state");

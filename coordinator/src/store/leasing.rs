@@ -116,10 +116,16 @@ async fn give_back_orphans(
         let Some(held) = &req.held else {
             continue;
         };
+        // Only leases still live (one that ran out is a timeout, not a
+        // release), and granted before this request came (a stale request
+        // cannot give back what a later one got).
         let in_flight: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM replicas WHERE worker_id = ? AND state = 'in_progress'",
+            "SELECT id FROM replicas WHERE worker_id = ? AND state = 'in_progress'
+               AND deadline_ms >= ? AND leased_ms <= ?",
         )
         .bind(req.worker.id.to_string())
+        .bind(req.now)
+        .bind(req.now)
         .fetch_all(&mut **tx)
         .await?;
         let in_flight: Vec<ReplicaId> = in_flight.into_iter().map(ReplicaId).collect();

@@ -66,12 +66,8 @@ impl Store {
         // An empty list would not be SQL everywhere; no unit has id 0.
         push_list(&mut q, std::iter::once(0).chain(starved.iter().copied()));
         q.push(")");
-        // Past the sweep's bound, starvation is noted later, never lost.
-        if found.len() as i64 == SWEEP_MAX
-            && let Some(last) = found.last()
-        {
-            q.push(" AND id <= ").push_bind(*last);
-        }
+        // Past the sweep's bound a mark is cleared too: a unit starves only
+        // while sweeps keep finding it, and is noted again once they do.
         q.build().execute(&mut *tx).await?;
         let mut overdue = Vec::new();
         for chunk in starved.chunks(IN_LIST_MAX) {

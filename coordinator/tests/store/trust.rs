@@ -237,3 +237,39 @@ async fn backtracking_a_compare_job_takes_back_exactly_the_credit_it_granted() {
     );
     t.f.aggregates_agree(t.job).await;
 }
+
+/// A trusted worker takes a fresh unit alone (quorum 1) and gives the lease
+/// back (it stopped, or restarted and did not name it): the unit needs the
+/// job's quorum again, so whoever takes it next, trusted or not, does not
+/// settle it alone.
+#[tokio::test]
+async fn a_unit_given_back_by_a_trusted_worker_that_took_it_alone_needs_the_jobs_quorum() {
+    let f = open(trust()).await;
+    let job = f.job(3, adaptive(2, 4)).await;
+    let t = f.worker("t", "trusted", 2).await;
+    let h = f.worker("h", "helper", 2).await;
+    for _ in 0..2 {
+        let lt = f.lease(&t, 1, T0).await.remove(0);
+        let lh = f.lease(&h, 1, T0).await.remove(0);
+        assert_eq!(lt.unit_id, lh.unit_id);
+        f.honest(&t, &lt, T0).await;
+        f.honest(&h, &lh, T0).await;
+    }
+    assert!(f.status_of(&t).await.trusted);
+    let alone = f.lease(&t, 1, T0).await.remove(0);
+    f.store
+        .release(t.id, alone.replica_id, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let stranger = f.worker("u", "stranger", 2).await;
+    let lu = f.lease(&stranger, 1, T0).await.remove(0);
+    assert_eq!(lu.unit_id, alone.unit_id);
+    f.honest(&stranger, &lu, T0).await;
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(
+        s.units_accepted, 2,
+        "a stranger's one result is not accepted alone"
+    );
+    f.aggregates_agree(job).await;
+}
