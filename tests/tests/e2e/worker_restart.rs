@@ -14,19 +14,8 @@ async fn results_written_before_a_crash_are_uploaded_after_the_restart() {
     // The state a worker leaves when it is killed between writing its
     // results and uploading them: its identity, and one result per lease.
     let dir = tempfile::tempdir().unwrap();
-    let client = worker::client::Client::new(&c.url);
-    let registered = client.register("crashed", 2).await.unwrap();
+    let (registered, client) = died_registered(&c, dir.path(), "crashed", 2).await;
     let state = StateDir::open(dir.path()).unwrap();
-    state
-        .save_identity(&Identity {
-            coordinator: c.url.clone(),
-            worker_id: registered.worker_id,
-            token: registered.token.clone(),
-            account_id: Some(registered.account_id.clone()),
-            account_key: registered.account_key.clone(),
-        })
-        .unwrap();
-    let client = client.with_token(registered.token);
     let leases = client.work(2, None).await.unwrap().leases;
     assert_eq!(leases.len(), 2);
     for lease in &leases {
@@ -162,24 +151,8 @@ async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
     c.wait_until(job, |s| s.state == JobState::Running).await;
     // The previous process: registered, took two leases, died.
     let dir = tempfile::tempdir().unwrap();
-    let client = worker::client::Client::new(&c.url);
-    let registered = client.register("killed", 1).await.unwrap();
-    StateDir::open(dir.path())
-        .unwrap()
-        .save_identity(&Identity {
-            coordinator: c.url.clone(),
-            worker_id: registered.worker_id,
-            token: registered.token.clone(),
-            account_id: Some(registered.account_id.clone()),
-            account_key: registered.account_key.clone(),
-        })
-        .unwrap();
-    let held = client
-        .with_token(registered.token)
-        .work(2, None)
-        .await
-        .unwrap()
-        .leases;
+    let (registered, client) = died_registered(&c, dir.path(), "killed", 1).await;
+    let held = client.work(2, None).await.unwrap().leases;
     assert_eq!(held.len(), 2);
     // Restarted, beside a second worker: the job finishes (9592 primes
     // below 100,000) long before the hour is up.
@@ -193,4 +166,28 @@ async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
     restarted.stop().await;
     other.stop().await;
     c.assert_aggregates_consistent(job).await;
+}
+
+/// The state a killed worker leaves in `dir`: its identity, registered as
+/// `name` with `slots`; and a client with its token, to act as it did.
+async fn died_registered(
+    c: &TestCoordinator,
+    dir: &std::path::Path,
+    name: &str,
+    slots: u32,
+) -> (protocol::RegisterResponse, worker::client::Client) {
+    let client = worker::client::Client::new(&c.url);
+    let registered = client.register(name, slots).await.unwrap();
+    StateDir::open(dir)
+        .unwrap()
+        .save_identity(&Identity {
+            coordinator: c.url.clone(),
+            worker_id: registered.worker_id,
+            token: registered.token.clone(),
+            account_id: Some(registered.account_id.clone()),
+            account_key: registered.account_key.clone(),
+        })
+        .unwrap();
+    let client = client.with_token(registered.token.clone());
+    (registered, client)
 }
