@@ -84,7 +84,10 @@ impl Uploader {
             match self.send(&waiting, take).await {
                 Ok(answers) => {
                     backoff.reset();
-                    for (p, answer) in waiting.drain(..take).zip(answers) {
+                    let mut sent: std::vec::IntoIter<PendingResult> =
+                        waiting.drain(..take).collect::<Vec<_>>().into_iter();
+                    for answer in answers {
+                        let Some(p) = sent.next() else { break };
                         match answer {
                             Ok(()) => uploaded += 1,
                             Err(error) => {
@@ -96,6 +99,11 @@ impl Uploader {
                             }
                         }
                         self.answered(&p);
+                    }
+                    // A coordinator that answered fewer results than it was
+                    // sent: the rest are sent again, never dropped.
+                    for p in sent.rev() {
+                        waiting.push_front(p);
                     }
                 }
                 Err(ClientError::Refused {
