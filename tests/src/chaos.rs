@@ -275,6 +275,11 @@ impl CoordinatorProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen, "--expiry-interval-ms", "500"])
+            // Every worker registers from 127.0.0.1, and restarts register
+            // again while the coordinator comes and goes: far above the
+            // per-address default (6 a minute, burst 3).
+            .args(["--registrations-per-minute", "100000"])
+            .args(["--registration-burst", "10000"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
