@@ -18,8 +18,10 @@ use protocol::{AccountStatus, RegisterRequest, RegisterResponse, WorkerId, Worke
     request_body = protocol::RegisterRequest,
     responses((status = 201, description = "registered: keep the token", body = protocol::RegisterResponse),
         (status = 400, description = "malformed, or slots out of range", body = protocol::ErrorBody),
-        (status = 403, description = "no account has this key", body = protocol::ErrorBody),
-        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody)))]
+        (status = 403, description = "no account has this key, or (with --invites-only) no valid invite", body = protocol::ErrorBody),
+        (status = 413, description = "the body is too large", body = protocol::ErrorBody),
+        (status = 426, description = "another protocol or engine", body = protocol::ErrorBody),
+        (status = 429, description = "too many registrations from this address: retry after the Retry-After header's seconds", body = protocol::ErrorBody)))]
 pub(super) async fn register(
     State(c): State<Coordinator>,
     ClientAddr(client): ClientAddr,
