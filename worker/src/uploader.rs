@@ -70,6 +70,7 @@ impl Uploader {
         let mut uploaded = 0;
         let mut waiting: VecDeque<PendingResult> = VecDeque::new();
         let mut backoff = Backoff::new(self.max_backoff);
+        let mut last_try = false;
         loop {
             if waiting.is_empty() {
                 match incoming.recv().await {
@@ -118,13 +119,17 @@ impl Uploader {
                 Err(e) => {
                     // The coordinator is away, or refused the request as a
                     // whole: keep the results (on disk too) and retry.
-                    let d = backoff.step();
-                    tracing::warn!(results = take, error = %e, retry_in_ms = d.as_millis() as u64, "cannot upload yet");
-                    if backoff::wait(d, &mut stop).await {
-                        // Stopping with the coordinator away: what waits
-                        // stays on disk for the next start.
+                    if last_try {
+                        // Stopping with the coordinator still away: what
+                        // waits stays on disk for the next start.
+                        tracing::warn!(results = waiting.len(), error = %e, "cannot upload before stopping");
                         return uploaded;
                     }
+                    let d = backoff.step();
+                    tracing::warn!(results = take, error = %e, retry_in_ms = d.as_millis() as u64, "cannot upload yet");
+                    // A stop cuts the wait short for one last attempt: the
+                    // coordinator may be back since the last one.
+                    last_try = backoff::wait(d, &mut stop).await;
                 }
             }
         }

@@ -105,6 +105,41 @@ async fn results_computed_while_the_coordinator_is_away_arrive_when_it_returns()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_during_an_upload_backoff_tries_once_more_and_uploads_to_a_coordinator_back_meanwhile()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, job, data, addr) = computed_while_away(dir.path()).await;
+    // Wait until the uploader waits seconds between tries, so that the
+    // stop below comes while it waits, not as it tries.
+    loop {
+        let line = w.wait_for("cannot upload yet").await;
+        let wait_ms: u64 = line
+            .split("retry_in_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no retry_in_ms in {line:?}"));
+        if wait_ms >= 2000 {
+            break;
+        }
+    }
+    let c = TestCoordinator::start_at(data, &addr, |_| {}).await;
+    w.signal("TERM");
+    assert!(w.exit_within(JOB_TIMEOUT).await.success());
+    let stopped = w.wait_for("worker stopped").await;
+    assert!(stopped.contains("uploaded=2"), "{stopped}");
+    assert!(
+        worker::state::StateDir::open(dir.path())
+            .unwrap()
+            .pending_results()
+            .unwrap()
+            .is_empty()
+    );
+    let s = c.wait_for_job(job).await;
+    assert_eq!((s.state, s.units_accepted), (JobState::Done, 2), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_with_results_on_disk_uploads_them_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, job, data, addr) = computed_while_away(dir.path()).await;
