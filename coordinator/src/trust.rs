@@ -88,9 +88,19 @@ impl Trust {
         Ok(())
     }
 
-    /// Whether a worker with this many valid results in a row is trusted.
-    pub fn trusted(&self, consecutive_valid: i64) -> bool {
-        consecutive_valid >= self.threshold as i64
+    /// The valid results in a row a worker needs to be trusted: the
+    /// threshold, doubled for each result of it judged invalid (at most
+    /// [`TRUST_DOUBLINGS_MAX`] times). A worker caught lying earns trust
+    /// back slowly: one that lies now and then, or only while trusted,
+    /// spends ever longer under quorum, where its lies are caught at once,
+    /// and takes ever fewer units alone.
+    pub fn streak_needed(&self, invalid: i64) -> i64 {
+        (self.threshold as i64) << invalid.clamp(0, i64::from(TRUST_DOUBLINGS_MAX))
+    }
+
+    /// Whether a worker of this standing is trusted.
+    pub fn trusted(&self, standing: &Standing) -> bool {
+        standing.consecutive_valid >= self.streak_needed(standing.invalid)
     }
 
     /// The largest daily quota of a worker with `slots` slots.
@@ -123,6 +133,8 @@ pub struct Standing {
     /// Valid results ever returned (what earns lease room).
     pub valid: i64,
     pub consecutive_valid: i64,
+    /// Its results judged invalid, ever.
+    pub invalid: i64,
     /// Its daily quota; 0 for a worker registered before quotas existed,
     /// which has the full quota.
     pub quota: i64,
@@ -130,6 +142,10 @@ pub struct Standing {
     pub quota_day: i64,
     pub leased_today: i64,
 }
+
+/// How many times at most the trust threshold doubles for a worker's
+/// invalid results ([`Trust::streak_needed`]).
+pub const TRUST_DOUBLINGS_MAX: u32 = 6;
 
 /// One day in milliseconds: quotas are per day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -342,6 +358,7 @@ mod tests {
             slots: 2,
             valid: 0,
             consecutive_valid: 5,
+            invalid: 0,
             quota,
             quota_day: 0,
             leased_today: 0,
@@ -421,6 +438,7 @@ mod tests {
             slots: 3,
             valid: 100,
             consecutive_valid: 0,
+            invalid: 0,
             quota: 10,
             quota_day: 7,
             leased_today: 8,
@@ -437,6 +455,7 @@ mod tests {
             slots: 64,
             valid: 0,
             consecutive_valid: 0,
+            invalid: 0,
             quota: 0,
             quota_day: 0,
             leased_today: 0,
@@ -464,10 +483,22 @@ mod tests {
     }
 
     #[test]
-    fn trust_starts_at_the_threshold() {
+    fn trust_starts_at_the_threshold_which_doubles_per_invalid_result() {
         let trust = Trust::default();
-        assert!(!trust.trusted(9));
-        assert!(trust.trusted(10));
+        let with = |consecutive_valid, invalid| Standing {
+            consecutive_valid,
+            invalid,
+            ..standing(0)
+        };
+        assert!(!trust.trusted(&with(9, 0)));
+        assert!(trust.trusted(&with(10, 0)));
+        // Caught once: 20 in a row; twice: 40; never more than 640.
+        assert!(!trust.trusted(&with(19, 1)));
+        assert!(trust.trusted(&with(20, 1)));
+        assert!(!trust.trusted(&with(39, 2)));
+        assert_eq!(trust.streak_needed(2), 40);
+        assert_eq!(trust.streak_needed(1_000), 640);
+        assert_eq!(trust.streak_needed(-1), 10);
     }
 
     #[test]

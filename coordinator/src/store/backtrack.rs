@@ -66,9 +66,13 @@ impl Settling {
             ") AND NOT EXISTS (
                  SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
                  WHERE o.unit_id = r.unit_id AND o.state = 'valid'
-                   AND o.worker_id <> r.worker_id AND w.consecutive_valid >= ",
+                   AND o.worker_id <> r.worker_id AND w.consecutive_valid >= (",
         );
-        q.push_bind(trust.threshold as i64);
+        // Trust::streak_needed, in SQL.
+        q.push_bind(trust.threshold as i64)
+            .push(" << MIN(w.invalid_count, ")
+            .push_bind(i64::from(crate::trust::TRUST_DOUBLINGS_MAX))
+            .push("))");
         q.push(" AND o.worker_id NOT IN (");
         push_list(&mut q, workers.iter().cloned());
         q.push("))");

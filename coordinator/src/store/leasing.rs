@@ -188,7 +188,7 @@ async fn standings(
         q.push(") UPDATE workers SET net = v.net, last_seen_ms = ")
             .push_bind(now);
         q.push(
-            " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid,
+            " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid, invalid_count,
                  (SELECT COUNT(*) FROM replicas r
                      WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight",
         );
@@ -199,7 +199,7 @@ async fn standings(
                 r.id.clone(),
                 policy.trust.room(&standing, r.in_flight, today),
             );
-            if policy.trust.trusted(standing.consecutive_valid) {
+            if policy.trust.trusted(&standing) {
                 trusted.insert(r.id);
             }
         }

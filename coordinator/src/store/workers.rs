@@ -32,7 +32,6 @@ struct StatusRow {
     last_seen_ms: i64,
     #[sqlx(flatten)]
     standing: StandingColumns,
-    invalid_count: i64,
     error_count: i64,
     timeout_count: i64,
     credit: i64,
@@ -148,11 +147,11 @@ impl Store {
                     created_ms: r.created_ms,
                     last_seen_ms: r.last_seen_ms,
                     valid: count(standing.valid),
-                    invalid: count(r.invalid_count),
+                    invalid: count(standing.invalid),
                     errors: count(r.error_count),
                     timeouts: count(r.timeout_count),
                     consecutive_valid: count(standing.consecutive_valid),
-                    trusted: trust.trusted(standing.consecutive_valid),
+                    trusted: trust.trusted(&standing),
                     credit_fuel: count(r.credit),
                     credit: credit::credits(r.credit.max(0)),
                     recent_credit: credit::recent_per_day(r.recent_credit, now),
@@ -262,8 +261,8 @@ async fn read_standings(
     chunk: &[(String, WorkerDelta)],
 ) -> Result<HashMap<String, StandingRow>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT id, account_id, slots, valid_count, consecutive_valid, quota, quota_day,
-                leased_today
+        "SELECT id, account_id, slots, valid_count, consecutive_valid, invalid_count, quota,
+                quota_day, leased_today
          FROM workers WHERE id IN (",
     );
     push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));

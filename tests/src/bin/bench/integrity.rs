@@ -21,6 +21,19 @@ enum Kind {
     TrustThenCheat,
     /// Always returns the wrong output every colluder returns for the unit.
     Colluder,
+    /// One person's accounts (one worker each), pooling what they hold:
+    /// they return the output they agree on whenever every replica of the
+    /// unit issued so far is theirs, and the true output otherwise.
+    Sybil,
+}
+
+/// Where the bad workers ask from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Networks {
+    /// Every worker on a network of its own.
+    Distinct,
+    /// The bad workers share one network (one person's accounts at home).
+    BadShareOne,
 }
 
 #[derive(Debug)]
@@ -28,6 +41,7 @@ struct Scenario {
     name: &'static str,
     adaptive: bool,
     bad: Kind,
+    networks: Networks,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -35,31 +49,61 @@ const SCENARIOS: &[Scenario] = &[
         name: "saboteurs_quorum2",
         adaptive: false,
         bad: Kind::Saboteur(0.3),
+        networks: Networks::Distinct,
     },
     Scenario {
         name: "saboteurs_adaptive",
         adaptive: true,
         bad: Kind::Saboteur(0.3),
+        networks: Networks::Distinct,
     },
     Scenario {
         name: "rare_saboteurs_adaptive",
         adaptive: true,
         bad: Kind::Saboteur(0.02),
+        networks: Networks::Distinct,
     },
     Scenario {
         name: "trust_then_cheat_adaptive",
         adaptive: true,
         bad: Kind::TrustThenCheat,
+        networks: Networks::Distinct,
     },
     Scenario {
         name: "colluders_quorum2",
         adaptive: false,
         bad: Kind::Colluder,
+        networks: Networks::Distinct,
     },
     Scenario {
         name: "colluders_adaptive",
         adaptive: true,
         bad: Kind::Colluder,
+        networks: Networks::Distinct,
+    },
+    Scenario {
+        name: "sybil_one_network_quorum2",
+        adaptive: false,
+        bad: Kind::Sybil,
+        networks: Networks::BadShareOne,
+    },
+    Scenario {
+        name: "sybil_one_network_adaptive",
+        adaptive: true,
+        bad: Kind::Sybil,
+        networks: Networks::BadShareOne,
+    },
+    Scenario {
+        name: "sybil_botnet_quorum2",
+        adaptive: false,
+        bad: Kind::Sybil,
+        networks: Networks::Distinct,
+    },
+    Scenario {
+        name: "sybil_botnet_adaptive",
+        adaptive: true,
+        bad: Kind::Sybil,
+        networks: Networks::Distinct,
     },
 ];
 
@@ -80,12 +124,30 @@ impl Rng {
     }
 }
 
-pub fn run(smoke: bool) -> serde_json::Value {
+/// Runs every scenario, or those `--only a,b` names.
+pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
     let units: u64 = if smoke { 4_000 } else { 100_000 };
     let workers: usize = if smoke { 40 } else { 200 };
+    let only: Option<Vec<&str>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|names| names.split(',').collect());
+    if let Some(names) = &only {
+        for name in names {
+            assert!(
+                SCENARIOS.iter().any(|s| s.name == *name),
+                "no scenario {name:?}; there are {:?}",
+                SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>()
+            );
+        }
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut results = Vec::new();
-    for scenario in SCENARIOS {
+    for scenario in SCENARIOS
+        .iter()
+        .filter(|s| only.as_ref().is_none_or(|names| names.contains(&s.name)))
+    {
         let figures = rt.block_on(simulate(scenario, units, workers));
         println!("{figures}");
         results.push(figures);
@@ -157,18 +219,27 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
         } else {
             Kind::Honest
         };
+        // Networks as a coordinator with distinct networks sees them: a
+        // /24 each, or one for all bad workers.
+        let net = if kind != Kind::Honest && scenario.networks == Networks::BadShareOne {
+            "10.66.0".to_string()
+        } else {
+            format!("10.{}.{}", i / 256, i % 256)
+        };
         crowd.push((
             WorkerRow {
                 id,
                 arch: platform.arch.clone(),
                 account,
-                net: None,
+                net: Some(net),
             },
             kind,
         ));
     }
 
     let mut rng = Rng(7);
+    // Who was given a replica of each unit, as the Sybils pool it.
+    let mut holders: HashMap<u64, Vec<Kind>> = HashMap::new();
     let mut rounds = 0;
     loop {
         rounds += 1;
@@ -195,6 +266,12 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
             let requests: Vec<(WorkerRow, u32)> =
                 group.iter().map(|(w, _)| (w.clone(), 4)).collect();
             let answers = store.lease_together(&requests, now).await.unwrap();
+            for ((_, kind), leases) in group.iter().zip(&answers) {
+                for l in leases {
+                    let index = u64::from_le_bytes(l.input[..8].try_into().unwrap());
+                    holders.entry(index).or_default().push(*kind);
+                }
+            }
             for ((w, kind), leases) in group.iter().zip(answers) {
                 leased += leases.len();
                 for l in leases {
@@ -204,11 +281,12 @@ async fn simulate(scenario: &Scenario, units: u64, workers: usize) -> serde_json
                         Kind::Saboteur(p) => rng.chance(p),
                         Kind::TrustThenCheat => trusted.get(&w.id).copied().unwrap_or(false),
                         Kind::Colluder => true,
+                        Kind::Sybil => holders[&index].iter().all(|k| *k == Kind::Sybil),
                     };
                     let mut output = index.to_le_bytes().to_vec();
                     if !cheat {
                         output.push(1);
-                    } else if *kind == Kind::Colluder {
+                    } else if matches!(*kind, Kind::Colluder | Kind::Sybil) {
                         output.extend([0, 0xC0]);
                     } else {
                         output.push(0);

@@ -57,7 +57,7 @@ fn main() {
         "overhead" => overhead(smoke),
         "bigjob" => bigjob(smoke),
         "coordinator" => coordinator_throughput(smoke, &args),
-        "integrity" => integrity::run(smoke),
+        "integrity" => integrity::run(smoke, &args),
         "guest" => guest::run(smoke),
         "uploads" => uploads::run(smoke),
         "chaos" => chaos::run(smoke, &args),
