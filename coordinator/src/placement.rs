@@ -29,7 +29,10 @@ pub struct Candidate {
     /// Its job compares outputs with `compare`, so replicas may run on any
     /// architecture.
     pub any_arch: bool,
-    /// No replica of it was ever issued.
+    /// No replica of it was ever issued, or only replicas whose votes were
+    /// discarded: a unit reopened because its worker was caught, with no
+    /// vote left, is as good as new (a trusted worker redoes it alone,
+    /// for one replica instead of a quorum).
     pub fresh: bool,
     /// Replicas this batch gave out.
     pub taken: i64,

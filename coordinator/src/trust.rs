@@ -110,8 +110,14 @@ impl Trust {
 
     /// The most leases a worker may hold at once: what its valid results
     /// earned ([`Trust::initial_leases`] plus one per valid result), never
-    /// more than its declared slots allow.
+    /// more than its declared slots allow; one while it is caught (judged
+    /// invalid and not trusted again since). A worker caught lying does
+    /// little of the work until it has earned trust back, which the others,
+    /// trusted, do for fewer replicas.
     pub fn lease_cap(&self, standing: &Standing) -> i64 {
+        if standing.invalid > 0 && !self.trusted(standing) {
+            return 1;
+        }
         let declared = standing
             .slots
             .saturating_mul(i64::from(self.leases_per_slot));
@@ -480,6 +486,34 @@ mod tests {
             rounds += 1;
         }
         assert_eq!(rounds, 5);
+    }
+
+    #[test]
+    fn a_caught_worker_holds_one_lease_until_it_is_trusted_again() {
+        let trust = Trust::default();
+        let seasoned = Standing {
+            slots: 8,
+            valid: 1_000,
+            consecutive_valid: 0,
+            invalid: 0,
+            quota: 0,
+            quota_day: 0,
+            leased_today: 0,
+        };
+        // Errors and timeouts break a streak but catch no one.
+        assert_eq!(trust.lease_cap(&seasoned), 16);
+        let caught = Standing {
+            invalid: 1,
+            consecutive_valid: 19,
+            ..seasoned
+        };
+        assert_eq!(trust.lease_cap(&caught), 1);
+        // Trusted again after 20 in a row (the threshold, doubled once).
+        let again = Standing {
+            consecutive_valid: 20,
+            ..caught
+        };
+        assert_eq!(trust.lease_cap(&again), 16);
     }
 
     #[test]

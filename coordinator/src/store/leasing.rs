@@ -316,7 +316,8 @@ async fn head_of_queue(
 ) -> Result<Vec<Candidate>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
         "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare,
-                CASE WHEN j.adaptive THEN NOT EXISTS (SELECT 1 FROM replicas f WHERE f.unit_id = u.id)
+                CASE WHEN j.adaptive THEN NOT EXISTS (SELECT 1 FROM replicas f
+                                                      WHERE f.unit_id = u.id AND f.state <> 'discarded')
                      ELSE FALSE END AS fresh
          FROM units u JOIN jobs j ON j.id = u.job_id
          WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
