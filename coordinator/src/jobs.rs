@@ -78,6 +78,9 @@ impl Coordinator {
         let (expired, effects) = self.inner.store.expire_leases(now).await?;
         if expired > 0 {
             tracing::info!(expired, "leases timed out; their units go to other workers");
+        }
+        // Units a settling left for this round may also have changed.
+        if expired > 0 || effects.reopened > 0 || !effects.jobs_to_reduce.is_empty() {
             self.apply(effects);
         }
         // Starvation is a matter of lease periods: a sweep every ten

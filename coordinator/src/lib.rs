@@ -12,6 +12,8 @@
 //! - [`validator`]: quorum decisions, pure logic.
 //! - [`jobs`]: the background work of a job's life: split, reduce, expire.
 //! - [`clock`]: injected time.
+//! - [`cli`]: the `coordinator` command, which the binary and the tests'
+//!   `coordinator-under-test` both run.
 //! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`);
 //!   [`invites`]: `coordinator invites create`.
 //! - [`dashboard`]: the read-only web page at `/`.
@@ -23,9 +25,10 @@
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
 //! [`Coordinator::serve`] runs it on a listener until a shutdown future
-//! resolves. Tests do exactly what `main` does, on `127.0.0.1:0`.
+//! resolves. Tests do exactly what `coordinator serve` does, on `127.0.0.1:0`.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod credit;

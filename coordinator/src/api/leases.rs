@@ -101,13 +101,15 @@ pub(super) async fn work(
         now,
         held: req.held,
     };
-    let rows = c.inner.store.lease_request(request).await?;
+    let leased = c.inner.store.lease_request(request).await?;
+    let rows = leased.leases;
     c.inner.metrics.leased(rows.len());
     for r in &rows {
         tracing::debug!(job = %r.job_id, unit = %r.unit_id, replica = %r.replica_id, "leased");
     }
-    if !rows.is_empty() {
-        c.changed();
+    // Leases given back change the units as leases taken do.
+    if !rows.is_empty() || leased.released > 0 {
+        c.apply(leased.effects);
     }
     let leases = rows
         .into_iter()

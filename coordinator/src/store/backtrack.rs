@@ -14,6 +14,7 @@ use super::sql::{IN_LIST_MAX, push_list, tally};
 use crate::credit;
 use crate::trust::Trust;
 use sqlx::{Sqlite, Transaction};
+use std::collections::HashSet;
 
 impl Settling {
     /// Once per adaptive job, when its last unit settles and before its
@@ -56,27 +57,46 @@ impl Settling {
         caught: &[Caught],
         trust: &Trust,
     ) -> Result<Vec<i64>> {
-        let workers: Vec<String> = caught.iter().map(|(w, _)| w.clone()).collect();
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
-             WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
-        );
-        push_list(&mut q, workers.iter().cloned());
-        q.push(
-            ") AND NOT EXISTS (
-                 SELECT 1 FROM replicas o JOIN workers w ON w.id = o.worker_id
-                 WHERE o.unit_id = r.unit_id AND o.state = 'valid'
-                   AND o.worker_id <> r.worker_id AND w.consecutive_valid >= (",
-        );
-        // Trust::streak_needed, in SQL.
-        q.push_bind(trust.threshold as i64)
-            .push(" << MIN(w.invalid_count, ")
-            .push_bind(i64::from(crate::trust::TRUST_DOUBLINGS_MAX))
-            .push("))");
-        q.push(" AND o.worker_id NOT IN (");
-        push_list(&mut q, workers.iter().cloned());
-        q.push("))");
-        let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+        // Any number of workers may be caught at once (a batch's uploads,
+        // an account's ban), so no statement names them all: first the
+        // accepted units they voted for, then which of those a trusted
+        // worker not caught confirmed.
+        let mut voted = Vec::new();
+        for chunk in caught.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT DISTINCT r.unit_id FROM replicas r JOIN units u ON u.id = r.unit_id
+                 WHERE r.state = 'valid' AND u.state = 'accepted' AND r.worker_id IN (",
+            );
+            push_list(&mut q, chunk.iter().map(|(w, _)| w.clone()));
+            q.push(")");
+            let units: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            voted.extend(units);
+        }
+        voted.sort_unstable();
+        voted.dedup();
+        let caught_ids: HashSet<&str> = caught.iter().map(|(w, _)| w.as_str()).collect();
+        let mut units = Vec::new();
+        for chunk in voted.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT o.unit_id, o.worker_id FROM replicas o JOIN workers w ON w.id = o.worker_id
+                 WHERE o.state = 'valid' AND w.consecutive_valid >= (",
+            );
+            // Trust::streak_needed, in SQL.
+            q.push_bind(trust.threshold as i64)
+                .push(" << MIN(w.invalid_count, ")
+                .push_bind(i64::from(crate::trust::TRUST_DOUBLINGS_MAX))
+                .push("))");
+            q.push(" AND o.unit_id IN (");
+            push_list(&mut q, chunk.iter().copied());
+            q.push(")");
+            let trusted: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            let confirmed: HashSet<i64> = trusted
+                .into_iter()
+                .filter(|(_, worker)| !caught_ids.contains(worker.as_str()))
+                .map(|(unit, _)| unit)
+                .collect();
+            units.extend(chunk.iter().filter(|u| !confirmed.contains(u)));
+        }
         self.reopen(tx, &units, caught).await
     }
 
@@ -140,39 +160,45 @@ impl Settling {
         units: &[i64],
         discard: &[Caught],
     ) -> Result<()> {
+        const RETURNING: &str = ") RETURNING worker_id, fuel_used, COALESCE(returned_ms, 0),
+                output_hash IS NOT NULL AS output,
+                (SELECT j.compare FROM units u JOIN jobs j ON j.id = u.job_id
+                 WHERE u.id = replicas.unit_id) AS compare";
         for judged_as in ["valid", "invalid"] {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE replicas SET state = CASE WHEN worker_id IN (",
-            );
-            // An empty list would not be SQL everywhere; '' is no worker.
-            push_list(
-                &mut q,
-                std::iter::once(String::new()).chain(discard.iter().map(|(w, _)| w.clone())),
-            );
-            // A banned worker's votes never count again, whoever reopens.
-            q.push(
-                ") OR worker_id IN (SELECT id FROM workers WHERE banned_ms IS NOT NULL)
-                 THEN 'discarded' ELSE 'returned' END, discarded_by = CASE worker_id",
-            );
-            // A CASE needs one WHEN at least; '' is no worker.
-            for (worker, by) in std::iter::once(&(String::new(), None)).chain(discard) {
-                q.push(" WHEN ")
-                    .push_bind(worker.clone())
-                    .push(" THEN ")
-                    .push_bind(*by);
+            let mut rows: Vec<(String, Option<i64>, i64, bool, bool)> = Vec::new();
+            // The caught workers' replicas first, a bounded list of workers
+            // at a time (any number may be caught at once).
+            for chunk in discard.chunks(IN_LIST_MAX) {
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                    "UPDATE replicas SET state = 'discarded', discarded_by = CASE worker_id",
+                );
+                for (worker, by) in chunk {
+                    q.push(" WHEN ")
+                        .push_bind(worker.clone())
+                        .push(" THEN ")
+                        .push_bind(*by);
+                }
+                q.push(" END WHERE state = ")
+                    .push_bind(judged_as)
+                    .push(" AND worker_id IN (");
+                push_list(&mut q, chunk.iter().map(|(w, _)| w.clone()));
+                q.push(") AND unit_id IN (");
+                push_list(&mut q, units.iter().copied());
+                q.push(RETURNING);
+                rows.extend(q.build_query_as().fetch_all(&mut **tx).await?);
             }
-            q.push(" ELSE NULL END WHERE state = ")
-                .push_bind(judged_as)
-                .push(" AND unit_id IN (");
-            push_list(&mut q, units.iter().copied());
-            q.push(
-                ") RETURNING worker_id, fuel_used, COALESCE(returned_ms, 0),
-                    output_hash IS NOT NULL AS output,
-                    (SELECT j.compare FROM units u JOIN jobs j ON j.id = u.job_id
-                     WHERE u.id = replicas.unit_id) AS compare",
+            // Then the others, to be judged again; but a banned worker's
+            // votes never count again, whoever reopens.
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE replicas SET discarded_by = NULL,
+                    state = CASE WHEN worker_id IN (SELECT id FROM workers WHERE banned_ms IS NOT NULL)
+                                 THEN 'discarded' ELSE 'returned' END
+                 WHERE state = ",
             );
-            let rows: Vec<(String, Option<i64>, i64, bool, bool)> =
-                q.build_query_as().fetch_all(&mut **tx).await?;
+            q.push_bind(judged_as).push(" AND unit_id IN (");
+            push_list(&mut q, units.iter().copied());
+            q.push(RETURNING);
+            rows.extend(q.build_query_as().fetch_all(&mut **tx).await?);
             for (worker, fuel, returned_ms, output, compare) in rows {
                 if judged_as == "valid" {
                     // Exactly what the valid judgement credited, weighted

@@ -5,7 +5,7 @@
 //! way catching a cheat does (`Settling::backtrack`), in one transaction.
 
 use super::settling::{Effects, Settling};
-use super::sql::{push_list, worker_id};
+use super::sql::{IN_LIST_MAX, push_list, worker_id};
 use super::{Result, Store};
 use protocol::{BlobHash, WorkerId};
 
@@ -103,15 +103,18 @@ impl Store {
         // again).
         let mut units = Vec::new();
         for (from, to) in [("returned", "discarded"), ("in_progress", "released")] {
-            let mut q = sqlx::QueryBuilder::new("UPDATE replicas SET state = ");
-            q.push_bind(to)
-                .push(" WHERE state = ")
-                .push_bind(from)
-                .push(" AND worker_id IN (");
-            push_list(&mut q, ids.iter().cloned());
-            q.push(") RETURNING unit_id");
-            let changed: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-            units.extend(changed);
+            // An account may have any number of workers.
+            for chunk in ids.chunks(IN_LIST_MAX) {
+                let mut q = sqlx::QueryBuilder::new("UPDATE replicas SET state = ");
+                q.push_bind(to)
+                    .push(" WHERE state = ")
+                    .push_bind(from)
+                    .push(" AND worker_id IN (");
+                push_list(&mut q, chunk.iter().cloned());
+                q.push(") RETURNING unit_id");
+                let changed: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                units.extend(changed);
+            }
         }
         report.discarded = units.len() as u64;
         let mut settling = Settling {

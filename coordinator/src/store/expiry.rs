@@ -20,7 +20,8 @@ struct Lease {
 
 impl Store {
     /// Times out every lease whose deadline has passed and settles its unit
-    /// again. Returns how many timed out.
+    /// again, with the units a settling left for later (it reached its
+    /// bound of rounds). Returns how many timed out.
     pub async fn expire_leases(&self, now: i64) -> Result<(usize, Effects)> {
         let mut tx = self.write.begin().await?;
         let expired: Vec<(i64, String)> = sqlx::query_as(
@@ -37,6 +38,11 @@ impl Store {
                 .broke_streak(Counter::Timeouts);
             settling.units.push(*unit);
         }
+        let left: Vec<i64> =
+            sqlx::query_scalar("UPDATE units SET unsettled = FALSE WHERE unsettled RETURNING id")
+                .fetch_all(&mut *tx)
+                .await?;
+        settling.units.extend(left);
         let effects = settling.apply(&mut tx, &self.policy, now).await?;
         tx.commit().await?;
         Ok((expired.len(), effects))

@@ -9,7 +9,7 @@
 //! `units.needed` from going below zero, so no writer, however many there
 //! are, can place two replicas of a unit with one account.
 
-use super::settling::Settling;
+use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
@@ -43,6 +43,19 @@ pub struct LeaseRow {
     pub fuel_estimate: Option<u64>,
 }
 
+/// What a work request is answered with.
+#[derive(Clone, Debug, Default)]
+pub struct Leased {
+    /// The replicas just leased to the worker.
+    pub leases: Vec<LeaseRow>,
+    /// How many of its other leases were given back first.
+    pub released: usize,
+    /// What giving back the batch's leases changed, for the caller to act
+    /// on: with the first request of the batch that gave any back, so
+    /// that they are acted on once.
+    pub effects: Effects,
+}
+
 impl LeaseRequest {
     fn keys(&self) -> Vec<Key> {
         std::iter::once(Key::Account(self.worker.account.clone()))
@@ -57,12 +70,12 @@ pub(super) async fn lease_batch(
     tx: &mut Transaction<'_, Sqlite>,
     policy: &Policy,
     requests: &[&LeaseRequest],
-) -> Result<Vec<Vec<LeaseRow>>> {
+) -> Result<Vec<Leased>> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
-    give_back_orphans(tx, policy, requests, now).await?;
+    let (released, effects) = give_back_orphans(tx, policy, requests, now).await?;
     let (mut room, trusted) = standings(tx, policy, requests, now).await?;
     let asks: Vec<(String, i64)> = requests
         .iter()
@@ -71,7 +84,8 @@ pub(super) async fn lease_batch(
     let wants = placement::share_room(&asks, &mut room);
     let total: i64 = wants.iter().sum();
     if total == 0 {
-        return Ok(requests.iter().map(|_| Vec::new()).collect());
+        let none = requests.iter().map(|_| Vec::new()).collect();
+        return Ok(answered(none, &released, effects));
     }
     // Enough units for every request even if each worker already holds
     // some of them.
@@ -99,21 +113,42 @@ pub(super) async fn lease_batch(
     let mut answers = lease_rows(tx, requests, &chosen).await?;
     insert_replicas(tx, requests, &mut answers).await?;
     count_leases(tx, requests, &answers, &pool, now).await?;
-    Ok(answers)
+    Ok(answered(answers, &released, effects))
+}
+
+/// Each request's leases, with how many it gave back; the batch's
+/// `effects` go with the first that gave any back.
+fn answered(leases: Vec<Vec<LeaseRow>>, released: &[usize], mut effects: Effects) -> Vec<Leased> {
+    leases
+        .into_iter()
+        .zip(released)
+        .map(|(leases, &released)| Leased {
+            leases,
+            released,
+            effects: if released > 0 {
+                std::mem::take(&mut effects)
+            } else {
+                Effects::default()
+            },
+        })
+        .collect()
 }
 
 /// Gives back the leases each reconciling request's worker holds at the
 /// coordinator but no longer has, and settles their units again: they
-/// want a replica from another worker at once.
+/// want a replica from another worker at once. Returns how many each
+/// request gave back, and what settling changed.
 async fn give_back_orphans(
     tx: &mut Transaction<'_, Sqlite>,
     policy: &Policy,
     requests: &[&LeaseRequest],
     now: i64,
-) -> Result<()> {
+) -> Result<(Vec<usize>, Effects)> {
     let mut released = Vec::new();
+    let mut per_request = Vec::with_capacity(requests.len());
     for req in requests {
         let Some(held) = &req.held else {
+            per_request.push(0);
             continue;
         };
         // Only leases still live (one that ran out is a timeout, not a
@@ -129,10 +164,12 @@ async fn give_back_orphans(
         .fetch_all(&mut **tx)
         .await?;
         let in_flight: Vec<ReplicaId> = in_flight.into_iter().map(ReplicaId).collect();
-        released.extend(crate::lease::orphaned(&in_flight, held));
+        let orphaned = crate::lease::orphaned(&in_flight, held);
+        per_request.push(orphaned.len());
+        released.extend(orphaned);
     }
     if released.is_empty() {
-        return Ok(());
+        return Ok((per_request, Effects::default()));
     }
     let mut settling = Settling::default();
     for chunk in released.chunks(IN_LIST_MAX) {
@@ -148,10 +185,8 @@ async fn give_back_orphans(
         leases = released.len(),
         "leases their workers no longer hold given back"
     );
-    // A unit this fails completes its job, which the background task
-    // finds and reduces on its next round.
-    settling.apply(tx, policy, now).await?;
-    Ok(())
+    let effects = settling.apply(tx, policy, now).await?;
+    Ok((per_request, effects))
 }
 
 #[derive(sqlx::FromRow)]

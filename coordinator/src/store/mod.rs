@@ -60,7 +60,7 @@ pub use body_limits::UploadTarget;
 pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
-pub use leasing::{LeaseRequest, LeaseRow};
+pub use leasing::{LeaseRequest, LeaseRow, Leased};
 pub use settling::Effects;
 pub use totals::Totals;
 pub use uploads::{Comparator, Refusal, Upload, UploadAnswer};

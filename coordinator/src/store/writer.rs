@@ -4,7 +4,7 @@
 //! the batch instead of paid by each request. Durability is unchanged: the
 //! commit is shared, never skipped.
 
-use super::leasing::{self, LeaseRequest, LeaseRow};
+use super::leasing::{self, LeaseRequest, LeaseRow, Leased};
 use super::uploads::{self, Upload, UploadAnswer};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result, Store, heartbeats};
@@ -63,15 +63,15 @@ pub enum Write {
 /// What a write is answered with.
 #[derive(Debug)]
 pub enum Answer {
-    Lease(Vec<LeaseRow>),
+    Lease(Leased),
     Upload(UploadAnswer),
     Heartbeat(HeartbeatResponse),
 }
 
 impl Answer {
-    fn into_leases(self) -> Vec<LeaseRow> {
+    fn into_leases(self) -> Leased {
         match self {
-            Answer::Lease(leases) => leases,
+            Answer::Lease(leased) => leased,
             other => unreachable!("a work request is answered with leases, not {other:?}"),
         }
     }
@@ -117,12 +117,17 @@ impl Store {
             now,
             held: None,
         };
-        Ok(self.submit(Write::Lease(request)).await?.into_leases())
+        Ok(self
+            .submit(Write::Lease(request))
+            .await?
+            .into_leases()
+            .leases)
     }
 
     /// Serves a work request as it came (see [`leasing`]): with what its
-    /// worker says it holds, its other leases are given back first.
-    pub async fn lease_request(&self, request: LeaseRequest) -> Result<Vec<LeaseRow>> {
+    /// worker says it holds, its other leases are given back first, and
+    /// the answer tells what that changed.
+    pub async fn lease_request(&self, request: LeaseRequest) -> Result<Leased> {
         Ok(self.submit(Write::Lease(request)).await?.into_leases())
     }
 
@@ -203,7 +208,10 @@ impl Store {
             })
             .collect();
         let answers = self.apply_together(writes).await?;
-        Ok(answers.into_iter().map(Answer::into_leases).collect())
+        Ok(answers
+            .into_iter()
+            .map(|a| a.into_leases().leases)
+            .collect())
     }
 
     /// [`Store::apply_together`] for uploads alone.

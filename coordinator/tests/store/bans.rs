@@ -127,6 +127,71 @@ async fn an_account_ban_covers_its_workers_and_those_that_join_it_later() {
     assert_eq!(f.lease(&a2, 1, T0).await.len(), 1);
 }
 
+/// More workers in an account than SQLite lets one statement bind (32,766
+/// parameters): the ban names them a bounded list at a time, in its own
+/// statements and in the backtracking it starts.
+#[tokio::test]
+async fn an_account_of_more_workers_than_one_statement_can_name_is_banned_whole() {
+    const MORE: i64 = 33_000;
+    let f = open(trust()).await;
+    let job = f.job(1, Validation::quorum(2, 4)).await;
+    let a = f.worker("a", "alice", 1).await;
+    let b = f.worker("b", "bob", 1).await;
+    // The unit is accepted on a's and b's word (b is not trusted).
+    for w in [&a, &b] {
+        let lease = f.lease(w, 1, T0).await.remove(0);
+        f.honest(w, &lease, T0).await;
+    }
+    assert_eq!(
+        f.store
+            .job_status(job)
+            .await
+            .unwrap()
+            .unwrap()
+            .units_accepted,
+        1
+    );
+    let url = format!("sqlite://{}", f.store.path().display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO workers (id, name, token_hash, arch, os, engine, slots, created_ms,
+                              last_seen_ms, account_id, quota)
+         SELECT printf('00000000-0000-4000-8000-%012d', i), 'many', 'token-many-' || i,
+                'x86_64', 'linux', 'test-engine', 1, ?, ?, ?, 8
+         FROM n",
+    )
+    .bind(MORE)
+    .bind(T0)
+    .bind(T0)
+    .bind(&a.account)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let report = f
+        .store
+        .ban(&BanTarget::Account(a.account.clone()), T0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.banned.len() as i64, MORE + 1);
+    assert!(report.banned.contains(&a.id));
+    assert_eq!(report.reopened, 1, "a vouched for the unit");
+    let s = f.store.job_status(job).await.unwrap().unwrap();
+    assert_eq!(s.units_accepted, 0, "{s:?}");
+    let banned: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM workers WHERE account_id = ? AND banned_ms IS NOT NULL",
+    )
+    .bind(&a.account)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(banned, MORE + 1);
+    f.aggregates_agree(job).await;
+    let wrong = f.store.verify_worker_counters().await.unwrap();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
 #[tokio::test]
 async fn the_schema_refuses_a_banned_workers_replica_and_result_whoever_writes() {
     let f = open(trust()).await;

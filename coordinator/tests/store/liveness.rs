@@ -2,12 +2,14 @@
 //! return, every unit ends accepted or failed while workers keep asking,
 //! and the workers' counters and credit always equal a recount of their
 //! replicas (an honest worker outvoted by colluders keeps no invalid mark
-//! once the colluders are caught).
+//! once the colluders are caught, and the votes its catch discarded count
+//! again).
 
 use crate::fixture::{Fixture, T0, open, trust};
 use coordinator::store::{LeaseRow, Trust, WorkerRow};
 use proptest::prelude::*;
 use protocol::{JobId, JobState, Validation};
+use sqlx::{Connection, SqliteConnection};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -296,6 +298,100 @@ async fn an_outvoted_honest_worker_is_judged_valid_again_and_keeps_no_invalid_ma
     let wrong = f.store.verify_worker_counters().await.unwrap();
     assert!(wrong.is_empty(), "{wrong:?}");
     f.aggregates_agree(first).await;
+}
+
+/// What the database says of a replica: its state, and whether its unit
+/// is accepted with it.
+async fn replica_in_db(f: &Fixture, lease: &LeaseRow) -> (String, bool) {
+    let url = format!("sqlite://{}", f.store.path().display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_as(
+        "SELECT r.state, u.accepted_replica IS r.id FROM replicas r JOIN units u ON u.id = r.unit_id
+         WHERE r.id = ?",
+    )
+    .bind(lease.replica_id.0)
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
+/// An honest worker outvoted by colluders on unit A is caught, which
+/// discards its accepted vote on unit B and reopens B; once the colluders
+/// are caught and A is redone, it is judged valid on A, and the vote on B
+/// counts again (`Settling::restore`): B is accepted on it, and its
+/// counters and credit are what a recount gives.
+#[tokio::test]
+async fn votes_discarded_by_a_catch_that_is_overturned_count_again() {
+    let f = open(trust()).await;
+    let job_a = f.job(1, Validation::quorum(2, 5)).await;
+    let job_b = f.job(1, Validation::quorum(2, 5)).await;
+    let w = f.worker("w", "honest", 1).await;
+    let c1 = f.worker("c1", "sybil1", 1).await;
+    let c2 = f.worker("c2", "sybil2", 1).await;
+    let h1 = f.worker("h1", "helper1", 1).await;
+    let h2 = f.worker("h2", "helper2", 1).await;
+    let h3 = f.worker("h3", "helper3", 1).await;
+    let take = async |worker: &WorkerRow, job: JobId| {
+        let lease = f.lease(worker, 1, T0).await.remove(0);
+        assert_eq!(lease.job_id, job);
+        lease
+    };
+    let wa = take(&w, job_a).await;
+    let c1a = take(&c1, job_a).await;
+    let wb = take(&w, job_b).await;
+    let h1b = take(&h1, job_b).await;
+    // B is accepted on w's and h1's word.
+    f.honest(&w, &wb, T0).await;
+    f.honest(&h1, &h1b, T0).await;
+    assert_eq!(f.status_of(&w).await.valid, 1);
+    // On A the colluders outvote w: w is caught, and B, which no trusted
+    // worker confirmed, is reopened without w's vote.
+    f.honest(&w, &wa, T0).await;
+    f.upload(&c1, &c1a, b"agreed lie", 100, T0).await.unwrap();
+    let c2a = take(&c2, job_a).await;
+    f.upload(&c2, &c2a, b"agreed lie", 100, T0).await.unwrap();
+    let status = f.status_of(&w).await;
+    assert_eq!((status.valid, status.invalid), (0, 1));
+    assert_eq!(f.credit_of(&w).await, 0);
+    assert_eq!(replica_in_db(&f, &wb).await, ("discarded".into(), false));
+    let b = f.store.job_status(job_b).await.unwrap().unwrap();
+    assert_eq!((b.state, b.units_accepted), (JobState::Running, 0));
+    // B wants a replica in w's place: h2 takes it, and holds it unanswered.
+    let h2b = take(&h2, job_b).await;
+    // A colluder is caught on a third job by h2 and h3.
+    let job_c = f.job(1, Validation::quorum(2, 5)).await;
+    let c1c = take(&c1, job_c).await;
+    f.upload(&c1, &c1c, b"agreed lie", 100, T0).await.unwrap();
+    let h2c = take(&h2, job_c).await;
+    f.honest(&h2, &h2c, T0).await;
+    let h3c = take(&h3, job_c).await;
+    f.honest(&h3, &h3c, T0).await;
+    // That reopens A, where a new honest replica agrees with w.
+    let a = f.store.job_status(job_a).await.unwrap().unwrap();
+    assert_eq!(a.units_accepted, 0, "{a:?}");
+    let h3a = take(&h3, job_a).await;
+    f.honest(&h3, &h3a, T0).await;
+    // w is valid on A after all, and its vote on B counts again: with
+    // h1's it is B's quorum, B is accepted on it (the earliest replica),
+    // while h2's replica is still running.
+    assert_eq!(replica_in_db(&f, &wa).await, ("valid".into(), true));
+    assert_eq!(replica_in_db(&f, &wb).await, ("valid".into(), true));
+    assert_eq!(replica_in_db(&f, &h1b).await, ("valid".into(), false));
+    assert_eq!(replica_in_db(&f, &h2b).await, ("in_progress".into(), false));
+    let b = f.store.job_status(job_b).await.unwrap().unwrap();
+    assert_eq!((b.state, b.units_accepted), (JobState::Reducing, 1));
+    let status = f.status_of(&w).await;
+    assert_eq!((status.valid, status.invalid), (2, 0));
+    assert_eq!(f.credit_of(&w).await, 200);
+    assert_eq!(f.credit_of(&h1).await, 100);
+    // h2's late result agrees, and is judged valid too.
+    f.honest(&h2, &h2b, T0).await;
+    assert_eq!(replica_in_db(&f, &h2b).await, ("valid".into(), false));
+    let wrong = f.store.verify_worker_counters().await.unwrap();
+    assert!(wrong.is_empty(), "{wrong:?}");
+    for job in [job_a, job_b, job_c] {
+        f.aggregates_agree(job).await;
+    }
 }
 
 proptest! {

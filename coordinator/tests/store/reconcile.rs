@@ -28,7 +28,8 @@ async fn leases_a_worker_does_not_name_go_to_other_workers_at_once() {
         now: T0 + 1,
         held: Some(Vec::new()),
     };
-    assert!(f.store.lease_request(request).await.unwrap().is_empty());
+    let answer = f.store.lease_request(request).await.unwrap();
+    assert_eq!((answer.leases.len(), answer.released), (0, 2));
     let status = f.status_of(&a).await;
     assert_eq!((status.timeouts, status.running), (0, 0));
     // b, naming the lease it holds, keeps it and gets the two units.
@@ -38,7 +39,9 @@ async fn leases_a_worker_does_not_name_go_to_other_workers_at_once() {
         now: T0 + 2,
         held: Some(vec![third[0].replica_id]),
     };
-    let given = f.store.lease_request(request).await.unwrap();
+    let answer = f.store.lease_request(request).await.unwrap();
+    assert_eq!(answer.released, 0, "b holds the lease it named");
+    let given = answer.leases;
     let mut units: Vec<_> = given.iter().map(|l| l.unit_id).collect();
     units.sort();
     let mut lost_units: Vec<_> = lost.iter().map(|l| l.unit_id).collect();
@@ -68,7 +71,7 @@ async fn naming_another_workers_replica_changes_nothing_for_either() {
         now: T0 + 1,
         held: Some(vec![theirs.replica_id]),
     };
-    f.store.lease_request(request).await.unwrap();
+    assert_eq!(f.store.lease_request(request).await.unwrap().released, 1);
     assert_eq!(f.status_of(&a).await.running, 0);
     assert_eq!(f.status_of(&b).await.running, 1);
     assert_eq!(

@@ -241,11 +241,13 @@ async fn backtracking_a_compare_job_takes_back_exactly_the_credit_it_granted() {
 /// A trusted worker takes a fresh unit alone (quorum 1) and gives the lease
 /// back (it stopped, or restarted and did not name it): the unit needs the
 /// job's quorum again, so whoever takes it next, trusted or not, does not
-/// settle it alone.
+/// settle it alone. The job has a unit more, still open: were the given-back
+/// unit the last to settle, the job's audit would reopen it anyway and hide
+/// a unit accepted alone.
 #[tokio::test]
 async fn a_unit_given_back_by_a_trusted_worker_that_took_it_alone_needs_the_jobs_quorum() {
     let f = open(trust()).await;
-    let job = f.job(3, adaptive(2, 4)).await;
+    let job = f.job(4, adaptive(2, 4)).await;
     let t = f.worker("t", "trusted", 2).await;
     let h = f.worker("h", "helper", 2).await;
     for _ in 0..2 {
@@ -271,5 +273,7 @@ async fn a_unit_given_back_by_a_trusted_worker_that_took_it_alone_needs_the_jobs
         s.units_accepted, 2,
         "a stranger's one result is not accepted alone"
     );
+    let open_units = f.store.units(job, Some("open"), 10).await.unwrap();
+    assert!(open_units.iter().any(|u| u.id == alone.unit_id));
     f.aggregates_agree(job).await;
 }

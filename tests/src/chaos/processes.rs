@@ -23,6 +23,7 @@ impl CoordinatorProcess {
             .append(true)
             .open(log)?;
         let mut child = Command::new(bin)
+            .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen, "--expiry-interval-ms", "500"])

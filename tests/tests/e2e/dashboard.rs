@@ -652,3 +652,29 @@ async fn dashboard_job_page_counts_replicas_in_flight_awaiting_quorum_and_judged
     assert_eq!(counts(&job_page(&c, job).await), (2, 0, 0, 2));
     c.assert_aggregates_consistent(job).await;
 }
+
+/// Leases a work request gives back (its worker no longer names them)
+/// show on the dashboard at once, as leases taken do: the page is not a
+/// cached answer from before them (the clock has not moved, so only the
+/// coordinator's change counter tells).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_job_page_shows_leases_a_work_request_gave_back_at_once() {
+    let c = TestCoordinator::start().await;
+    let job = c
+        .submit_units(
+            primes_wasm(),
+            vec![primes_unit(0, 1000), primes_unit(1000, 2000)],
+            quorum(1, 2),
+            default_limits(),
+        )
+        .await;
+    let a = ManualWorker::register(&c.url, "a").await;
+    assert_eq!(a.take(2).await.len(), 2);
+    let in_flight = |d: &Value| n(&d["replicas"]["in_progress"]);
+    assert_eq!(in_flight(&job_page(&c, job).await), 2);
+    // a restarted: it asks for nothing and names nothing it holds.
+    let answer = a.client.work(0, Some(Vec::new())).await.unwrap();
+    assert!(answer.leases.is_empty());
+    assert_eq!(in_flight(&job_page(&c, job).await), 0, "given back");
+    c.assert_aggregates_consistent(job).await;
+}
