@@ -16,6 +16,7 @@
 //! [validation]
 //! quorum = 2                        # agreeing replicas needed
 //! max_replicas = 5                  # replicas a unit may use before it fails
+//! # young_accounts = true           # opt out of the account-age rule
 //! ```
 
 use anyhow::{Context as _, bail};
@@ -65,6 +66,7 @@ struct ManifestValidation {
     max_replicas: u32,
     adaptive: bool,
     compare: bool,
+    young_accounts: bool,
 }
 
 impl Default for ManifestValidation {
@@ -74,6 +76,7 @@ impl Default for ManifestValidation {
             max_replicas: 5,
             adaptive: false,
             compare: false,
+            young_accounts: false,
         }
     }
 }
@@ -151,6 +154,7 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
             max_replicas: m.validation.max_replicas,
             adaptive: m.validation.adaptive,
             compare: m.validation.compare,
+            young_accounts: m.validation.young_accounts,
         },
     })
 }

@@ -2,8 +2,10 @@
 //! has at most one replica per placement key (the worker's account, and
 //! its network where replicas must come from distinct networks), its
 //! replicas run on one architecture unless its job compares outputs with
-//! `compare`, and a trusted worker taking a fresh unit of an adaptive job
-//! takes it alone. Pure: the store reads the head of the queue and who holds
+//! `compare`, a trusted worker taking a fresh unit of an adaptive job
+//! takes it alone, and a unit whose agreeing votes all came from young
+//! accounts goes only to a worker of a seasoned account (the account-age
+//! rule). Pure: the store reads the head of the queue and who holds
 //! what into these values, calls [`take`], and writes the leases.
 
 use std::collections::HashSet;
@@ -42,6 +44,9 @@ pub struct Candidate {
     /// known. `Some(w)`: read for worker `w` alone (past the shared head),
     /// so only `w` is known to be allowed to take it.
     pub read_for: Option<String>,
+    /// A quorum of its replicas agree on young accounts' votes alone: it
+    /// goes only to a worker of a seasoned account (`units.wants_seasoned`).
+    pub seasoned_only: bool,
 }
 
 impl Candidate {
@@ -64,6 +69,7 @@ impl Candidate {
             taken: 0,
             alone: false,
             read_for: None,
+            seasoned_only: false,
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct Taker {
     pub keys: Vec<Key>,
     pub arch: String,
     pub trusted: bool,
+    /// Its account is seasoned now ([`crate::trust::Trust::seasoned`]),
+    /// so the vote it returns will be.
+    pub seasoned: bool,
 }
 
 /// The placement keys already on each unit: (unit, key).
@@ -94,11 +103,13 @@ impl Held {
 }
 
 /// Gives one replica of `c` to `taker` if the unit still wants one, runs on
-/// its architecture and has no replica under any of its keys. A trusted
+/// its architecture, has no replica under any of its keys, and wants no
+/// seasoned vote that `taker` cannot give. A trusted
 /// worker taking a fresh unit of an adaptive job takes it alone (the unit
 /// then wants no other replica).
 pub fn take(c: &mut Candidate, taker: &Taker, held: &mut Held) -> bool {
     if c.needed <= 0
+        || (c.seasoned_only && !taker.seasoned)
         || (!c.any_arch && c.arch.as_deref().is_some_and(|a| a != taker.arch))
         || held.any(c.unit, &taker.keys)
     {
@@ -164,6 +175,7 @@ mod tests {
             keys: vec![Key::Account(account.into())],
             arch: arch.into(),
             trusted: false,
+            seasoned: false,
         }
     }
 
@@ -275,5 +287,29 @@ mod tests {
         let mut pool = vec![unit(1, 1), unit(2, 1), unit(3, 1)];
         let got = take_from(&mut pool, &taker("w1", "a", "x86_64"), &mut held, 2);
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_unit_wanting_a_seasoned_vote_goes_to_a_seasoned_worker_only() {
+        let mut held = Held::default();
+        let seasoned = Taker {
+            seasoned: true,
+            ..taker("w2", "old", "x86_64")
+        };
+        let mut pool = vec![
+            Candidate {
+                seasoned_only: true,
+                fresh: false,
+                ..unit(1, 1)
+            },
+            unit(2, 1),
+        ];
+        // The young worker passes it by and takes the next unit.
+        assert_eq!(
+            take_from(&mut pool, &taker("w1", "young", "x86_64"), &mut held, 2),
+            vec![2]
+        );
+        assert_eq!(take_from(&mut pool, &seasoned, &mut held, 2), vec![1]);
+        assert_eq!(pool[0].needed, 0);
     }
 }

@@ -12,6 +12,7 @@
 //! leases_per_slot = 2
 //! initial_leases = 4      # a new worker's room; each valid result adds one
 //! distinct_networks = true  # one replica of a unit per /24 (IPv4), /48 (IPv6)
+//! min_account_age_secs = 86400  # a quorum needs a vote of an account this old (0: off)
 //! ```
 //!
 //! The edge's sections (`[edge]`, `[registration]`) are in [`crate::edge`].
@@ -59,6 +60,16 @@ pub struct TrustSettings {
     /// a known seed lets anyone predict which units are checked).
     #[arg(long = "spot-check-seed", env = "WASM_AT_HOME_SPOT_CHECK_SEED")]
     pub seed: Option<u64>,
+    /// The account-age rule: a unit is settled by a quorum only if one of
+    /// the agreeing replicas came from an account at least this many
+    /// seconds old when it returned it, unless the job opts out
+    /// (`young_accounts`). 0 (the default) turns the rule off; at most
+    /// 31536000 (365 days).
+    #[arg(
+        long = "min-account-age-secs",
+        env = "WASM_AT_HOME_MIN_ACCOUNT_AGE_SECS"
+    )]
+    pub min_account_age_secs: Option<u64>,
 }
 
 /// Everything `coordinator serve` can be told besides where it listens.
@@ -114,6 +125,7 @@ impl Settings {
                 initial_leases: t.initial_leases.or(o.initial_leases),
                 distinct_networks: t.distinct_networks.or(o.distinct_networks),
                 seed: t.seed.or(o.seed),
+                min_account_age_secs: t.min_account_age_secs.or(o.min_account_age_secs),
             },
         }
     }
@@ -160,6 +172,7 @@ impl Settings {
         trust.initial_leases = t.initial_leases.unwrap_or(trust.initial_leases);
         trust.distinct_networks = t.distinct_networks.unwrap_or(trust.distinct_networks);
         trust.seed = t.seed.or(trust.seed);
+        trust.min_account_age_secs = t.min_account_age_secs.unwrap_or(trust.min_account_age_secs);
         trust.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -172,7 +185,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: Settings = toml::from_str(
-            "max_blob_mb = 8\n[trust]\nthreshold = 4\nspot_check = 0.5\ndistinct_networks = false\n",
+            "max_blob_mb = 8\n[trust]\nthreshold = 4\nspot_check = 0.5\ndistinct_networks = false\nmin_account_age_secs = 86400\n",
         )
         .unwrap();
         let flags = Settings {
@@ -186,6 +199,7 @@ mod tests {
         assert_eq!(config.trust.threshold, 7);
         assert_eq!(config.trust.spot_check, 0.5);
         assert!(!config.trust.distinct_networks);
+        assert_eq!(config.trust.min_account_age_secs, 86_400);
         assert_eq!(config.max_blob_bytes, 8 << 20);
         assert_eq!(config.trust.daily_quota_per_slot, 10_000, "default kept");
     }
@@ -213,5 +227,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("expiry_interval_ms"), "{e}");
+        let e = Settings {
+            trust: TrustSettings {
+                min_account_age_secs: Some(400 * 86_400),
+                ..TrustSettings::default()
+            },
+            ..Settings::default()
+        }
+        .apply(Config::new("/tmp/x"))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("trust.min_account_age_secs"), "{e}");
     }
 }

@@ -35,6 +35,11 @@ pub struct Trust {
     /// Replicas of a unit also go to distinct networks (/24 for IPv4, /48
     /// for IPv6), against one person's many accounts on one network.
     pub distinct_networks: bool,
+    /// The account-age rule, against a crowd of fresh accounts: a unit is
+    /// settled by a quorum only if one of its votes came from an account
+    /// at least this old when it returned the result (a *seasoned* vote),
+    /// unless its job opts out (`Validation::young_accounts`). 0: off.
+    pub min_account_age_secs: u64,
 }
 
 impl Default for Trust {
@@ -47,6 +52,7 @@ impl Default for Trust {
             initial_leases: 4,
             seed: None,
             distinct_networks: true,
+            min_account_age_secs: 0,
         }
     }
 }
@@ -83,6 +89,12 @@ impl Trust {
             return Err(format!(
                 "trust.leases_per_slot must be between 1 and 64, not {}",
                 self.leases_per_slot
+            ));
+        }
+        if self.min_account_age_secs > MIN_ACCOUNT_AGE_SECS_MAX {
+            return Err(format!(
+                "trust.min_account_age_secs must be at most {MIN_ACCOUNT_AGE_SECS_MAX} (365 days), not {}",
+                self.min_account_age_secs
             ));
         }
         Ok(())
@@ -130,7 +142,25 @@ impl Trust {
     pub fn room(&self, standing: &Standing, in_flight: i64, today: i64) -> i64 {
         (self.lease_cap(standing) - in_flight).min(standing.quota_left(self, today))
     }
+
+    /// Whether the account-age rule applies to a job that does or does not
+    /// accept young accounts' votes alone.
+    pub fn age_rule(&self, young_accounts: bool) -> bool {
+        self.min_account_age_secs > 0 && !young_accounts
+    }
+
+    /// Whether an account created at `created_ms` is seasoned at `at_ms`:
+    /// at least [`Trust::min_account_age_secs`] old (always, with the rule
+    /// off). A vote's age is taken when it returned, so a vote cast while
+    /// its account was young stays young.
+    pub fn seasoned(&self, created_ms: i64, at_ms: i64) -> bool {
+        let min_ms = (self.min_account_age_secs as i64).saturating_mul(1000);
+        self.min_account_age_secs == 0 || at_ms.saturating_sub(created_ms) >= min_ms
+    }
 }
+
+/// The largest `trust.min_account_age_secs`: 365 days.
+pub const MIN_ACCOUNT_AGE_SECS_MAX: u64 = 365 * 86_400;
 
 /// A worker's stored standing: what the trust policy reads and rewrites.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -552,6 +582,7 @@ mod tests {
             id: ReplicaId(id),
             state,
             verdict,
+            seasoned: true,
         }
     }
 
@@ -587,5 +618,30 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("trust.threshold"));
         assert!(Trust::default().validate().is_ok());
+        let bad = Trust {
+            min_account_age_secs: MIN_ACCOUNT_AGE_SECS_MAX + 1,
+            ..Trust::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("trust.min_account_age_secs")
+        );
+    }
+
+    #[test]
+    fn an_account_is_seasoned_once_it_is_old_enough_and_always_with_the_rule_off() {
+        let day = Trust {
+            min_account_age_secs: 86_400,
+            ..Trust::default()
+        };
+        assert!(!day.seasoned(0, DAY_MS - 1));
+        assert!(day.seasoned(0, DAY_MS));
+        assert!(day.age_rule(false));
+        assert!(!day.age_rule(true), "the job opts out");
+        let off = Trust::default();
+        assert!(off.seasoned(0, 0));
+        assert!(off.seasoned(10, 0), "even a clock that went back");
+        assert!(!off.age_rule(false));
     }
 }

@@ -10,6 +10,12 @@
 //! the same fuel. Fuel is part of the verdict because an honest run of the
 //! same module on the same input burns exactly the same fuel: a worker that
 //! skips the work and guesses the output is caught by it.
+//!
+//! Under the account-age rule ([`Policy::age_rule`]) a quorum settles a
+//! unit only if one of its votes is *seasoned*: it came from an account at
+//! least `trust.min_account_age_secs` old when it returned. A quorum of
+//! young votes alone leaves the unit open, wanting a replica from a
+//! seasoned account.
 
 use protocol::{BlobHash, FailureKind, ReplicaId};
 
@@ -78,6 +84,10 @@ pub struct Replica {
     pub state: ReplicaState,
     /// Set for returned, valid and invalid replicas.
     pub verdict: Option<Verdict>,
+    /// Its account was seasoned ([`crate::trust::Trust::seasoned`]) when
+    /// it returned; for a replica in flight, is now, so it will be when it
+    /// returns. Read only under [`Policy::age_rule`].
+    pub seasoned: bool,
 }
 
 /// The unit's policy and history.
@@ -91,13 +101,18 @@ pub struct Policy {
     /// (each has held a replica of it, or shares an account or network
     /// with one that has): waiting on would wait forever.
     pub starved: bool,
+    /// The account-age rule applies: agreeing votes settle the unit only
+    /// if one of them is seasoned.
+    pub age_rule: bool,
 }
 
 /// What becomes of the unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnitOutcome {
-    /// Still open; hand out this many more replicas now.
-    Open { needed: u32 },
+    /// Still open; hand out this many more replicas now. `seasoned_only`:
+    /// a quorum agrees on young accounts' votes alone (the account-age
+    /// rule), so the replica it wants must go to a seasoned account.
+    Open { needed: u32, seasoned_only: bool },
     /// `quorum` replicas agree on an output; `winner` holds it.
     Accepted { winner: ReplicaId },
     /// The unit will never be accepted; `reason` says why, for people.
@@ -126,25 +141,31 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
         .count() as u32;
     let votes: Vec<(ReplicaId, Verdict)> = replicas
         .iter()
-        .filter(|r| {
-            matches!(
-                r.state,
-                ReplicaState::Returned | ReplicaState::Valid | ReplicaState::Invalid
-            )
-        })
+        .filter(|r| is_vote(r.state))
         .filter_map(|r| r.verdict.map(|v| (r.id, v)))
         .collect();
 
-    // The largest group of agreeing votes; ties go to the earliest replica.
-    let mut best: Option<(Verdict, u32)> = None;
+    // Under the account-age rule a group of agreeing votes may settle the
+    // unit only with a seasoned vote among them.
+    let may_settle = |v: &Verdict| {
+        !policy.age_rule
+            || replicas
+                .iter()
+                .any(|r| r.seasoned && r.verdict == Some(*v) && is_vote(r.state))
+    };
+
+    // The largest group of agreeing votes; ties go to a group that may
+    // settle the unit, then to the earliest replica.
+    let mut best: Option<(Verdict, u32, bool)> = None;
     for (_, v) in &votes {
         let count = votes.iter().filter(|(_, w)| w == v).count() as u32;
-        if best.is_none_or(|(_, c)| count > c) {
-            best = Some((*v, count));
+        let may = may_settle(v);
+        if best.is_none_or(|(_, c, m)| count > c || (count == c && may && !m)) {
+            best = Some((*v, count, may));
         }
     }
 
-    if let Some((verdict, count)) = best
+    if let Some((verdict, count, true)) = best
         && count >= policy.quorum
     {
         let (valid, invalid) = judge(&votes, verdict);
@@ -164,45 +185,81 @@ pub fn decide(policy: Policy, replicas: &[Replica]) -> Decision {
         };
     }
 
-    let agreeing = best.map_or(0, |(_, c)| c);
-    let wanted = policy.quorum.saturating_sub(agreeing + in_flight);
+    // A quorum of young votes alone: the unit wants one replica from a
+    // seasoned account, unless one is in flight already.
+    let young_quorum = best
+        .filter(|&(_, count, may)| count >= policy.quorum && !may)
+        .map(|(_, count, _)| count);
+    let wanted = match young_quorum {
+        Some(_) => u32::from(
+            !replicas
+                .iter()
+                .any(|r| r.state == ReplicaState::InProgress && r.seasoned),
+        ),
+        None => {
+            let agreeing = best.map_or(0, |(_, c, _)| c);
+            policy.quorum.saturating_sub(agreeing + in_flight)
+        }
+    };
     let needed = wanted.min(policy.max_replicas.saturating_sub(issued));
     if in_flight == 0 && (needed == 0 || policy.starved) {
-        let mut distinct: Vec<Verdict> = Vec::new();
-        for (_, v) in &votes {
-            if !distinct.contains(v) {
-                distinct.push(*v);
-            }
-        }
         let why = if needed == 0 {
             format!(
                 "after {issued} replicas (max_replicas {})",
                 policy.max_replicas
             )
         } else {
+            let whom = if young_quorum.is_some() {
+                "active worker of a seasoned account"
+            } else {
+                "active worker"
+            };
             format!(
-                "after {issued} replicas: no active worker can take another (each has held one, or shares an account or network with one that has)"
+                "after {issued} replicas: no {whom} can take another (each has held one, or shares an account or network with one that has)"
             )
         };
-        let lost = issued - votes.len() as u32;
-        return Decision {
-            outcome: UnitOutcome::Failed {
-                reason: format!(
+        let reason = match young_quorum {
+            Some(count) => format!(
+                "no seasoned vote {why}: {count} replicas agree, but every one came from an account younger than trust.min_account_age_secs when it returned (the account-age rule)"
+            ),
+            None => {
+                let mut distinct: Vec<Verdict> = Vec::new();
+                for (_, v) in &votes {
+                    if !distinct.contains(v) {
+                        distinct.push(*v);
+                    }
+                }
+                let lost = issued - votes.len() as u32;
+                format!(
                     "no quorum of {} {why}; {} returned {} different results, {lost} errored, timed out or were discarded",
                     policy.quorum,
                     votes.len(),
                     distinct.len(),
-                ),
-            },
+                )
+            }
+        };
+        return Decision {
+            outcome: UnitOutcome::Failed { reason },
             valid: Vec::new(),
             invalid: Vec::new(),
         };
     }
     Decision {
-        outcome: UnitOutcome::Open { needed },
+        outcome: UnitOutcome::Open {
+            needed,
+            seasoned_only: young_quorum.is_some(),
+        },
         valid: Vec::new(),
         invalid: Vec::new(),
     }
+}
+
+/// Whether a replica in `state` is a vote.
+fn is_vote(state: ReplicaState) -> bool {
+    matches!(
+        state,
+        ReplicaState::Returned | ReplicaState::Valid | ReplicaState::Invalid
+    )
 }
 
 /// Judges the replicas that came back after their unit was settled, against
@@ -213,7 +270,10 @@ pub fn judge_late(accepted: Option<ReplicaId>, replicas: &[Replica]) -> Decision
         .and_then(|a| replicas.iter().find(|r| r.id == a))
         .and_then(|r| r.verdict);
     let mut decision = Decision {
-        outcome: UnitOutcome::Open { needed: 0 },
+        outcome: UnitOutcome::Open {
+            needed: 0,
+            seasoned_only: false,
+        },
         valid: vec![],
         invalid: vec![],
     };
@@ -251,7 +311,28 @@ mod tests {
         quorum: 2,
         max_replicas: 4,
         starved: false,
+        age_rule: false,
     };
+
+    /// The account-age rule on.
+    const AGED: Policy = Policy {
+        age_rule: true,
+        ..POLICY
+    };
+
+    fn open(needed: u32) -> UnitOutcome {
+        UnitOutcome::Open {
+            needed,
+            seasoned_only: false,
+        }
+    }
+
+    fn wants_seasoned(needed: u32) -> UnitOutcome {
+        UnitOutcome::Open {
+            needed,
+            seasoned_only: true,
+        }
+    }
 
     fn out(n: u8) -> Option<Verdict> {
         Some(Verdict::Output {
@@ -265,6 +346,15 @@ mod tests {
             id: ReplicaId(id),
             state,
             verdict,
+            seasoned: false,
+        }
+    }
+
+    /// A replica of a seasoned account.
+    fn s(id: i64, state: ReplicaState, verdict: Option<Verdict>) -> Replica {
+        Replica {
+            seasoned: true,
+            ..r(id, state, verdict)
         }
     }
 
@@ -285,13 +375,13 @@ mod tests {
     #[test]
     fn one_result_waits_for_the_replica_in_flight() {
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, InProgress, None)]);
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 0 });
+        assert_eq!(d.outcome, open(0));
     }
 
     #[test]
     fn disagreement_asks_for_one_more_replica() {
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, out(2))]);
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
         let d = decide(
             POLICY,
             &[
@@ -316,7 +406,7 @@ mod tests {
             fuel: 7,
         });
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Returned, cheat)]);
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
     }
 
     #[test]
@@ -343,7 +433,7 @@ mod tests {
                 r(3, Returned, out(3)),
             ],
         );
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
     }
 
     #[test]
@@ -377,7 +467,7 @@ mod tests {
     #[test]
     fn timeouts_are_replaced() {
         let d = decide(POLICY, &[r(1, TimedOut, None), r(2, InProgress, None)]);
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
     }
 
     #[test]
@@ -415,10 +505,10 @@ mod tests {
                 r(4, Returned, out(3)),
             ],
         );
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
         // A discarded replica is no vote: it does not make a quorum.
         let d = decide(POLICY, &[r(1, Returned, out(1)), r(2, Discarded, out(1))]);
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 1 });
+        assert_eq!(d.outcome, open(1));
     }
 
     #[test]
@@ -444,9 +534,158 @@ mod tests {
                 r(3, InProgress, None),
             ],
         );
-        assert_eq!(d.outcome, UnitOutcome::Open { needed: 0 });
+        assert_eq!(d.outcome, open(0));
         // And a quorum already there is accepted, starved or not.
         let d = decide(starved, &[r(1, Returned, out(1)), r(2, Returned, out(1))]);
         assert!(matches!(d.outcome, UnitOutcome::Accepted { .. }));
+    }
+
+    #[test]
+    fn young_votes_alone_do_not_settle_a_unit_under_the_age_rule() {
+        let young = [r(1, Returned, out(1)), r(2, Returned, out(1))];
+        // Off (the default, or the job opts out): the quorum accepts.
+        assert!(matches!(
+            decide(POLICY, &young).outcome,
+            UnitOutcome::Accepted { .. }
+        ));
+        // On: the unit wants one replica of a seasoned account.
+        let d = decide(AGED, &young);
+        assert_eq!(d.outcome, wants_seasoned(1));
+        assert!(d.valid.is_empty() && d.invalid.is_empty(), "nothing judged");
+        // A third young vote that agrees changes nothing...
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                r(3, Returned, out(1)),
+            ],
+        );
+        assert_eq!(d.outcome, wants_seasoned(1));
+        // ... a seasoned one accepts, and judges every vote.
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                s(3, Returned, out(1)),
+            ],
+        );
+        assert_eq!(
+            d.outcome,
+            UnitOutcome::Accepted {
+                winner: ReplicaId(1)
+            }
+        );
+        assert_eq!(d.valid.len(), 3);
+        // One seasoned vote in a quorum is enough.
+        let d = decide(AGED, &[s(1, Returned, out(1)), r(2, Returned, out(1))]);
+        assert!(matches!(d.outcome, UnitOutcome::Accepted { .. }));
+    }
+
+    #[test]
+    fn a_seasoned_replica_in_flight_is_waited_for_and_a_young_one_is_not_enough() {
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                s(3, InProgress, None),
+            ],
+        );
+        assert_eq!(d.outcome, wants_seasoned(0));
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                r(3, InProgress, None),
+            ],
+        );
+        assert_eq!(d.outcome, wants_seasoned(1));
+        // A seasoned vote that disagrees is no seasoned vote of the quorum.
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                s(3, Returned, out(2)),
+            ],
+        );
+        assert_eq!(d.outcome, wants_seasoned(1));
+        // Nor is a discarded one.
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                s(3, Discarded, out(1)),
+            ],
+        );
+        assert_eq!(d.outcome, wants_seasoned(1));
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_group_with_a_seasoned_vote() {
+        let d = decide(
+            AGED,
+            &[
+                r(1, Returned, out(1)),
+                r(2, Returned, out(1)),
+                r(3, Returned, out(2)),
+                s(4, Returned, out(2)),
+            ],
+        );
+        assert_eq!(
+            d.outcome,
+            UnitOutcome::Accepted {
+                winner: ReplicaId(3)
+            }
+        );
+        assert_eq!(d.invalid, vec![ReplicaId(1), ReplicaId(2)]);
+    }
+
+    #[test]
+    fn young_votes_alone_do_not_fail_a_unit_either() {
+        let oof = Some(Verdict::Failure {
+            kind: FailureKind::OutOfFuel,
+            fuel: 1000,
+        });
+        let d = decide(AGED, &[r(1, Returned, oof), r(2, Returned, oof)]);
+        assert_eq!(d.outcome, wants_seasoned(1));
+        let d = decide(AGED, &[r(1, Returned, oof), s(2, Returned, oof)]);
+        assert!(matches!(d.outcome, UnitOutcome::Failed { .. }));
+    }
+
+    #[test]
+    fn without_a_seasoned_vote_the_unit_fails_at_max_replicas_or_starved_naming_the_rule() {
+        let spent = [
+            r(1, Returned, out(1)),
+            r(2, Returned, out(1)),
+            r(3, Returned, out(1)),
+            r(4, TimedOut, None),
+        ];
+        let UnitOutcome::Failed { reason } = decide(AGED, &spent).outcome else {
+            panic!("the budget is spent");
+        };
+        assert!(
+            reason.contains("after 4 replicas (max_replicas 4)")
+                && reason.contains("trust.min_account_age_secs"),
+            "{reason}"
+        );
+        let starved = Policy {
+            starved: true,
+            ..AGED
+        };
+        let UnitOutcome::Failed { reason } =
+            decide(starved, &[r(1, Returned, out(1)), r(2, Returned, out(1))]).outcome
+        else {
+            panic!("starved with nothing in flight");
+        };
+        assert!(
+            reason.contains("no active worker of a seasoned account can take another")
+                && reason.contains("account-age rule"),
+            "{reason}"
+        );
     }
 }

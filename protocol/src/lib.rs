@@ -342,6 +342,14 @@ pub struct Validation {
     /// are equivalent, instead of when the bytes are equal.
     #[serde(default)]
     pub compare: bool,
+    /// Opts out of the coordinator's account-age rule
+    /// (`trust.min_account_age_secs`): a unit may then be accepted on the
+    /// votes of young accounts alone. False (the default): a quorum of
+    /// agreeing replicas settles a unit only if one of them came from an
+    /// account at least that old when it returned it; otherwise the unit
+    /// waits for one more replica from such an account.
+    #[serde(default)]
+    pub young_accounts: bool,
 }
 
 impl Validation {
@@ -352,6 +360,7 @@ impl Validation {
             max_replicas,
             adaptive: false,
             compare: false,
+            young_accounts: false,
         }
     }
 }
@@ -467,6 +476,13 @@ pub struct JobStatus {
     /// reopened units of a finished job and it was reduced again.
     #[serde(default)]
     pub output_version: u64,
+    /// Open units whose agreeing replicas all came from young accounts
+    /// (the account-age rule, `trust.min_account_age_secs`), waiting for a
+    /// worker of an account old enough to take one more replica. They
+    /// wait while no such worker is active, instead of failing as starved:
+    /// accounts age.
+    #[serde(default)]
+    pub units_waiting_for_seasoned: u64,
 }
 
 /// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.

@@ -222,7 +222,7 @@ function jobPage(d) {
     <div class="chart-head"><h2>Progress</h2><span class="muted">${j.rate_per_s != null ? fmtNum(j.rate_per_s) + ' units/s · ' : ''}${j.state === 'running' ? 'time left: ' : ''}${etaText(j)}</span></div>
     ${progressBar(j, true)}
     <div class="legend">
-      <span><i class="sw wait"></i>waiting <b>${fmtInt(u.waiting)}</b></span>
+      <span><i class="sw wait"></i>waiting <b>${fmtInt(u.waiting)}</b>${u.waiting_for_seasoned ? ` <span class="muted" id="waiting-for-seasoned" title="a quorum agrees, but only young accounts voted: each waits for a worker of an account old enough (trust.min_account_age_secs)">(${fmtInt(u.waiting_for_seasoned)} for a seasoned account)</span>` : ''}</span>
       <span><i class="sw busy"></i>in progress <b>${fmtInt(u.in_progress)}</b></span>
       <span><i class="sw acc"></i>accepted <b data-units="accepted">${fmtInt(u.accepted)}</b></span>
       <span><i class="sw fail"></i>failed <b>${fmtInt(u.failed)}</b></span>

@@ -55,6 +55,9 @@ struct UnitCounts {
     total: u64,
     /// Open and not leased now: waiting for a worker.
     waiting: u64,
+    /// Of those, units whose agreeing votes all came from young accounts,
+    /// waiting for a worker of a seasoned account (the account-age rule).
+    waiting_for_seasoned: u64,
     /// Open with a replica leased now.
     in_progress: u64,
     accepted: u64,
@@ -157,11 +160,13 @@ async fn job_detail(
     let from = job.created_ms;
     let to = job.finished_ms.unwrap_or(now).max(from);
     let accepted = accepted_series(store, id, from, to).await?;
+    let waiting_for_seasoned = store.job_units_waiting_for_seasoned(id).await?;
     let units = UnitCounts {
         total: job.units_total,
         waiting: job
             .units_total
             .saturating_sub(job.units_accepted + job.units_failed + job.units_in_progress),
+        waiting_for_seasoned,
         in_progress: job.units_in_progress,
         accepted: job.units_accepted,
         failed: job.units_failed,

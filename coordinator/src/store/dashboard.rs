@@ -305,6 +305,19 @@ impl Store {
         Ok(wrong)
     }
 
+    /// A job's open units waiting for a worker of a seasoned account (the
+    /// account-age rule): one range of the partial index
+    /// `units_wanting_seasoned`.
+    pub(crate) async fn job_units_waiting_for_seasoned(&self, job: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM units WHERE job_id = ? AND wants_seasoned AND needed > 0",
+        )
+        .bind(job)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
     /// One failed unit's error, as an example.
     pub(crate) async fn job_unit_error(&self, job: &str) -> Result<Option<String>> {
         let e: Option<Option<String>> = sqlx::query_scalar(

@@ -74,8 +74,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
                                lease_secs, quorum, max_replicas, adaptive, compare, units_total,
-                               created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               created_ms, young_accounts)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -92,6 +92,7 @@ impl Store {
         .bind(job.validation.compare)
         .bind(units.map_or(0, |u| u.len() as i64))
         .bind(now)
+        .bind(job.validation.young_accounts)
         .execute(&mut *tx)
         .await?;
         if let Some(units) = units {
@@ -346,6 +347,10 @@ const JOB_STATUS_SELECT: &str = "
     SELECT j.id, j.name, j.state, j.module, j.units_total, j.units_accepted, j.units_failed,
            j.quorum, j.max_replicas, j.adaptive, j.compare, j.fuel, j.memory_bytes,
            j.output_bytes, j.created_ms, j.finished_ms, j.output, j.error, j.output_version,
+           j.young_accounts,
+           -- One range of the partial index units_wanting_seasoned.
+           (SELECT COUNT(*) FROM units u
+             WHERE u.job_id = j.id AND u.wants_seasoned AND u.needed > 0) AS waiting_for_seasoned,
            -- From the leases in flight (a partial index), never from all of
            -- a job's units; CROSS JOIN keeps SQLite's planner in that order.
            (SELECT COUNT(*) FROM replicas r CROSS JOIN units u
@@ -376,6 +381,8 @@ struct StatusRow {
     output: Option<String>,
     error: Option<String>,
     output_version: i64,
+    young_accounts: bool,
+    waiting_for_seasoned: i64,
     in_progress: i64,
     unit_error: Option<String>,
 }
@@ -396,6 +403,7 @@ impl StatusRow {
                 max_replicas: count(self.max_replicas) as u32,
                 adaptive: self.adaptive,
                 compare: self.compare,
+                young_accounts: self.young_accounts,
             },
             limits: limits(self.fuel, self.memory_bytes, self.output_bytes),
             created_ms: self.created_ms,
@@ -405,6 +413,7 @@ impl StatusRow {
                 .unit_error
                 .map(|e| format!("some units failed; for example: {e}"))),
             output_version: count(self.output_version),
+            units_waiting_for_seasoned: count(self.waiting_for_seasoned),
         })
     }
 }

@@ -76,7 +76,7 @@ pub(super) async fn lease_batch(
     }
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
     let (released, effects) = give_back_orphans(tx, policy, requests, now).await?;
-    let (mut room, trusted) = standings(tx, policy, requests, now).await?;
+    let (mut room, trusted, seasoned) = standings(tx, policy, requests, now).await?;
     let asks: Vec<(String, i64)> = requests
         .iter()
         .map(|r| (r.worker.id.to_string(), i64::from(r.max)))
@@ -90,7 +90,12 @@ pub(super) async fn lease_batch(
     // Enough units for every request even if each worker already holds
     // some of them.
     let limit = 2 * total + 64;
-    let mut pool = head_of_queue(tx, None, None, limit).await?;
+    // Units that want a seasoned vote are read only for a batch that can
+    // give one: a crowd of young workers is not held up behind them.
+    let any_seasoned = requests
+        .iter()
+        .any(|r| seasoned.contains(&r.worker.id.to_string()));
+    let mut pool = head_of_queue(tx, None, None, any_seasoned, limit).await?;
     let pool_is_full = pool.len() as i64 == limit;
     let mut held = held_keys(tx, &pool, requests).await?;
     let mut chosen = Vec::with_capacity(requests.len());
@@ -100,6 +105,7 @@ pub(super) async fn lease_batch(
             keys: req.keys(),
             arch: req.worker.arch.clone(),
             trusted: trusted.contains(&req.worker.id.to_string()),
+            seasoned: seasoned.contains(&req.worker.id.to_string()),
         };
         let mut mine = placement::take_from(&mut pool, &taker, &mut held, want as usize);
         // Rare: this worker's account holds most of the pool. Look past it,
@@ -195,17 +201,20 @@ struct StandingRow {
     #[sqlx(flatten)]
     standing: StandingColumns,
     in_flight: i64,
+    /// When its account was created (its own registration, without one).
+    account_created_ms: i64,
 }
 
 /// Marks the requesting workers seen (and from which network), and reads
-/// how many more leases each may take ([`crate::trust::Trust::room`]) and
-/// which are trusted.
+/// how many more leases each may take ([`crate::trust::Trust::room`]),
+/// which are trusted, and which are of a seasoned account now
+/// ([`crate::trust::Trust::seasoned`]).
 async fn standings(
     tx: &mut Transaction<'_, Sqlite>,
     policy: &Policy,
     requests: &[&LeaseRequest],
     now: i64,
-) -> Result<(HashMap<String, i64>, HashSet<String>)> {
+) -> Result<(HashMap<String, i64>, HashSet<String>, HashSet<String>)> {
     let mut workers: Vec<(String, Option<String>)> = requests
         .iter()
         .map(|r| (r.worker.id.to_string(), r.worker.net.clone()))
@@ -215,6 +224,7 @@ async fn standings(
     let today = now.div_euclid(DAY_MS);
     let mut room = HashMap::new();
     let mut trusted = HashSet::new();
+    let mut seasoned = HashSet::new();
     for chunk in workers.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, net) AS (");
         q.push_values(chunk, |mut b, (id, net)| {
@@ -225,7 +235,9 @@ async fn standings(
         q.push(
             " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid, invalid_count,
                  (SELECT COUNT(*) FROM replicas r
-                     WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight",
+                     WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight,
+                 COALESCE((SELECT a.created_ms FROM accounts a WHERE a.id = workers.account_id),
+                          workers.created_ms) AS account_created_ms",
         );
         let rows: Vec<StandingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
         for r in rows {
@@ -234,12 +246,15 @@ async fn standings(
                 r.id.clone(),
                 policy.trust.room(&standing, r.in_flight, today),
             );
+            if policy.trust.seasoned(r.account_created_ms, now) {
+                seasoned.insert(r.id.clone());
+            }
             if policy.trust.trusted(&standing) {
                 trusted.insert(r.id);
             }
         }
     }
-    Ok((room, trusted))
+    Ok((room, trusted, seasoned))
 }
 
 /// Which placement keys of the requesting workers are already on the units
@@ -311,7 +326,8 @@ async fn look_past(
 ) -> Result<()> {
     let after = pool.iter().map(|c| c.unit).max();
     let want = mine.len() as i64 + more;
-    for mut fresh in head_of_queue(tx, after, Some(&req.worker), more).await? {
+    let queue = head_of_queue(tx, after, Some(&req.worker), taker.seasoned, more).await?;
+    for mut fresh in queue {
         if mine.len() as i64 == want {
             break;
         }
@@ -339,18 +355,21 @@ struct QueueRow {
     adaptive: bool,
     compare: bool,
     fresh: bool,
+    wants_seasoned: bool,
 }
 
 /// Units that want replicas, oldest first, after unit `after`; with
 /// `worker`, only those it may take (its architecture, none of its keys).
+/// Without `seasoned`, none that wants a seasoned vote.
 async fn head_of_queue(
     tx: &mut Transaction<'_, Sqlite>,
     after: Option<i64>,
     worker: Option<&WorkerRow>,
+    seasoned: bool,
     limit: i64,
 ) -> Result<Vec<Candidate>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare,
+        "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare, u.wants_seasoned,
                 CASE WHEN j.adaptive THEN NOT EXISTS (SELECT 1 FROM replicas f
                                                       WHERE f.unit_id = u.id AND f.state <> 'discarded')
                      ELSE FALSE END AS fresh
@@ -358,6 +377,9 @@ async fn head_of_queue(
          WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
     );
     q.push_bind(after.unwrap_or(i64::MIN));
+    if !seasoned {
+        q.push(" AND NOT u.wants_seasoned");
+    }
     if let Some(w) = worker {
         q.push(" AND (u.arch IS NULL OR j.compare OR u.arch = ")
             .push_bind(w.arch.clone())
@@ -371,7 +393,10 @@ async fn head_of_queue(
     let rows: Vec<QueueRow> = q.build_query_as().fetch_all(&mut **tx).await?;
     Ok(rows
         .into_iter()
-        .map(|r| Candidate::new(r.id, r.needed, r.arch, r.adaptive, r.compare, r.fresh))
+        .map(|r| Candidate {
+            seasoned_only: r.wants_seasoned,
+            ..Candidate::new(r.id, r.needed, r.arch, r.adaptive, r.compare, r.fresh)
+        })
         .collect())
 }
 

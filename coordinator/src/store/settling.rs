@@ -11,7 +11,7 @@ use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, replica_state
 use super::{Error, Policy, Result, workers};
 use crate::credit;
 use crate::lease;
-use crate::trust::{Counter, WorkerDelta, quorum_now};
+use crate::trust::{Counter, Trust, WorkerDelta, quorum_now};
 use crate::validator::{self, Decision, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{FailureKind, JobId, ReplicaId};
 use sqlx::{Sqlite, Transaction};
@@ -70,6 +70,10 @@ struct ReplicaRow {
     lease_secs: i64,
     leased_ms: i64,
     returned_ms: Option<i64>,
+    young_accounts: bool,
+    wants_seasoned: bool,
+    /// When its account was created (NULL with the account-age rule off).
+    account_created_ms: Option<i64>,
 }
 
 impl ReplicaRow {
@@ -114,6 +118,9 @@ struct UnitView {
     compare: bool,
     /// No active worker has been able to take it for two lease periods.
     starved: bool,
+    /// The account-age rule applies to it; it wants a seasoned vote now.
+    age_rule: bool,
+    wants_seasoned: bool,
     replicas: Vec<Replica>,
     /// Per replica: its worker, and the fuel it reported.
     workers: Vec<String>,
@@ -124,7 +131,7 @@ struct UnitView {
 }
 
 impl UnitView {
-    fn from_rows(rows: &[ReplicaRow], now: i64) -> Result<Option<UnitView>> {
+    fn from_rows(rows: &[ReplicaRow], now: i64, trust: &Trust) -> Result<Option<UnitView>> {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -139,6 +146,8 @@ impl UnitView {
             starved: first
                 .starved_ms
                 .is_some_and(|since| now - since >= 2 * first.lease_secs * 1000),
+            age_rule: trust.age_rule(first.young_accounts),
+            wants_seasoned: first.wants_seasoned,
             replicas: Vec::with_capacity(rows.len()),
             workers: Vec::with_capacity(rows.len()),
             fuel_used: Vec::with_capacity(rows.len()),
@@ -150,6 +159,10 @@ impl UnitView {
                 id: ReplicaId(r.id),
                 state,
                 verdict: r.verdict()?,
+                // Aged when it returned; one in flight, as of now.
+                seasoned: r
+                    .account_created_ms
+                    .is_none_or(|created| trust.seasoned(created, r.returned_ms.unwrap_or(now))),
             });
             view.workers.push(r.worker_id.clone());
             view.fuel_used.push(r.fuel_used.unwrap_or(0));
@@ -194,6 +207,8 @@ struct Decisions {
     judged: Vec<Judged>,
     /// (unit, replicas it wants now)
     needed: Vec<(i64, i64)>,
+    /// (unit, whether it wants a seasoned vote now), where that changed
+    wants_seasoned: Vec<(i64, i64)>,
     closed: Vec<Closed>,
     /// (unit, quorum it needs from now on)
     quorum: Vec<(i64, i64)>,
@@ -243,12 +258,20 @@ impl Decisions {
             quorum,
             max_replicas: unit.max_replicas,
             starved: unit.starved,
+            age_rule: unit.age_rule,
         };
         let decision = validator::decide(rule, &unit.replicas);
         self.judge(unit, &decision);
         let (winner, error) = match decision.outcome {
-            UnitOutcome::Open { needed } => {
+            UnitOutcome::Open {
+                needed,
+                seasoned_only,
+            } => {
                 self.needed.push((unit.id, i64::from(needed)));
+                if seasoned_only != unit.wants_seasoned {
+                    self.wants_seasoned
+                        .push((unit.id, i64::from(seasoned_only)));
+                }
                 return;
             }
             UnitOutcome::Accepted { winner } => (Some(winner.0), None),
@@ -347,9 +370,9 @@ impl Settling {
     ) -> Result<Round> {
         let mut d = Decisions::default();
         for chunk in units.chunks(IN_LIST_MAX) {
-            let rows = read_units(tx, chunk).await?;
+            let rows = read_units(tx, chunk, &policy.trust).await?;
             for unit_rows in rows.chunk_by(|a, b| a.unit_id == b.unit_id) {
-                if let Some(view) = UnitView::from_rows(unit_rows, now)? {
+                if let Some(view) = UnitView::from_rows(unit_rows, now, &policy.trust)? {
                     d.decide(&view, policy);
                 }
             }
@@ -357,6 +380,7 @@ impl Settling {
         let (caught, valid) = self.write_judgements(tx, &d.judged, now).await?;
         set_on_open_units(tx, "quorum", &d.quorum).await?;
         set_on_open_units(tx, "needed", &d.needed).await?;
+        set_on_open_units(tx, "wants_seasoned", &d.wants_seasoned).await?;
         let counts = close_units(tx, &d).await?;
         let mut audited = Vec::new();
         for (job, c) in counts {
@@ -433,13 +457,29 @@ impl Settling {
 }
 
 /// The units, their jobs' policies and every replica, in one statement.
-async fn read_units(tx: &mut Transaction<'_, Sqlite>, units: &[i64]) -> Result<Vec<ReplicaRow>> {
+/// With the account-age rule on, each replica's account's creation time
+/// too (a worker with no account is its own: its registration's).
+async fn read_units(
+    tx: &mut Transaction<'_, Sqlite>,
+    units: &[i64],
+    trust: &Trust,
+) -> Result<Vec<ReplicaRow>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
         "SELECT r.id, r.unit_id, r.worker_id, r.state, r.output_hash, r.fuel_used,
                 r.failure_kind, r.output_class, j.compare,
                 u.state AS unit_state, u.accepted_replica,
                 COALESCE(u.quorum, j.quorum) AS quorum, j.quorum AS job_quorum,
-                j.max_replicas, u.starved_ms, j.lease_secs, r.leased_ms, r.returned_ms
+                j.max_replicas, u.starved_ms, j.lease_secs, r.leased_ms, r.returned_ms,
+                j.young_accounts, u.wants_seasoned, ",
+    );
+    q.push(if trust.min_account_age_secs > 0 {
+        "COALESCE((SELECT a.created_ms FROM accounts a WHERE a.id = r.account_id),
+                  (SELECT w.created_ms FROM workers w WHERE w.id = r.worker_id))"
+    } else {
+        "NULL"
+    });
+    q.push(
+        " AS account_created_ms
          FROM replicas r JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
          WHERE r.unit_id IN (",
     );
@@ -497,7 +537,7 @@ async fn close_units(
                 .push_bind(c.alone);
         });
         q.push(
-            ") UPDATE units SET state = v.state, needed = 0,
+            ") UPDATE units SET state = v.state, needed = 0, wants_seasoned = FALSE,
                       accepted_replica = v.accepted_replica, error = v.error, alone = v.alone
                FROM v WHERE units.id = v.id AND units.state = 'open'
                RETURNING units.job_id, units.state, units.accepted_replica",

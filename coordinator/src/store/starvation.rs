@@ -6,10 +6,16 @@
 //! job's lease periods, it is settled again and fails with that reason
 //! ([`crate::validator::Policy::starved`]). A lease of the unit, or a
 //! worker able to take it, ends the starvation.
+//!
+//! A unit that wants a seasoned vote (the account-age rule) may be taken
+//! only by a worker of a seasoned account: it starves only while such
+//! workers are active and none of them may take it. While none is active
+//! it waits (counted in `JobStatus::units_waiting_for_seasoned`) instead
+//! of failing: accounts age, so the wait ends.
 
 use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, push_list};
-use super::{Result, Store};
+use super::{Result, Store, Trust};
 use sqlx::{Sqlite, Transaction};
 
 /// At most this many starved units are looked at per sweep; the rest wait
@@ -20,8 +26,9 @@ const SWEEP_MAX: i64 = 1000;
 /// `j`) that it wants replicas, has had some, has none in flight, and that
 /// workers are asking (some were seen within two lease periods of `now`)
 /// but none of those may take it. With every worker away nothing starves:
-/// the unit waits for them.
-fn push_starved(q: &mut sqlx::QueryBuilder<'_, Sqlite>, now: i64) {
+/// the unit waits for them. Of a unit that wants a seasoned vote, only
+/// workers of seasoned accounts count.
+fn push_starved(q: &mut sqlx::QueryBuilder<'_, Sqlite>, now: i64, trust: &Trust) {
     q.push(
         "u.needed > 0 AND j.state = 'running'
          AND EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id)
@@ -29,21 +36,42 @@ fn push_starved(q: &mut sqlx::QueryBuilder<'_, Sqlite>, now: i64) {
          AND EXISTS (SELECT 1 FROM workers w WHERE w.last_seen_ms >= ",
     )
     .push_bind(now)
-    .push(
-        " - 2000 * j.lease_secs)
+    .push(" - 2000 * j.lease_secs");
+    push_may_give(q, now, trust);
+    q.push(
+        ")
          AND NOT EXISTS (
              SELECT 1 FROM workers w
              WHERE w.last_seen_ms >= ",
     )
     .push_bind(now)
-    .push(
-        " - 2000 * j.lease_secs
+    .push(" - 2000 * j.lease_secs");
+    push_may_give(q, now, trust);
+    q.push(
+        "
                AND (u.arch IS NULL OR j.compare OR w.arch = u.arch)
                AND NOT EXISTS (
                    SELECT 1 FROM replicas r WHERE r.unit_id = u.id
                      AND (r.worker_id = w.id OR r.account_id = COALESCE(w.account_id, w.id)
                           OR r.net = w.net)))",
     );
+}
+
+/// Pushes the condition that worker `w` may give unit `u` the vote it
+/// wants: any vote, or with the account-age rule on a unit that wants a
+/// seasoned one, only a worker of a seasoned account now
+/// ([`Trust::seasoned`], in SQL).
+fn push_may_give(q: &mut sqlx::QueryBuilder<'_, Sqlite>, now: i64, trust: &Trust) {
+    if trust.min_account_age_secs == 0 {
+        return;
+    }
+    q.push(" AND (NOT u.wants_seasoned OR ")
+        .push_bind(now)
+        .push(
+            " - COALESCE((SELECT a.created_ms FROM accounts a WHERE a.id = w.account_id), w.created_ms) >= ",
+        )
+        .push_bind((trust.min_account_age_secs as i64).saturating_mul(1000))
+        .push(")");
 }
 
 impl Store {
@@ -55,11 +83,11 @@ impl Store {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT u.id FROM units u JOIN jobs j ON j.id = u.job_id WHERE ",
         );
-        push_starved(&mut q, now);
+        push_starved(&mut q, now, &self.policy.trust);
         q.push(" ORDER BY u.id LIMIT ").push_bind(SWEEP_MAX);
         let found: Vec<i64> = q.build_query_scalar().fetch_all(&self.read).await?;
         let mut tx = self.write.begin().await?;
-        let starved = still_starved(&mut tx, &found, now).await?;
+        let starved = still_starved(&mut tx, &found, now, &self.policy.trust).await?;
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "UPDATE units SET starved_ms = NULL WHERE starved_ms IS NOT NULL AND id NOT IN (",
         );
@@ -105,13 +133,14 @@ async fn still_starved(
     tx: &mut Transaction<'_, Sqlite>,
     units: &[i64],
     now: i64,
+    trust: &Trust,
 ) -> Result<Vec<i64>> {
     let mut starved = Vec::new();
     for chunk in units.chunks(IN_LIST_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT u.id FROM units u JOIN jobs j ON j.id = u.job_id WHERE ",
         );
-        push_starved(&mut q, now);
+        push_starved(&mut q, now, trust);
         q.push(" AND u.id IN (");
         push_list(&mut q, chunk.iter().copied());
         q.push(")");

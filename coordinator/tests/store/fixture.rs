@@ -47,6 +47,18 @@ pub fn platform() -> Platform {
 impl Fixture {
     /// A worker with `slots` slots in account `account` (created if new).
     pub async fn worker(&self, name: &str, account: &str, slots: u32) -> WorkerRow {
+        self.worker_since(name, account, slots, T0).await
+    }
+
+    /// [`Fixture::worker`], registered at `created` (and its account
+    /// created then, if new).
+    pub async fn worker_since(
+        &self,
+        name: &str,
+        account: &str,
+        slots: u32,
+        created: i64,
+    ) -> WorkerRow {
         if self
             .store
             .account_by_key(&format!("key-{account}"))
@@ -55,14 +67,14 @@ impl Fixture {
             .is_none()
         {
             self.store
-                .create_account(account, account, &format!("key-{account}"), T0)
+                .create_account(account, account, &format!("key-{account}"), created)
                 .await
                 .unwrap();
         }
         let id = WorkerId::random();
         let token = format!("token-{name}-{id}");
         self.store
-            .register_worker(id, name, &token, &platform(), slots, account, T0)
+            .register_worker(id, name, &token, &platform(), slots, account, created)
             .await
             .unwrap();
         self.store.worker_by_token(&token).await.unwrap().unwrap()

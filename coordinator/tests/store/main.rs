@@ -7,6 +7,7 @@
 //! backend from `WASM_AT_HOME_TEST_DATABASE` (`sqlite`, the default), so a
 //! second backend runs the same tests unchanged.
 
+mod account_age;
 mod bans;
 mod claims;
 mod fixture;

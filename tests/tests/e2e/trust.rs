@@ -246,3 +246,63 @@ async fn replicas_of_a_unit_go_to_distinct_networks_by_default_and_loopback_is_e
         "2001:db8:1::/48"
     );
 }
+
+/// The account-age rule over HTTP: two accounts registered a moment ago
+/// agree on every unit, and none is accepted (the job's status and its
+/// dashboard page show them waiting) until a worker of an account a day
+/// old confirms them; a job that accepts young accounts is finished by
+/// the same two meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn young_accounts_agreeing_get_no_unit_accepted_until_a_seasoned_account_confirms() {
+    let c = TestCoordinator::start_with(|config| {
+        config.trust.min_account_age_secs = 86_400;
+    })
+    .await;
+    let old = ManualWorker::register(&c.url, "old").await;
+    c.clock.advance(86_400_000);
+    let job = c.running_job(primes_wasm(), b"10000 3", quorum(2, 4)).await;
+    let a = ManualWorker::register(&c.url, "young-a").await;
+    let b = ManualWorker::register(&c.url, "young-b").await;
+    assert_eq!(work_honestly(&a).await, 3);
+    assert_eq!(work_honestly(&b).await, 3);
+    let s = c.status(job).await;
+    assert_eq!(s.state, JobState::Running);
+    assert_eq!((s.units_accepted, s.units_waiting_for_seasoned), (0, 3));
+    let page: serde_json::Value = reqwest::get(format!("{}/api/v1/dashboard/jobs/{job}", c.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["units"]["waiting_for_seasoned"], 3, "{page}");
+
+    // A job that opts out is settled by the young accounts alone, past
+    // the units that wait.
+    let open_to_young = c
+        .running_job(
+            primes_wasm(),
+            b"10000 2",
+            Validation {
+                young_accounts: true,
+                ..quorum(2, 4)
+            },
+        )
+        .await;
+    assert!(c.status(open_to_young).await.validation.young_accounts);
+    let newcomer = ManualWorker::register(&c.url, "young-c").await;
+    assert_eq!(work_honestly(&a).await, 2);
+    assert_eq!(
+        work_honestly(&newcomer).await,
+        2,
+        "the opted-out job's units only"
+    );
+    assert_eq!(c.wait_for_job(open_to_young).await.state, JobState::Done);
+
+    // The seasoned account's vote settles the waiting units.
+    assert_eq!(work_honestly(&old).await, 3);
+    let done = c.wait_for_job(job).await;
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.units_waiting_for_seasoned, 0);
+    assert_eq!(String::from_utf8(c.output(job).await).unwrap(), "1229\n");
+    c.assert_aggregates_consistent(job).await;
+}
