@@ -7,7 +7,7 @@
 //! max_blob_mb = 256
 //! [trust]
 //! threshold = 10          # valid results in a row before a worker is trusted
-//! spot_check = 0.1        # chance a unit returned alone is checked anyway
+//! spot_check = 0.18       # chance a unit returned alone is checked anyway
 //! daily_quota_per_slot = 10000
 //! leases_per_slot = 2
 //! initial_leases = 4      # a new worker's room; each valid result adds one

@@ -46,7 +46,7 @@ impl Default for Trust {
     fn default() -> Self {
         Trust {
             threshold: 10,
-            spot_check: 0.1,
+            spot_check: 0.18,
             daily_quota_per_slot: 10_000,
             leases_per_slot: 2,
             initial_leases: 4,

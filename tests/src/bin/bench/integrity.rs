@@ -42,6 +42,9 @@ struct Scenario {
     adaptive: bool,
     bad: Kind,
     networks: Networks,
+    /// The bad workers' accounts are new (the good ones two days old), and
+    /// the coordinator has the account-age rule on (one day).
+    young_bad: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -50,60 +53,84 @@ const SCENARIOS: &[Scenario] = &[
         adaptive: false,
         bad: Kind::Saboteur(0.3),
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "saboteurs_adaptive",
         adaptive: true,
         bad: Kind::Saboteur(0.3),
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "rare_saboteurs_adaptive",
         adaptive: true,
         bad: Kind::Saboteur(0.02),
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "trust_then_cheat_adaptive",
         adaptive: true,
         bad: Kind::TrustThenCheat,
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "colluders_quorum2",
         adaptive: false,
         bad: Kind::Colluder,
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "colluders_adaptive",
         adaptive: true,
         bad: Kind::Colluder,
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "sybil_one_network_quorum2",
         adaptive: false,
         bad: Kind::Sybil,
         networks: Networks::BadShareOne,
+        young_bad: false,
     },
     Scenario {
         name: "sybil_one_network_adaptive",
         adaptive: true,
         bad: Kind::Sybil,
         networks: Networks::BadShareOne,
+        young_bad: false,
     },
     Scenario {
         name: "sybil_botnet_quorum2",
         adaptive: false,
         bad: Kind::Sybil,
         networks: Networks::Distinct,
+        young_bad: false,
     },
     Scenario {
         name: "sybil_botnet_adaptive",
         adaptive: true,
         bad: Kind::Sybil,
         networks: Networks::Distinct,
+        young_bad: false,
+    },
+    Scenario {
+        name: "sybil_botnet_young_quorum2",
+        adaptive: false,
+        bad: Kind::Sybil,
+        networks: Networks::Distinct,
+        young_bad: true,
+    },
+    Scenario {
+        name: "sybil_botnet_young_adaptive",
+        adaptive: true,
+        bad: Kind::Sybil,
+        networks: Networks::Distinct,
+        young_bad: true,
     },
 ];
 
@@ -182,6 +209,10 @@ async fn simulate(
 ) -> serde_json::Value {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
+    let trust = Trust {
+        min_account_age_secs: if scenario.young_bad { 86_400 } else { 0 },
+        ..trust.clone()
+    };
     let store = Store::open_sqlite(&dir.path().join("sim.db"), trust.clone())
         .await
         .unwrap();
@@ -218,8 +249,14 @@ async fn simulate(
         // anything but the seed.
         let id = WorkerId(uuid::Uuid::from_u128(0x5117_0000_0000_0000 + i as u128));
         let account = format!("account-{i}");
+        let bad = i % 10 == 9;
+        let created = if bad && scenario.young_bad {
+            now
+        } else {
+            now - 2 * 86_400_000
+        };
         store
-            .create_account(&account, &account, &format!("key-{i}"), now)
+            .create_account(&account, &account, &format!("key-{i}"), created)
             .await
             .unwrap();
         store
@@ -234,7 +271,7 @@ async fn simulate(
             )
             .await
             .unwrap();
-        let kind = if i % 10 == 9 {
+        let kind = if bad {
             scenario.bad
         } else {
             Kind::Honest
