@@ -182,10 +182,12 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         // `--seed S`: another run of the same scenarios (the spot checks'
         // draws and the simulation's own); 42 unless told.
         seed: Some(flag("--seed").map_or(42, |s| s.parse().expect("--seed takes a number"))),
-        spot_check: flag("--spot-check")
-            .map_or(defaults.spot_check, |p| p.parse().expect("--spot-check takes a probability")),
-        threshold: flag("--trust-threshold")
-            .map_or(defaults.threshold, |t| t.parse().expect("--trust-threshold takes a count")),
+        spot_check: flag("--spot-check").map_or(defaults.spot_check, |p| {
+            p.parse().expect("--spot-check takes a probability")
+        }),
+        threshold: flag("--trust-threshold").map_or(defaults.threshold, |t| {
+            t.parse().expect("--trust-threshold takes a count")
+        }),
         ..defaults
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -271,11 +273,7 @@ async fn simulate(
             )
             .await
             .unwrap();
-        let kind = if bad {
-            scenario.bad
-        } else {
-            Kind::Honest
-        };
+        let kind = if bad { scenario.bad } else { Kind::Honest };
         // Networks as a coordinator with distinct networks sees them: a
         // /24 each, or one for all bad workers.
         let net = if kind != Kind::Honest && scenario.networks == Networks::BadShareOne {
