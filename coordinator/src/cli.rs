@@ -109,9 +109,12 @@ enum Command {
     /// the same database.
     Workers {
         /// The TOML settings `serve` uses (its `[trust]` decides what
-        /// backtracking after a ban reopens).
+        /// backtracking after a ban reopens); the same flags and
+        /// environment variables as `serve` win over it.
         #[arg(long, env = "WASM_AT_HOME_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
         #[command(subcommand)]
         action: WorkersAction,
     },
@@ -266,7 +269,11 @@ async fn command(
                 "an invite for {uses} registration(s); give it to the volunteer: worker run --invite {token}"
             );
         }
-        Command::Workers { config, action } => workers(cli, config.as_deref(), action).await?,
+        Command::Workers {
+            config,
+            settings,
+            action,
+        } => workers(cli, config.as_deref(), settings, action).await?,
     }
     Ok(true)
 }
@@ -283,14 +290,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     // First, so that a stop asked for while starting is a clean stop.
     let shutdown = shutdown_signal();
-    let file = match config {
-        Some(path) => Settings::read(path)?,
-        None => Settings::default(),
-    };
-    let mut config = settings
-        .clone()
-        .or(file)
-        .apply(Config::new(&cli.data_dir))?;
+    let mut config = config_of(cli, config, settings)?;
     config.api_key = cli.api_key.clone();
     let c = Coordinator::open(config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -313,18 +313,32 @@ async fn serve(
     Ok(())
 }
 
+/// The settings of flags and environment, over those of the file, over
+/// the defaults: `serve` and `workers` decide alike.
+fn config_of(
+    cli: &Cli,
+    file: Option<&std::path::Path>,
+    settings: &Settings,
+) -> anyhow::Result<Config> {
+    let file = match file {
+        Some(path) => Settings::read(path)?,
+        None => Settings::default(),
+    };
+    Ok(settings
+        .clone()
+        .or(file)
+        .apply(Config::new(&cli.data_dir))?)
+}
+
 /// `coordinator workers ...`, on the database in the data directory.
 async fn workers(
     cli: &Cli,
     config: Option<&std::path::Path>,
+    settings: &Settings,
     action: &WorkersAction,
 ) -> anyhow::Result<()> {
     use crate::clock::Clock as _;
-    let file = match config {
-        Some(path) => Settings::read(path)?,
-        None => Settings::default(),
-    };
-    let config = file.apply(Config::new(&cli.data_dir))?;
+    let config = config_of(cli, config, settings)?;
     let store = crate::operator::open(&cli.data_dir, crate::operator::trust_of(&config)).await?;
     let now = SystemClock.now_ms();
     let out = match action {

@@ -118,7 +118,10 @@ pub fn take(c: &mut Candidate, taker: &Taker, held: &mut Held) -> bool {
     for k in &taker.keys {
         held.insert(c.unit, k.clone());
     }
-    if taker.trusted && c.adaptive && c.fresh && c.taken == 0 {
+    // A young account's worker, trusted or not, never takes a unit alone:
+    // its lone vote could not settle it under the account-age rule, and a
+    // seasoned stranger's differing vote would then outvote it alone.
+    if taker.trusted && taker.seasoned && c.adaptive && c.fresh && c.taken == 0 {
         c.needed = 0;
         c.alone = true;
     } else {
@@ -175,7 +178,14 @@ mod tests {
             keys: vec![Key::Account(account.into())],
             arch: arch.into(),
             trusted: false,
+            seasoned: true,
+        }
+    }
+
+    fn young(t: Taker) -> Taker {
+        Taker {
             seasoned: false,
+            ..t
         }
     }
 
@@ -292,10 +302,7 @@ mod tests {
     #[test]
     fn a_unit_wanting_a_seasoned_vote_goes_to_a_seasoned_worker_only() {
         let mut held = Held::default();
-        let seasoned = Taker {
-            seasoned: true,
-            ..taker("w2", "old", "x86_64")
-        };
+        let seasoned = taker("w2", "old", "x86_64");
         let mut pool = vec![
             Candidate {
                 seasoned_only: true,
@@ -306,10 +313,31 @@ mod tests {
         ];
         // The young worker passes it by and takes the next unit.
         assert_eq!(
-            take_from(&mut pool, &taker("w1", "young", "x86_64"), &mut held, 2),
+            take_from(
+                &mut pool,
+                &young(taker("w1", "young", "x86_64")),
+                &mut held,
+                2
+            ),
             vec![2]
         );
         assert_eq!(take_from(&mut pool, &seasoned, &mut held, 2), vec![1]);
         assert_eq!(pool[0].needed, 0);
+    }
+
+    #[test]
+    fn a_young_trusted_worker_takes_no_unit_alone() {
+        let mut held = Held::default();
+        let trusted_young = young(Taker {
+            trusted: true,
+            ..taker("w1", "a", "x86_64")
+        });
+        let mut c = Candidate {
+            adaptive: true,
+            ..unit(1, 2)
+        };
+        assert!(take(&mut c, &trusted_young, &mut held));
+        assert!(!c.alone);
+        assert_eq!(c.needed, 1, "the job's quorum: a seasoned vote can join");
     }
 }

@@ -6,13 +6,13 @@
 //! ```toml
 //! max_blob_mb = 256
 //! [trust]
-//! threshold = 10          # valid results in a row before a worker is trusted
+//! threshold = 10          # valid results in a row before a worker is trusted (doubled per invalid result)
 //! spot_check = 0.18       # chance a unit returned alone is checked anyway
 //! daily_quota_per_slot = 10000
 //! leases_per_slot = 2
 //! initial_leases = 4      # a new worker's room; each valid result adds one
 //! distinct_networks = true  # one replica of a unit per /24 (IPv4), /48 (IPv6)
-//! min_account_age_secs = 86400  # a quorum needs a vote of an account this old (0: off)
+//! min_account_age_secs = 0 # a quorum needs a vote of an account this old (0: off; 86400 for a public project)
 //! ```
 //!
 //! The edge's sections (`[edge]`, `[registration]`) are in [`crate::edge`].

@@ -66,6 +66,13 @@ impl Trust {
                 "trust.threshold must be at least 1 (0 would trust every new worker)".into(),
             );
         }
+        if self.threshold > 1 << 20 {
+            return Err(format!(
+                "trust.threshold must be at most {} (it doubles per invalid result), not {}",
+                1u64 << 20,
+                self.threshold
+            ));
+        }
         if !(0.0..=1.0).contains(&self.spot_check) {
             return Err(format!(
                 "trust.spot_check is a probability: between 0 and 1, not {}",
@@ -127,7 +134,7 @@ impl Trust {
     /// little of the work until it has earned trust back, which the others,
     /// trusted, do for fewer replicas.
     pub fn lease_cap(&self, standing: &Standing) -> i64 {
-        if standing.invalid > 0 && !self.trusted(standing) {
+        if standing.caught {
             return 1;
         }
         let declared = standing
@@ -169,8 +176,10 @@ pub struct Standing {
     /// Valid results ever returned (what earns lease room).
     pub valid: i64,
     pub consecutive_valid: i64,
-    /// Its results judged invalid, ever.
+    /// Its results judged invalid (less those backtracking took back).
     pub invalid: i64,
+    /// Judged invalid and not trusted again since: it holds one lease.
+    pub caught: bool,
     /// Its daily quota; 0 for a worker registered before quotas existed,
     /// which has the full quota.
     pub quota: i64,
@@ -232,11 +241,16 @@ impl Standing {
         let quota = halved
             .saturating_mul(1i64 << delta.gains.min(62))
             .clamp(self.slots.min(full), full);
-        Standing {
+        let mut after = Standing {
             consecutive_valid,
+            invalid: self.invalid + delta.invalid,
             quota,
             ..*self
-        }
+        };
+        // Caught by an invalid judgement, free again once trusted; errors
+        // and timeouts neither catch nor free.
+        after.caught = (self.caught || delta.invalid > 0) && !trust.trusted(&after);
+        after
     }
 }
 
@@ -395,6 +409,7 @@ mod tests {
             valid: 0,
             consecutive_valid: 5,
             invalid: 0,
+            caught: false,
             quota,
             quota_day: 0,
             leased_today: 0,
@@ -475,6 +490,7 @@ mod tests {
             valid: 100,
             consecutive_valid: 0,
             invalid: 0,
+            caught: false,
             quota: 10,
             quota_day: 7,
             leased_today: 8,
@@ -492,6 +508,7 @@ mod tests {
             valid: 0,
             consecutive_valid: 0,
             invalid: 0,
+            caught: false,
             quota: 0,
             quota_day: 0,
             leased_today: 0,
@@ -526,24 +543,37 @@ mod tests {
             valid: 1_000,
             consecutive_valid: 0,
             invalid: 0,
+            caught: false,
             quota: 0,
             quota_day: 0,
             leased_today: 0,
         };
-        // Errors and timeouts break a streak but catch no one.
         assert_eq!(trust.lease_cap(&seasoned), 16);
-        let caught = Standing {
-            invalid: 1,
-            consecutive_valid: 19,
-            ..seasoned
-        };
+        let mut judged = WorkerDelta::default();
+        judged.broke_streak(Counter::Invalid);
+        let caught = seasoned.after(&judged, &trust, 0);
+        assert!(caught.caught);
         assert_eq!(trust.lease_cap(&caught), 1);
-        // Trusted again after 20 in a row (the threshold, doubled once).
-        let again = Standing {
-            consecutive_valid: 20,
-            ..caught
-        };
-        assert_eq!(trust.lease_cap(&again), 16);
+        // 19 valid in a row: still caught; the 20th (the threshold,
+        // doubled once) frees it.
+        let mut good = WorkerDelta::default();
+        for _ in 0..19 {
+            good.valid(1, 0);
+        }
+        let still = caught.after(&good, &trust, 0);
+        assert_eq!(trust.lease_cap(&still), 1);
+        let mut one = WorkerDelta::default();
+        one.valid(1, 0);
+        let free = still.after(&one, &trust, 0);
+        assert!(!free.caught);
+        assert_eq!(trust.lease_cap(&free), 16);
+        // A timeout later breaks its streak but catches it no more.
+        let mut timeout = WorkerDelta::default();
+        timeout.broke_streak(Counter::Timeouts);
+        let after_timeout = free.after(&timeout, &trust, 0);
+        assert_eq!(after_timeout.consecutive_valid, 0);
+        assert!(!after_timeout.caught);
+        assert_eq!(trust.lease_cap(&after_timeout), 16);
     }
 
     #[test]

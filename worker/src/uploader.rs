@@ -18,6 +18,10 @@ use tokio::sync::{mpsc, watch};
 /// a larger result goes alone.
 const UPLOAD_BATCH_BYTES: usize = protocol::BATCH_RESULT_BYTES;
 
+/// How long a stopping worker waits between uploads that failed, while
+/// units may still finish in its grace period.
+const STOPPING_RETRY: Duration = Duration::from_secs(1);
+
 /// The coordinator's answer for one result of a request: taken, or refused
 /// (with the error it gave, if any).
 type Answer = Result<(), Option<ErrorBody>>;
@@ -59,8 +63,9 @@ impl Uploader {
     /// Uploads results as they come, every result waiting in one request
     /// (up to [`MAX_RESULTS_PER_REQUEST`] and [`UPLOAD_BATCH_BYTES`]), until
     /// the coordinator takes or refuses each. When the coordinator is away,
-    /// retries with backoff; when stopping, tries once more and leaves the
-    /// rest on disk. Ends when `incoming` closes and nothing waits; returns
+    /// retries with backoff; when stopping, tries at once and then every
+    /// [`STOPPING_RETRY`] until the last result is in, once more after
+    /// it, and leaves the rest on disk. Ends when `incoming` closes and nothing waits; returns
     /// how many results were acknowledged.
     pub(crate) async fn run(
         self,
@@ -70,7 +75,6 @@ impl Uploader {
         let mut uploaded = 0;
         let mut waiting: VecDeque<PendingResult> = VecDeque::new();
         let mut backoff = Backoff::new(self.max_backoff);
-        let mut last_try = false;
         loop {
             if waiting.is_empty() {
                 match incoming.recv().await {
@@ -78,6 +82,8 @@ impl Uploader {
                     None => return uploaded,
                 }
             }
+            // Closed before the drain: nothing more can come after it.
+            let closed = incoming.is_closed();
             while let Ok(p) = incoming.try_recv() {
                 waiting.push_back(p);
             }
@@ -119,17 +125,30 @@ impl Uploader {
                 Err(e) => {
                     // The coordinator is away, or refused the request as a
                     // whole: keep the results (on disk too) and retry.
-                    if last_try {
-                        // Stopping with the coordinator still away: what
-                        // waits stays on disk for the next start.
-                        tracing::warn!(results = waiting.len(), error = %e, "cannot upload before stopping");
-                        return uploaded;
+                    if *stop.borrow() {
+                        if closed {
+                            // Stopping, every result in, the coordinator
+                            // still away: they stay on disk for the next
+                            // start.
+                            tracing::warn!(results = waiting.len(), error = %e, "cannot upload before stopping");
+                            return uploaded;
+                        }
+                        // Stopping while units finish in the grace period:
+                        // try again shortly (the coordinator may be back),
+                        // and once more after the last result. The
+                        // daemon's stop bounds how long.
+                        tracing::warn!(results = take, error = %e, retry_in_ms = STOPPING_RETRY.as_millis() as u64, "cannot upload yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(STOPPING_RETRY) => {}
+                            Some(p) = incoming.recv() => waiting.push_back(p),
+                        }
+                        continue;
                     }
                     let d = backoff.step();
                     tracing::warn!(results = take, error = %e, retry_in_ms = d.as_millis() as u64, "cannot upload yet");
-                    // A stop cuts the wait short for one last attempt: the
-                    // coordinator may be back since the last one.
-                    last_try = backoff::wait(d, &mut stop).await;
+                    // A stop cuts the wait short: the next attempt is at
+                    // once, as the coordinator may be back since the last.
+                    backoff::wait(d, &mut stop).await;
                 }
             }
         }

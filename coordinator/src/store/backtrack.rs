@@ -83,9 +83,9 @@ impl Settling {
             );
             // Trust::streak_needed, in SQL.
             q.push_bind(trust.threshold as i64)
-                .push(" << MIN(w.invalid_count, ")
+                .push(" << MAX(0, MIN(w.invalid_count, ")
                 .push_bind(i64::from(crate::trust::TRUST_DOUBLINGS_MAX))
-                .push("))");
+                .push(")))");
             q.push(" AND o.unit_id IN (");
             push_list(&mut q, chunk.iter().copied());
             q.push(")");
@@ -136,10 +136,15 @@ impl Settling {
             sqlx::query(
                 "UPDATE jobs SET units_accepted = units_accepted - ?,
                         state = CASE WHEN state IN ('reducing', 'done') THEN 'running' ELSE state END,
-                        finished_ms = CASE WHEN state IN ('reducing', 'done') THEN NULL ELSE finished_ms END
+                        finished_ms = CASE WHEN state IN ('reducing', 'done') THEN NULL ELSE finished_ms END,
+                        audited = CASE WHEN ? THEN FALSE ELSE audited END
                  WHERE id = ?",
             )
             .bind(n)
+            // Reopened by a catch, units may be redone alone: the job is
+            // audited again before its output (the audit's own reopening
+            // does not start another).
+            .bind(!discard.is_empty())
             .bind(job)
             .execute(&mut **tx)
             .await?;
@@ -245,6 +250,19 @@ impl Settling {
                     .filter(|(_, state)| state == "returned")
                     .map(|(unit, _)| unit),
             );
+        }
+        // A vote given back to a unit a trusted worker has since taken
+        // alone is not that worker's result: the unit needs its job's
+        // quorum again, or it would settle on the restored vote alone.
+        for chunk in units.chunks(IN_LIST_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE units SET quorum = (SELECT CASE WHEN j.quorum < 2 THEN 2 ELSE j.quorum END
+                                            FROM jobs j WHERE j.id = units.job_id)
+                 WHERE state = 'open' AND quorum = 1 AND id IN (",
+            );
+            push_list(&mut q, chunk.iter().copied());
+            q.push(")");
+            q.build().execute(&mut **tx).await?;
         }
         if !units.is_empty() {
             tracing::info!(

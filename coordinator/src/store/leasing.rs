@@ -233,7 +233,7 @@ async fn standings(
         q.push(") UPDATE workers SET net = v.net, last_seen_ms = ")
             .push_bind(now);
         q.push(
-            " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid, invalid_count,
+            " FROM v WHERE workers.id = v.id RETURNING workers.id AS id, slots, valid_count, quota, quota_day, leased_today, consecutive_valid, invalid_count, caught,
                  (SELECT COUNT(*) FROM replicas r
                      WHERE r.worker_id = workers.id AND r.state = 'in_progress') AS in_flight,
                  COALESCE((SELECT a.created_ms FROM accounts a WHERE a.id = workers.account_id),

@@ -140,6 +140,12 @@ impl Store {
             .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
+        // Units waiting for a seasoned vote waited under the account-age
+        // rule of the last start, which may have changed: the expiry round
+        // settles them again under this one's.
+        sqlx::query("UPDATE units SET unsettled = TRUE WHERE wants_seasoned AND state = 'open'")
+            .execute(&write)
+            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))

@@ -159,10 +159,16 @@ impl UnitView {
                 id: ReplicaId(r.id),
                 state,
                 verdict: r.verdict()?,
-                // Aged when it returned; one in flight, as of now.
-                seasoned: r
-                    .account_created_ms
-                    .is_none_or(|created| trust.seasoned(created, r.returned_ms.unwrap_or(now))),
+                // Aged when it returned; one in flight, as of now. With the
+                // rule on, a vote whose age is unknown is young.
+                seasoned: match (r.account_created_ms, r.returned_ms) {
+                    _ if trust.min_account_age_secs == 0 => true,
+                    (Some(created), Some(returned)) => trust.seasoned(created, returned),
+                    (Some(created), None) if state == ReplicaState::InProgress => {
+                        trust.seasoned(created, now)
+                    }
+                    _ => false,
+                },
             });
             view.workers.push(r.worker_id.clone());
             view.fuel_used.push(r.fuel_used.unwrap_or(0));

@@ -125,7 +125,7 @@ impl Store {
         let rows: Vec<StatusRow> = sqlx::query_as(
             "SELECT id, name, arch, os, slots, created_ms, last_seen_ms, valid_count, invalid_count,
                     error_count, timeout_count, consecutive_valid, credit, recent_credit,
-                    account_id, quota, quota_day, leased_today, paused,
+                    account_id, quota, quota_day, leased_today, paused, caught,
                     banned_ms IS NOT NULL AS banned,
                     (SELECT COUNT(*) FROM replicas r WHERE r.worker_id = w.id AND r.state = 'in_progress') AS running
              FROM workers w ORDER BY last_seen_ms DESC LIMIT ?",
@@ -261,8 +261,8 @@ async fn read_standings(
     chunk: &[(String, WorkerDelta)],
 ) -> Result<HashMap<String, StandingRow>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT id, account_id, slots, valid_count, consecutive_valid, invalid_count, quota,
-                quota_day, leased_today
+        "SELECT id, account_id, slots, valid_count, consecutive_valid, invalid_count, caught,
+                quota, quota_day, leased_today
          FROM workers WHERE id IN (",
     );
     push_list(&mut q, chunk.iter().map(|(id, _)| id.clone()));
@@ -282,7 +282,7 @@ async fn write_workers(
         return Ok(());
     }
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota, fastest) AS (",
+        "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota, fastest, caught) AS (",
     );
     q.push_values(writes, |mut b, (id, d, after)| {
         b.push_bind(id.to_string())
@@ -294,7 +294,8 @@ async fn write_workers(
             .push_bind(d.recent)
             .push_bind(after.consecutive_valid)
             .push_bind(after.quota)
-            .push_bind(d.fastest);
+            .push_bind(d.fastest)
+            .push_bind(after.caught);
     });
     q.push(
         ") UPDATE workers SET valid_count = valid_count + v.valid,
@@ -305,6 +306,7 @@ async fn write_workers(
                   recent_credit = workers.recent_credit + v.recent,
                   consecutive_valid = v.streak,
                   quota = v.quota,
+                  caught = v.caught,
                   proven_fuel_per_s = NULLIF(MAX(COALESCE(proven_fuel_per_s, 0), v.fastest), 0)
            FROM v WHERE workers.id = v.id",
     );
