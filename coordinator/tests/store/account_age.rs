@@ -233,3 +233,36 @@ async fn a_unit_no_active_seasoned_worker_may_take_fails_as_starved_naming_the_r
     );
     f.aggregates_agree(job).await;
 }
+
+/// The rule is a setting of each start: a unit that waited for a seasoned
+/// vote under the last start's rule is settled again under this one's
+/// (`Store::open_sqlite` marks it for the expiry round). Restarted with
+/// the rule off, its two young votes accept it at the next expiry round,
+/// though no lease expires and no result comes back to settle it;
+/// otherwise it would wait for a seasoned vote nobody asks for any more.
+#[tokio::test]
+async fn a_unit_waiting_for_a_seasoned_vote_is_settled_again_when_the_store_reopens_with_the_rule_off()
+ {
+    let f = open(aged()).await;
+    let job = f.job(1, Validation::quorum(2, 4)).await;
+    two_young_votes(&f).await;
+    let s = status(&f, job).await;
+    assert_eq!((s.units_accepted, s.units_waiting_for_seasoned), (0, 1));
+    let f = f.reopen(trust()).await;
+    // Opening settles nothing itself: the expiry round does.
+    let s = status(&f, job).await;
+    assert_eq!((s.units_accepted, s.units_waiting_for_seasoned), (0, 1));
+    let (expired, effects) = f.store.expire_leases(T0 + 1_000).await.unwrap();
+    assert_eq!(expired, 0, "no lease expires");
+    let s = status(&f, job).await;
+    assert_eq!(
+        (s.units_accepted, s.units_waiting_for_seasoned),
+        (1, 0),
+        "settled again under the rule of this start (off): {s:?}"
+    );
+    assert_eq!(s.state, JobState::Reducing, "{s:?}");
+    assert_eq!(effects.jobs_to_reduce, vec![job]);
+    f.aggregates_agree(job).await;
+    let wrong = f.store.verify_worker_counters().await.unwrap();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}

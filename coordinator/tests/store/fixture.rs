@@ -45,6 +45,16 @@ pub fn platform() -> Platform {
 }
 
 impl Fixture {
+    /// The same database opened again under `trust`, as by a coordinator
+    /// restarted with other settings: this store is dropped first.
+    pub async fn reopen(self, trust: Trust) -> Fixture {
+        let Fixture { store, _dir } = self;
+        let path = store.path().to_path_buf();
+        drop(store);
+        let store = Store::open_sqlite(&path, trust).await.unwrap();
+        Fixture { store, _dir }
+    }
+
     /// A worker with `slots` slots in account `account` (created if new).
     pub async fn worker(&self, name: &str, account: &str, slots: u32) -> WorkerRow {
         self.worker_since(name, account, slots, T0).await

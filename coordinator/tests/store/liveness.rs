@@ -394,6 +394,127 @@ async fn votes_discarded_by_a_catch_that_is_overturned_count_again() {
     }
 }
 
+/// What the database says of a unit: its state and the quorum it needs.
+async fn unit_in_db(f: &Fixture, lease: &LeaseRow) -> (String, i64) {
+    let url = format!("sqlite://{}?mode=ro", f.store.path().display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_as(
+        "SELECT u.state, COALESCE(u.quorum, j.quorum) FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE u.id = ?",
+    )
+    .bind(lease.unit_id.0)
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
+/// As above, but the unit w's catch reopened had no vote left, so a
+/// trusted worker took it alone (quorum 1) before w's vote was given back.
+/// That vote is not the lone taker's result: the unit needs the job's
+/// quorum again (`Settling::restore`), or it would be accepted on w's
+/// restored vote alone, unconfirmed, while the trusted worker's replica is
+/// still running. It is accepted once that replica agrees.
+#[tokio::test]
+async fn a_vote_restored_to_a_unit_taken_alone_sends_it_back_to_the_jobs_quorum() {
+    let f = open(Trust {
+        threshold: 2,
+        ..trust()
+    })
+    .await;
+    let w = f.worker("w", "honest", 1).await;
+    let t = f.worker("t", "trusted", 1).await;
+    let c1 = f.worker("c1", "sybil1", 1).await;
+    let c2 = f.worker("c2", "sybil2", 1).await;
+    let h2 = f.worker("h2", "helper2", 1).await;
+    let h3 = f.worker("h3", "helper3", 1).await;
+    let take = async |worker: &WorkerRow, job: JobId| {
+        let lease = f.lease(worker, 1, T0).await.remove(0);
+        assert_eq!(lease.job_id, job);
+        lease
+    };
+    // w and t earn trust on two units they confirm for each other.
+    let proving = f.job(2, Validation::quorum(2, 5)).await;
+    for _ in 0..2 {
+        let lw = take(&w, proving).await;
+        let lt = take(&t, proving).await;
+        assert_eq!(lw.unit_id, lt.unit_id);
+        f.honest(&w, &lw, T0).await;
+        f.honest(&t, &lt, T0).await;
+    }
+    assert!(f.status_of(&w).await.trusted);
+    assert!(f.status_of(&t).await.trusted);
+    // Trusted, w takes both units of an adaptive job alone; B is accepted
+    // on its word, the other stays running (the job is not audited yet).
+    let job_b = f
+        .job(
+            2,
+            Validation {
+                adaptive: true,
+                ..Validation::quorum(2, 5)
+            },
+        )
+        .await;
+    let leases = f.lease(&w, 2, T0).await;
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().all(|l| l.job_id == job_b), "{leases:?}");
+    let wb = &leases[0];
+    f.honest(&w, wb, T0).await;
+    assert_eq!(replica_in_db(&f, wb).await, ("valid".into(), true));
+    // On A the colluders outvote w: w is caught, and B, which no trusted
+    // worker confirmed, is reopened with no vote left.
+    let job_a = f.job(1, Validation::quorum(2, 5)).await;
+    let wa = take(&w, job_a).await;
+    let c1a = take(&c1, job_a).await;
+    f.honest(&w, &wa, T0).await;
+    f.upload(&c1, &c1a, b"agreed lie", 100, T0).await.unwrap();
+    let c2a = take(&c2, job_a).await;
+    f.upload(&c2, &c2a, b"agreed lie", 100, T0).await.unwrap();
+    assert_eq!(f.status_of(&w).await.invalid, 1);
+    assert_eq!(replica_in_db(&f, wb).await, ("discarded".into(), false));
+    assert_eq!(unit_in_db(&f, wb).await, ("open".into(), 2));
+    // As good as new, B goes to t alone, which holds it unanswered.
+    let tb = take(&t, job_b).await;
+    assert_eq!(tb.unit_id, wb.unit_id);
+    assert_eq!(unit_in_db(&f, wb).await, ("open".into(), 1), "taken alone");
+    // A colluder is caught on a third job by h2 and h3, which reopens A,
+    // where a new honest replica agrees with w.
+    let job_c = f.job(1, Validation::quorum(2, 5)).await;
+    let c1c = take(&c1, job_c).await;
+    f.upload(&c1, &c1c, b"agreed lie", 100, T0).await.unwrap();
+    let h2c = take(&h2, job_c).await;
+    f.honest(&h2, &h2c, T0).await;
+    let h3c = take(&h3, job_c).await;
+    f.honest(&h3, &h3c, T0).await;
+    let h3a = take(&h3, job_a).await;
+    f.honest(&h3, &h3a, T0).await;
+    assert_eq!(replica_in_db(&f, &wa).await, ("valid".into(), true));
+    // w's vote on B counts again, but alone it is no quorum: B waits, at
+    // the job's quorum, for t's replica still running.
+    assert_eq!(
+        unit_in_db(&f, wb).await,
+        ("open".into(), 2),
+        "B is not accepted on the restored vote alone while t's replica runs"
+    );
+    assert_eq!(replica_in_db(&f, wb).await, ("returned".into(), false));
+    assert_eq!(replica_in_db(&f, &tb).await, ("in_progress".into(), false));
+    let b = f.store.job_status(job_b).await.unwrap().unwrap();
+    assert_eq!(b.units_accepted, 0, "{b:?}");
+    // t agrees: B is accepted on both votes, w's the earliest.
+    f.honest(&t, &tb, T0).await;
+    assert_eq!(unit_in_db(&f, wb).await, ("accepted".into(), 2));
+    assert_eq!(replica_in_db(&f, wb).await, ("valid".into(), true));
+    assert_eq!(replica_in_db(&f, &tb).await, ("valid".into(), false));
+    let b = f.store.job_status(job_b).await.unwrap().unwrap();
+    assert_eq!(b.units_accepted, 1, "{b:?}");
+    let status = f.status_of(&w).await;
+    assert_eq!((status.valid, status.invalid), (4, 0));
+    let wrong = f.store.verify_worker_counters().await.unwrap();
+    assert!(wrong.is_empty(), "{wrong:?}");
+    for job in [proving, job_a, job_b, job_c] {
+        f.aggregates_agree(job).await;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
