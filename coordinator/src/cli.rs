@@ -324,10 +324,7 @@ fn config_of(
         Some(path) => Settings::read(path)?,
         None => Settings::default(),
     };
-    Ok(settings
-        .clone()
-        .or(file)
-        .apply(Config::new(&cli.data_dir))?)
+    settings.clone().or(file).apply(Config::new(&cli.data_dir))
 }
 
 /// `coordinator workers ...`, on the database in the data directory.
