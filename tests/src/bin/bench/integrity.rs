@@ -190,6 +190,10 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         }),
         ..defaults
     };
+    if let Err(e) = trust.validate() {
+        eprintln!("bench integrity: {e}");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut results = Vec::new();
     for scenario in SCENARIOS
