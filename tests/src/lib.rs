@@ -7,6 +7,17 @@
 
 pub mod chaos;
 
+/// The CPU's model name (`/proc/cpuinfo`), printed beside benchmark
+/// figures: hosts differ.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 use coordinator::clock::{Clock as _, ManualClock};
 use coordinator::{Config, Coordinator};
 use protocol::{JobId, JobSpec, JobStatus, Limits, Validation, WorkerStatus};

@@ -51,12 +51,3 @@ pub(super) fn spread(mut xs: Vec<f64>) -> serde_json::Value {
         "max": round(xs[xs.len() - 1]),
     })
 }
-
-pub(super) fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into())
-}

@@ -570,7 +570,7 @@ fn run_in(
         "coordinator_ready_to_next_accepted_ms".into(),
         spread(resumed),
     );
-    f.insert("cpu".into(), cpu_name().into());
+    f.insert("cpu".into(), crate::cpu_name().into());
     Ok(figures)
 }
 

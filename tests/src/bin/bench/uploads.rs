@@ -22,15 +22,6 @@ fn status_kb(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// One upload of `BODY_BYTES` to `replica`, declared or chunked; the
 /// answer's status line.
 async fn upload(addr: String, token: String, replica: String, chunked: bool) -> String {
@@ -160,7 +151,7 @@ pub fn run(_smoke: bool) -> serde_json::Value {
             "idle_rss_mb": (idle_kb / 1024.0 * 10.0).round() / 10.0,
             "peak_rss_mb": (peak_kb / 1024.0 * 10.0).round() / 10.0,
             "growth_mb": (growth_mb * 10.0).round() / 10.0,
-            "cpu": cpu_name(),
+            "cpu": wasm_at_home_tests::cpu_name(),
         });
         out.as_object_mut().unwrap().extend(figures);
         assert!(growth_mb < 64.0, "the coordinator grew by {growth_mb:.1} MiB");
