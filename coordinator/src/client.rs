@@ -100,6 +100,7 @@ impl Client {
             limits: files.limits,
             lease_secs: files.lease_secs,
             validation: files.validation,
+            priority: files.priority,
         })
         .await
     }

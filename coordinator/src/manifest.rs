@@ -6,6 +6,7 @@
 //! input = "100000000 100"           # the job input, split by the module...
 //! # input_file = "recording.bin"    # ...or read from a file...
 //! # units = ["unit 1", "unit 2"]    # ...or the unit inputs themselves
+//! priority = 0                      # among your own jobs: higher first
 //!
 //! [limits]                          # every field optional
 //! fuel = 10_000_000_000             # per unit: the deterministic CPU budget
@@ -33,6 +34,8 @@ struct Manifest {
     input: Option<String>,
     input_file: Option<PathBuf>,
     units: Option<Vec<String>>,
+    #[serde(default)]
+    priority: i32,
     #[serde(default)]
     limits: ManifestLimits,
     #[serde(default)]
@@ -91,6 +94,7 @@ pub struct JobFiles {
     pub limits: Limits,
     pub lease_secs: u64,
     pub validation: Validation,
+    pub priority: i32,
 }
 
 /// `value << shift`, or an error naming the setting if that overflows (a
@@ -156,6 +160,7 @@ pub fn load(path: &Path) -> anyhow::Result<JobFiles> {
             compare: m.validation.compare,
             young_accounts: m.validation.young_accounts,
         },
+        priority: m.priority,
     })
 }
 

@@ -387,6 +387,11 @@ pub struct JobSpec {
     /// How long a worker may hold a replica before it is given to another.
     pub lease_secs: u64,
     pub validation: Validation,
+    /// Among its submitter's jobs, higher priorities are leased first;
+    /// equal priorities share. Other submitters' jobs are not affected:
+    /// submitters share by their configured shares.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// `POST /api/v1/blobs` answer.
@@ -483,6 +488,12 @@ pub struct JobStatus {
     /// accounts age.
     #[serde(default)]
     pub units_waiting_for_seasoned: u64,
+    /// Who submitted it (the name of its key).
+    #[serde(default)]
+    pub submitter: Option<String>,
+    /// Its priority among its submitter's jobs.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.

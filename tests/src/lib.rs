@@ -156,6 +156,7 @@ impl TestCoordinator {
                 limits,
                 lease_secs: 60,
                 validation,
+                priority: 0,
             })
             .await
             .unwrap()
@@ -179,6 +180,7 @@ impl TestCoordinator {
                 limits: default_limits(),
                 lease_secs: 60,
                 validation,
+                priority: 0,
             })
             .await
             .unwrap()

@@ -15,6 +15,9 @@ use protocol::{JobCreated, JobId, JobSpec, JobStatus, UnitStatus};
 use serde::Deserialize;
 
 /// Checks a job spec's numbers, each with a sentence that says what to fix.
+/// The largest job priority, either way.
+pub const PRIORITY_MAX: i32 = 1000;
+
 fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::Unprocessable(m));
     let l = &spec.limits;
@@ -38,6 +41,12 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
         return bad(format!(
             "limits.output must be between 1 byte and {max_out} bytes on this coordinator, got {}",
             l.output_bytes
+        ));
+    }
+    if !(-PRIORITY_MAX..=PRIORITY_MAX).contains(&spec.priority) {
+        return bad(format!(
+            "priority must be between -{PRIORITY_MAX} and {PRIORITY_MAX}, got {}",
+            spec.priority
         ));
     }
     if spec.lease_secs == 0 || spec.lease_secs > 7 * 24 * 3600 {
@@ -119,6 +128,8 @@ pub(super) async fn post_job(
         limits: spec.limits,
         lease_secs: spec.lease_secs,
         validation: spec.validation,
+        submitter: None,
+        priority: spec.priority,
     };
     let units: Option<Vec<Vec<u8>>> = spec
         .units

@@ -34,6 +34,11 @@ pub struct NewJob {
     pub limits: Limits,
     pub lease_secs: u64,
     pub validation: Validation,
+    /// The submitter it belongs to (`submitters.id`); `None` only in tests
+    /// of the store that need no owner.
+    pub submitter: Option<i64>,
+    /// Its priority among its submitter's jobs.
+    pub priority: i32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,8 +79,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
                                lease_secs, quorum, max_replicas, adaptive, compare, units_total,
-                               created_ms, young_accounts)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               created_ms, young_accounts, submitter_id, priority)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -93,6 +98,8 @@ impl Store {
         .bind(units.map_or(0, |u| u.len() as i64))
         .bind(now)
         .bind(job.validation.young_accounts)
+        .bind(job.submitter)
+        .bind(i64::from(job.priority))
         .execute(&mut *tx)
         .await?;
         if let Some(units) = units {
@@ -347,7 +354,8 @@ const JOB_STATUS_SELECT: &str = "
     SELECT j.id, j.name, j.state, j.module, j.units_total, j.units_accepted, j.units_failed,
            j.quorum, j.max_replicas, j.adaptive, j.compare, j.fuel, j.memory_bytes,
            j.output_bytes, j.created_ms, j.finished_ms, j.output, j.error, j.output_version,
-           j.young_accounts,
+           j.young_accounts, j.priority,
+           (SELECT s.name FROM submitters s WHERE s.id = j.submitter_id) AS submitter,
            -- One range of the partial index units_wanting_seasoned.
            (SELECT COUNT(*) FROM units u
              WHERE u.job_id = j.id AND u.wants_seasoned AND u.needed > 0) AS waiting_for_seasoned,
@@ -382,6 +390,8 @@ struct StatusRow {
     error: Option<String>,
     output_version: i64,
     young_accounts: bool,
+    priority: i64,
+    submitter: Option<String>,
     waiting_for_seasoned: i64,
     in_progress: i64,
     unit_error: Option<String>,
@@ -414,6 +424,8 @@ impl StatusRow {
                 .map(|e| format!("some units failed; for example: {e}"))),
             output_version: count(self.output_version),
             units_waiting_for_seasoned: count(self.waiting_for_seasoned),
+            submitter: self.submitter,
+            priority: self.priority.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
         })
     }
 }

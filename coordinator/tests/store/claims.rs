@@ -20,6 +20,8 @@ async fn splitting_job(f: &crate::fixture::Fixture) -> JobId {
         },
         lease_secs: 60,
         validation: Validation::quorum(1, 2),
+        submitter: None,
+        priority: 0,
     };
     f.store.create_job(&new, None, T0).await.unwrap();
     job

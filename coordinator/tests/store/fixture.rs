@@ -107,6 +107,8 @@ impl Fixture {
             },
             lease_secs: 60,
             validation,
+            submitter: None,
+            priority: 0,
         };
         self.store
             .create_job(&new, Some(&inputs), T0)

@@ -316,6 +316,7 @@ fn run_in(
                     adaptive: plan.adaptive,
                     ..crate::quorum(2, 6)
                 },
+                priority: 0,
             })
             .await
     })?;

@@ -42,6 +42,7 @@ async fn progress_extends_a_lease_up_to_a_cap_and_a_stalled_unit_runs_out() {
             limits: default_limits(),
             lease_secs: 10,
             validation: quorum(1, 2),
+            priority: 0,
         })
         .await
         .unwrap();

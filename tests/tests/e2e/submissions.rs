@@ -14,6 +14,7 @@ async fn submit_module(c: &TestCoordinator, module: Vec<u8>) -> anyhow::Result<p
             limits: default_limits(),
             lease_secs: 60,
             validation: quorum(2, 3),
+            priority: 0,
         })
         .await
 }
@@ -60,6 +61,7 @@ async fn impossible_limits_and_policies_are_refused() {
         limits,
         lease_secs: 60,
         validation: quorum(q, max),
+        priority: 0,
     };
     let cases = [
         (spec(default_limits(), 3, 2), "max_replicas"),

@@ -59,6 +59,7 @@ async fn slow_job(c: &TestCoordinator, size: u32, lease_secs: u64) -> protocol::
         },
         lease_secs,
         validation: quorum(1, 2),
+        priority: 0,
     };
     c.client.submit(&spec).await.unwrap()
 }
@@ -146,6 +147,7 @@ async fn leases_of_a_killed_worker_go_to_others_as_soon_as_it_asks_again() {
         limits: default_limits(),
         lease_secs: 3600,
         validation: quorum(1, 2),
+        priority: 0,
     };
     let job = c.client.submit(&spec).await.unwrap();
     c.wait_until(job, |s| s.state == JobState::Running).await;

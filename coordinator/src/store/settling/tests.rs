@@ -70,6 +70,8 @@ async fn units_past_the_bound_of_rounds_are_left_for_the_expiry_round() {
         },
         lease_secs: 60,
         validation: Validation::quorum(2, 4),
+        submitter: None,
+        priority: 0,
     };
     let inputs = vec![b"0".to_vec(), b"1".to_vec()];
     store.create_job(&new, Some(&inputs), T0).await.unwrap();

@@ -241,6 +241,8 @@ async fn simulate(
             adaptive: scenario.adaptive,
             ..Validation::quorum(2, 10)
         },
+        submitter: None,
+        priority: 0,
     };
     store
         .create_job(&new_job, Some(&inputs), now)
