@@ -35,6 +35,7 @@ pub mod credit;
 mod dashboard;
 pub mod edge;
 pub mod error;
+pub mod fairshare;
 pub mod invites;
 pub mod jobs;
 pub mod lease;

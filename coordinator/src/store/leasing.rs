@@ -13,6 +13,7 @@ use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
+use super::queue::{self, JobHead, Queue};
 use crate::placement::{self, Candidate, Held, Key, Taker};
 use crate::trust::DAY_MS;
 use protocol::{BlobHash, JobId, Limits, ReplicaId, UnitId};
@@ -57,7 +58,7 @@ pub struct Leased {
 }
 
 impl LeaseRequest {
-    fn keys(&self) -> Vec<Key> {
+    pub(super) fn keys(&self) -> Vec<Key> {
         std::iter::once(Key::Account(self.worker.account.clone()))
             .chain(self.worker.net.clone().map(Key::Net))
             .collect()
@@ -87,17 +88,13 @@ pub(super) async fn lease_batch(
         let none = requests.iter().map(|_| Vec::new()).collect();
         return Ok(answered(none, &released, effects));
     }
-    // Enough units for every request even if each worker already holds
-    // some of them.
-    let limit = 2 * total + 64;
     // Units that want a seasoned vote are read only for a batch that can
     // give one: a crowd of young workers is not held up behind them.
     let any_seasoned = requests
         .iter()
         .any(|r| seasoned.contains(&r.worker.id.to_string()));
-    let mut pool = head_of_queue(tx, None, None, any_seasoned, limit).await?;
-    let pool_is_full = pool.len() as i64 == limit;
-    let mut held = held_keys(tx, &pool, requests).await?;
+    let mut queue = queue::read(tx, total, any_seasoned).await?;
+    let mut held = queue::held_keys(tx, &queue, requests).await?;
     let mut chosen = Vec::with_capacity(requests.len());
     for (req, &want) in requests.iter().zip(&wants) {
         let taker = Taker {
@@ -107,18 +104,18 @@ pub(super) async fn lease_batch(
             trusted: trusted.contains(&req.worker.id.to_string()),
             seasoned: seasoned.contains(&req.worker.id.to_string()),
         };
-        let mut mine = placement::take_from(&mut pool, &taker, &mut held, want as usize);
-        // Rare: this worker's account holds most of the pool. Look past it,
-        // for this worker alone.
-        if (mine.len() as i64) < want && pool_is_full {
+        let mut mine = placement::take_from(&mut queue.pool, &taker, &mut held, want as usize);
+        // Rare: this worker's keys hold most of the pool, or its
+        // architecture runs none of it. Look past it, for this worker alone.
+        if (mine.len() as i64) < want && queue.partial {
             let more = want - mine.len() as i64;
-            look_past(tx, &mut pool, req, &taker, &mut held, more, &mut mine).await?;
+            look_past(tx, &mut queue, req, &taker, &mut held, more, &mut mine).await?;
         }
         chosen.push(mine);
     }
     let mut answers = lease_rows(tx, requests, &chosen).await?;
     insert_replicas(tx, requests, &mut answers).await?;
-    count_leases(tx, requests, &answers, &pool, now).await?;
+    count_leases(tx, requests, &answers, &queue, now).await?;
     Ok(answered(answers, &released, effects))
 }
 
@@ -257,87 +254,50 @@ async fn standings(
     Ok((room, trusted, seasoned))
 }
 
-/// Which placement keys of the requesting workers are already on the units
-/// of `pool`: one short index range per key.
-async fn held_keys(
-    tx: &mut Transaction<'_, Sqlite>,
-    pool: &[Candidate],
-    requests: &[&LeaseRequest],
-) -> Result<Held> {
-    let mut held = Held::default();
-    let (Some(first), Some(last)) = (pool.first(), pool.last()) else {
-        return Ok(held);
-    };
-    let mut keys: Vec<Key> = requests.iter().flat_map(|r| r.keys()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let accounts: Vec<&str> = keys
-        .iter()
-        .filter_map(|k| match k {
-            Key::Account(a) => Some(a.as_str()),
-            Key::Net(_) => None,
-        })
-        .collect();
-    let nets: Vec<&str> = keys
-        .iter()
-        .filter_map(|k| match k {
-            Key::Net(n) => Some(n.as_str()),
-            Key::Account(_) => None,
-        })
-        .collect();
-    for (column, wanted) in [("account_id", accounts), ("net", nets)] {
-        if wanted.is_empty() {
-            continue;
-        }
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
-            "SELECT unit_id, {column} AS k FROM replicas WHERE unit_id BETWEEN "
-        ));
-        q.push_bind(first.unit)
-            .push(" AND ")
-            .push_bind(last.unit)
-            .push(format!(" AND {column} IN ("));
-        // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
-        push_list(&mut q, wanted.iter().map(|k| k.to_string()));
-        q.push(")");
-        let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        for (unit, k) in rows {
-            let key = if column == "net" {
-                Key::Net(k)
-            } else {
-                Key::Account(k)
-            };
-            held.insert(unit, key);
-        }
-    }
-    Ok(held)
-}
-const _: () = assert!(2 * super::WRITE_BATCH <= IN_LIST_MAX);
-
-/// Reads units past the shared pool that `req`'s worker may take, and takes
-/// up to `more` of them for it.
+/// Reads units past the shared pool that `req`'s worker may take, in unit
+/// order across jobs, and takes up to `more` of them for it.
 async fn look_past(
     tx: &mut Transaction<'_, Sqlite>,
-    pool: &mut Vec<Candidate>,
+    queue: &mut Queue,
     req: &LeaseRequest,
     taker: &Taker,
     held: &mut Held,
     more: i64,
     mine: &mut Vec<i64>,
 ) -> Result<()> {
-    let after = pool.iter().map(|c| c.unit).max();
     let want = mine.len() as i64 + more;
-    let queue = head_of_queue(tx, after, Some(&req.worker), taker.seasoned, more).await?;
-    for mut fresh in queue {
+    // Units of the pool come back too (their replicas taken in this batch
+    // are not written yet): read past them.
+    let limit = more + queue.pool.len() as i64;
+    let found = queue::past(tx, None, &req.worker, taker.seasoned, limit).await?;
+    let jobs: HashMap<String, usize> = queue
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.clone(), i))
+        .collect();
+    let mut at: HashMap<i64, usize> = queue
+        .pool
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.unit, i))
+        .collect();
+    for (job, mut fresh) in found {
         if mine.len() as i64 == want {
             break;
         }
         // An earlier request of this batch may have read it already.
-        let c = match pool.iter().position(|c| c.unit == fresh.unit) {
-            Some(i) => &mut pool[i],
+        let c = match at.get(&fresh.unit) {
+            Some(&i) => &mut queue.pool[i],
             None => {
+                let Some(&j) = jobs.get(&job) else {
+                    continue;
+                };
+                at.insert(fresh.unit, queue.pool.len());
+                queue.job_of.insert(fresh.unit, j);
                 fresh.read_for = Some(taker.worker.clone());
-                pool.push(fresh);
-                pool.last_mut().expect("just pushed")
+                queue.pool.push(fresh);
+                queue.pool.last_mut().expect("just pushed")
             }
         };
         if placement::take(c, taker, held) {
@@ -345,59 +305,6 @@ async fn look_past(
         }
     }
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct QueueRow {
-    id: i64,
-    needed: i64,
-    arch: Option<String>,
-    adaptive: bool,
-    compare: bool,
-    fresh: bool,
-    wants_seasoned: bool,
-}
-
-/// Units that want replicas, oldest first, after unit `after`; with
-/// `worker`, only those it may take (its architecture, none of its keys).
-/// Without `seasoned`, none that wants a seasoned vote.
-async fn head_of_queue(
-    tx: &mut Transaction<'_, Sqlite>,
-    after: Option<i64>,
-    worker: Option<&WorkerRow>,
-    seasoned: bool,
-    limit: i64,
-) -> Result<Vec<Candidate>> {
-    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-        "SELECT u.id, u.needed, u.arch, j.adaptive, j.compare, u.wants_seasoned,
-                CASE WHEN j.adaptive THEN NOT EXISTS (SELECT 1 FROM replicas f
-                                                      WHERE f.unit_id = u.id AND f.state <> 'discarded')
-                     ELSE FALSE END AS fresh
-         FROM units u JOIN jobs j ON j.id = u.job_id
-         WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
-    );
-    q.push_bind(after.unwrap_or(i64::MIN));
-    if !seasoned {
-        q.push(" AND NOT u.wants_seasoned");
-    }
-    if let Some(w) = worker {
-        q.push(" AND (u.arch IS NULL OR j.compare OR u.arch = ")
-            .push_bind(w.arch.clone())
-            .push(") AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.unit_id = u.id AND (r.account_id = ")
-            .push_bind(w.account.clone())
-            .push(" OR r.net = ")
-            .push_bind(w.net.clone())
-            .push("))");
-    }
-    q.push(" ORDER BY u.id LIMIT ").push_bind(limit);
-    let rows: Vec<QueueRow> = q.build_query_as().fetch_all(&mut **tx).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Candidate {
-            seasoned_only: r.wants_seasoned,
-            ..Candidate::new(r.id, r.needed, r.arch, r.adaptive, r.compare, r.fresh)
-        })
-        .collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -508,28 +415,51 @@ async fn insert_replicas(
     Ok(())
 }
 
-/// Counts the batch's leases: replicas leased per job (for the dashboard),
-/// what each touched unit still wants (guarded: never below zero), and
-/// the leases against each worker's daily quota (guarded: never past it).
+/// Counts the batch's leases: replicas leased per job (for the dashboard)
+/// and their fuel charged to each job and submitter (fair share), what
+/// each touched unit still wants (guarded: never below zero), and the
+/// leases against each worker's daily quota (guarded: never past it).
 async fn count_leases(
     tx: &mut Transaction<'_, Sqlite>,
     requests: &[&LeaseRequest],
     answers: &[Vec<LeaseRow>],
-    pool: &[Candidate],
+    queue: &Queue,
     now: i64,
 ) -> Result<()> {
     let mut per_job: Vec<(JobId, i64)> = Vec::new();
     for l in answers.iter().flatten() {
         tally(&mut per_job, l.job_id, 1);
     }
+    let heads: HashMap<&str, &JobHead> = queue.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let mut per_submitter: Vec<(i64, f64)> = Vec::new();
     for (job, n) in per_job {
-        sqlx::query("UPDATE jobs SET replicas_leased = replicas_leased + ? WHERE id = ?")
-            .bind(n)
-            .bind(job.to_string())
+        let id = job.to_string();
+        let (fuel, pass) = heads
+            .get(id.as_str())
+            .map_or((0.0, 0.0), |j| j.runnable.charge(n));
+        if let Some(s) = heads.get(id.as_str()).and_then(|j| j.runnable.submitter) {
+            match per_submitter.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, p)) => *p += pass,
+                None => per_submitter.push((s, pass)),
+            }
+        }
+        sqlx::query(
+            "UPDATE jobs SET replicas_leased = replicas_leased + ?, pass = pass + ? WHERE id = ?",
+        )
+        .bind(n)
+        .bind(fuel)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (submitter, pass) in per_submitter {
+        sqlx::query("UPDATE submitters SET pass = pass + ? WHERE id = ?")
+            .bind(pass)
+            .bind(submitter)
             .execute(&mut **tx)
             .await?;
     }
-    let touched: Vec<&Candidate> = pool.iter().filter(|c| c.taken > 0).collect();
+    let touched: Vec<&Candidate> = queue.pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch, alone) AS (");
         q.push_values(chunk, |mut b, c| {

@@ -46,6 +46,7 @@ mod heartbeats;
 mod invites;
 mod jobs;
 mod leasing;
+mod queue;
 mod settling;
 mod sql;
 mod starvation;

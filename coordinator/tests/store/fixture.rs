@@ -9,6 +9,8 @@ pub const T0: i64 = 1_800_000_000_000;
 
 pub struct Fixture {
     pub store: Store,
+    /// Jobs made by [`Fixture::job`] so far.
+    jobs: std::sync::atomic::AtomicI32,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +25,11 @@ pub async fn open(trust: Trust) -> Fixture {
     let store = Store::open_sqlite(&dir.path().join("store.sqlite"), trust)
         .await
         .unwrap();
-    Fixture { store, _dir: dir }
+    Fixture {
+        store,
+        jobs: 0.into(),
+        _dir: dir,
+    }
 }
 
 /// Spot checks off and a fixed seed: scenarios decide what is checked.
@@ -48,11 +54,11 @@ impl Fixture {
     /// The same database opened again under `trust`, as by a coordinator
     /// restarted with other settings: this store is dropped first.
     pub async fn reopen(self, trust: Trust) -> Fixture {
-        let Fixture { store, _dir } = self;
+        let Fixture { store, jobs, _dir } = self;
         let path = store.path().to_path_buf();
         drop(store);
         let store = Store::open_sqlite(&path, trust).await.unwrap();
-        Fixture { store, _dir }
+        Fixture { store, jobs, _dir }
     }
 
     /// A worker with `slots` slots in account `account` (created if new).
@@ -90,8 +96,23 @@ impl Fixture {
         self.store.worker_by_token(&token).await.unwrap().unwrap()
     }
 
-    /// A running job of `units` units (inputs "0", "1", ...).
+    /// A running job of `units` units (inputs "0", "1", ...), leased after
+    /// the jobs made before it: each has a lower priority than the last,
+    /// as scenarios are scripted in the order their jobs are made (jobs of
+    /// equal priority would share).
     pub async fn job(&self, units: usize, validation: Validation) -> JobId {
+        let n = self.jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.job_of(units, validation, None, -n).await
+    }
+
+    /// A running job of `units` units of `submitter` at `priority`.
+    pub async fn job_of(
+        &self,
+        units: usize,
+        validation: Validation,
+        submitter: Option<i64>,
+        priority: i32,
+    ) -> JobId {
         let module = self.store.put_blob(b"\0asm test module", T0).await.unwrap();
         let job = JobId::random();
         let inputs: Vec<Vec<u8>> = (0..units).map(|i| i.to_string().into_bytes()).collect();
@@ -107,8 +128,8 @@ impl Fixture {
             },
             lease_secs: 60,
             validation,
-            submitter: None,
-            priority: 0,
+            submitter,
+            priority,
         };
         self.store
             .create_job(&new, Some(&inputs), T0)

@@ -1,0 +1,148 @@
+//! The fair-share rule on plain values: shares, fuel weighting,
+//! priorities, caps, and convergence over many batches.
+
+use super::*;
+
+fn job(submitter: i64, share: f64, priority: i32, cost: f64) -> Runnable {
+    Runnable {
+        submitter: Some(submitter),
+        share,
+        submitter_pass: 0.0,
+        priority,
+        pass: 0.0,
+        cost,
+        cap: None,
+    }
+}
+
+/// Runs `batches` batches of `total` replicas, charging what each plan
+/// gives as the store does; returns the replicas each job got.
+fn run(jobs: &mut [Runnable], batches: usize, total: i64) -> Vec<i64> {
+    let mut got = vec![0; jobs.len()];
+    for _ in 0..batches {
+        let (given, _) = plan(jobs, total);
+        let mut sub_delta: Vec<(Option<i64>, f64)> = Vec::new();
+        for (i, &g) in given.iter().enumerate() {
+            got[i] += g;
+            let (fuel, pass) = jobs[i].charge(g);
+            jobs[i].pass += fuel;
+            match sub_delta.iter_mut().find(|(s, _)| *s == jobs[i].submitter) {
+                Some((_, d)) => *d += pass,
+                None => sub_delta.push((jobs[i].submitter, pass)),
+            }
+        }
+        for j in jobs.iter_mut() {
+            let d: f64 = sub_delta
+                .iter()
+                .filter(|(s, _)| *s == j.submitter)
+                .map(|(_, d)| d)
+                .sum();
+            j.submitter_pass += d;
+        }
+    }
+    got
+}
+
+#[test]
+fn equal_shares_get_equal_replicas_within_one() {
+    let jobs = [job(1, 1.0, 0, 10.0), job(2, 1.0, 0, 10.0)];
+    for total in [1, 2, 7, 100, 1001] {
+        let (given, _) = plan(&jobs, total);
+        assert_eq!(given.iter().sum::<i64>(), total);
+        assert!((given[0] - given[1]).abs() <= 1, "{total}: {given:?}");
+    }
+}
+
+#[test]
+fn shares_three_to_one_converge_to_three_to_one() {
+    let mut jobs = [job(1, 3.0, 0, 10.0), job(2, 1.0, 0, 10.0)];
+    let got = run(&mut jobs, 50, 37);
+    let ratio = got[0] as f64 / got[1] as f64;
+    assert!((ratio - 3.0).abs() < 0.03, "{got:?}");
+}
+
+#[test]
+fn shares_are_of_fuel_not_of_replicas() {
+    // Equal shares; A's units cost four times B's: B gets four times the
+    // replicas, and both the same fuel.
+    let mut jobs = [job(1, 1.0, 0, 40.0), job(2, 1.0, 0, 10.0)];
+    let got = run(&mut jobs, 20, 50);
+    let (fa, fb) = (got[0] as f64 * 40.0, got[1] as f64 * 10.0);
+    assert!((fa / fb - 1.0).abs() < 0.05, "{got:?}");
+}
+
+#[test]
+fn a_submitters_higher_priority_job_takes_all_of_its_share() {
+    let jobs = [
+        job(1, 1.0, 0, 10.0),
+        job(1, 1.0, 1, 10.0),
+        job(2, 1.0, 0, 10.0),
+    ];
+    let (given, first) = plan(&jobs, 100);
+    assert_eq!(given, vec![0, 50, 50]);
+    assert_eq!(first, vec![1, 2]);
+}
+
+#[test]
+fn equal_priorities_of_one_submitter_share() {
+    let jobs = [job(1, 1.0, 2, 10.0), job(1, 1.0, 2, 10.0)];
+    let (given, _) = plan(&jobs, 9);
+    assert!((given[0] - given[1]).abs() <= 1, "{given:?}");
+}
+
+#[test]
+fn a_job_that_cannot_take_its_share_leaves_it_to_the_others() {
+    let mut small = job(2, 100.0, 0, 10.0);
+    small.cap = Some(3);
+    let jobs = [job(1, 1.0, 0, 10.0), small];
+    let (given, _) = plan(&jobs, 40);
+    assert_eq!(given, vec![37, 3]);
+    // A higher priority that is capped leaves the rest to the same
+    // submitter's lower priorities first.
+    let mut urgent = job(1, 1.0, 5, 10.0);
+    urgent.cap = Some(2);
+    let jobs = [urgent, job(1, 1.0, 0, 10.0), job(2, 1.0, 0, 10.0)];
+    let (given, _) = plan(&jobs, 10);
+    assert_eq!(given, vec![2, 3, 5]);
+}
+
+#[test]
+fn nothing_is_held_back_while_any_job_can_take_a_replica() {
+    let mut a = job(1, 1.0, 0, 10.0);
+    a.cap = Some(4);
+    let mut b = job(2, 1.0, 0, 10.0);
+    b.cap = Some(1);
+    let (given, _) = plan(&[a.clone(), b.clone()], 100);
+    assert_eq!(given, vec![4, 1]);
+    let (given, _) = plan(&[], 10);
+    assert!(given.is_empty());
+    let (given, _) = plan(&[a, b], 0);
+    assert_eq!(given, vec![0, 0]);
+}
+
+#[test]
+fn a_submitter_behind_catches_up_then_shares() {
+    // B starts 100 replicas' worth of fuel behind A: it gets every replica
+    // until level, then they alternate.
+    let mut a = job(1, 1.0, 0, 10.0);
+    a.submitter_pass = 1000.0;
+    let jobs = [a, job(2, 1.0, 0, 10.0)];
+    let (given, _) = plan(&jobs, 100);
+    assert_eq!(given, vec![0, 100]);
+    let (given, _) = plan(&jobs, 110);
+    assert_eq!(given, vec![5, 105]);
+}
+
+#[test]
+fn costs_fall_back_to_the_mean_of_the_sampled_jobs() {
+    assert_eq!(costs(&[Some(10.0), None, Some(30.0)]), vec![10.0, 20.0, 30.0]);
+    assert_eq!(costs(&[None, None]), vec![1.0, 1.0]);
+    assert_eq!(costs(&[Some(0.0), Some(f64::NAN), Some(4.0)]), vec![4.0, 4.0, 4.0]);
+}
+
+#[test]
+fn ties_go_to_the_job_read_first() {
+    let jobs = [job(1, 1.0, 0, 10.0), job(1, 1.0, 0, 10.0)];
+    let (given, first) = plan(&jobs, 1);
+    assert_eq!((given, first), (vec![1, 0], vec![0]));
+}
