@@ -135,9 +135,15 @@ fn a_submitter_behind_catches_up_then_shares() {
 
 #[test]
 fn costs_fall_back_to_the_mean_of_the_sampled_jobs() {
-    assert_eq!(costs(&[Some(10.0), None, Some(30.0)]), vec![10.0, 20.0, 30.0]);
+    assert_eq!(
+        costs(&[Some(10.0), None, Some(30.0)]),
+        vec![10.0, 20.0, 30.0]
+    );
     assert_eq!(costs(&[None, None]), vec![1.0, 1.0]);
-    assert_eq!(costs(&[Some(0.0), Some(f64::NAN), Some(4.0)]), vec![4.0, 4.0, 4.0]);
+    assert_eq!(
+        costs(&[Some(0.0), Some(f64::NAN), Some(4.0)]),
+        vec![4.0, 4.0, 4.0]
+    );
 }
 
 #[test]

@@ -9,11 +9,11 @@
 //! `units.needed` from going below zero, so no writer, however many there
 //! are, can place two replicas of a unit with one account.
 
+use super::queue::{self, JobHead, Queue};
 use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
-use super::queue::{self, JobHead, Queue};
 use crate::placement::{self, Candidate, Held, Key, Taker};
 use crate::trust::DAY_MS;
 use protocol::{BlobHash, JobId, Limits, ReplicaId, UnitId};

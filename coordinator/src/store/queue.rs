@@ -285,7 +285,9 @@ pub(super) async fn held_keys(
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH k(key) AS (VALUES ");
             let mut list = q.separated(", ");
             for k in &wanted {
-                list.push("(").push_bind_unseparated(k.to_string()).push_unseparated(")");
+                list.push("(")
+                    .push_bind_unseparated(k.to_string())
+                    .push_unseparated(")");
             }
             q.push(") ");
             for (n, (lo, hi)) in chunk.iter().enumerate() {

@@ -10,6 +10,7 @@
 mod account_age;
 mod bans;
 mod claims;
+mod fairshare;
 mod fixture;
 mod heartbeats;
 mod invariants;

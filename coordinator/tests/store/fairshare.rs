@@ -1,0 +1,201 @@
+//! Fair share through the store's lease path: submitters' shares of the
+//! replicas handed out, fuel weighting, priorities within a submitter, a
+//! small job behind a big one, and no banking of idle time.
+
+use super::fixture::{Fixture, T0, open, trust};
+use coordinator::store::{LeaseRow, Trust, WorkerRow};
+use protocol::{JobId, Validation};
+use sqlx::{Connection, SqliteConnection};
+
+fn roomy() -> Trust {
+    Trust {
+        initial_leases: 4096,
+        ..trust()
+    }
+}
+
+/// A submitter with `share`, written as `coordinator keys create` would.
+async fn submitter(f: &Fixture, name: &str, share: i64) -> i64 {
+    let url = format!("sqlite://{}", f.store.path().display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar(
+        "INSERT INTO submitters (name, key_hash, share, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(format!("hash-of-{name}"))
+    .bind(share)
+    .bind(T0)
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
+/// `n` workers, each in an account of its own.
+async fn crowd(f: &Fixture, n: usize) -> Vec<WorkerRow> {
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let name = format!("w{i}");
+        workers.push(f.worker(&name, &name, 64).await);
+    }
+    workers
+}
+
+/// One lease batch: every worker asks for `each`; each replica is then
+/// returned with the fuel `fuel_of` gives its job. Returns the leases.
+async fn round(
+    f: &Fixture,
+    workers: &[WorkerRow],
+    each: u32,
+    fuel_of: impl Fn(JobId) -> u64,
+) -> Vec<LeaseRow> {
+    let asks: Vec<(WorkerRow, u32)> = workers.iter().map(|w| (w.clone(), each)).collect();
+    let answers = f.store.lease_together(&asks, T0).await.unwrap();
+    let mut all = Vec::new();
+    for (w, leases) in workers.iter().zip(answers) {
+        for l in leases {
+            let answer = f.upload(w, &l, &l.input, fuel_of(l.job_id), T0).await;
+            answer.expect("admitted");
+            all.push(l);
+        }
+    }
+    all
+}
+
+fn of(leases: &[LeaseRow], job: JobId) -> usize {
+    leases.iter().filter(|l| l.job_id == job).count()
+}
+
+async fn accepted(f: &Fixture, job: JobId) -> u64 {
+    f.store
+        .job_status(job)
+        .await
+        .unwrap()
+        .unwrap()
+        .units_accepted
+}
+
+#[tokio::test]
+async fn two_submitters_of_equal_share_get_equal_accepted_units() {
+    let f = open(roomy()).await;
+    let (a, b) = (submitter(&f, "a", 1).await, submitter(&f, "b", 1).await);
+    let ja = f.job_of(2000, Validation::quorum(1, 2), Some(a), 0).await;
+    let jb = f.job_of(2000, Validation::quorum(1, 2), Some(b), 0).await;
+    let workers = crowd(&f, 20).await;
+    for _ in 0..25 {
+        round(&f, &workers, 4, |_| 100).await;
+    }
+    let (na, nb) = (accepted(&f, ja).await, accepted(&f, jb).await);
+    assert_eq!(na + nb, 2000, "every replica asked for was handed out");
+    let gap = (na as f64 - nb as f64).abs() / ((na + nb) as f64 / 2.0);
+    assert!(gap < 0.05, "accepted {na} and {nb}");
+    f.aggregates_agree(ja).await;
+    f.aggregates_agree(jb).await;
+}
+
+#[tokio::test]
+async fn shares_of_three_to_one_get_replicas_three_to_one() {
+    let f = open(roomy()).await;
+    let (a, b) = (submitter(&f, "a", 3).await, submitter(&f, "b", 1).await);
+    let ja = f.job_of(3000, Validation::quorum(2, 4), Some(a), 0).await;
+    let jb = f.job_of(3000, Validation::quorum(2, 4), Some(b), 0).await;
+    let workers = crowd(&f, 20).await;
+    let mut leases = Vec::new();
+    for _ in 0..20 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (na, nb) = (of(&leases, ja), of(&leases, jb));
+    assert_eq!(na + nb, 1600);
+    let ratio = na as f64 / nb as f64;
+    assert!((ratio - 3.0).abs() / 3.0 < 0.05, "{na} to {nb}");
+}
+
+#[tokio::test]
+async fn shares_are_of_fuel_so_a_job_of_smaller_units_gets_more_of_them() {
+    let f = open(roomy()).await;
+    let (a, b) = (submitter(&f, "a", 1).await, submitter(&f, "b", 1).await);
+    let big = f.job_of(3000, Validation::quorum(1, 2), Some(a), 0).await;
+    let small = f.job_of(3000, Validation::quorum(1, 2), Some(b), 0).await;
+    let workers = crowd(&f, 10).await;
+    let fuel = |job| if job == big { 400 } else { 100 };
+    // The first batch samples each job's fuel; from then on it weighs.
+    round(&f, &workers, 2, fuel).await;
+    let mut leases = Vec::new();
+    for _ in 0..20 {
+        leases.extend(round(&f, &workers, 5, fuel).await);
+    }
+    let (nb, ns) = (of(&leases, big), of(&leases, small));
+    let ratio = ns as f64 / nb as f64;
+    assert!((ratio - 4.0).abs() / 4.0 < 0.05, "{nb} big, {ns} small");
+}
+
+#[tokio::test]
+async fn a_small_job_behind_a_big_one_of_another_submitter_completes_first() {
+    let f = open(roomy()).await;
+    let (a, b) = (
+        submitter(&f, "big", 1).await,
+        submitter(&f, "small", 1).await,
+    );
+    let big = f
+        .job_of(100_000, Validation::quorum(2, 4), Some(a), 0)
+        .await;
+    let small = f.job_of(10, Validation::quorum(2, 4), Some(b), 0).await;
+    let workers = crowd(&f, 10).await;
+    // 40 replicas a batch: half to each submitter, so the small job's 20
+    // replicas are out after one batch.
+    round(&f, &workers, 4, |_| 100).await;
+    assert_eq!(accepted(&f, small).await, 10);
+    let s = f.store.job_status(small).await.unwrap().unwrap();
+    assert_ne!(s.state, protocol::JobState::Running, "{s:?}");
+    let b = f.store.job_status(big).await.unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.units_accepted),
+        (protocol::JobState::Running, 10)
+    );
+    // From then on the big job takes everything: nothing is held back.
+    let leases = round(&f, &workers, 4, |_| 100).await;
+    assert_eq!(of(&leases, big), 40);
+}
+
+#[tokio::test]
+async fn a_higher_priority_job_overtakes_its_submitters_earlier_one() {
+    let f = open(roomy()).await;
+    let a = submitter(&f, "a", 1).await;
+    let first = f.job_of(500, Validation::quorum(1, 2), Some(a), 0).await;
+    let workers = crowd(&f, 4).await;
+    let leases = round(&f, &workers, 5, |_| 100).await;
+    assert_eq!(of(&leases, first), 20);
+    let urgent = f.job_of(30, Validation::quorum(1, 2), Some(a), 1).await;
+    let leases = round(&f, &workers, 5, |_| 100).await;
+    assert_eq!(
+        of(&leases, urgent),
+        20,
+        "the urgent job takes every replica"
+    );
+    let leases = round(&f, &workers, 5, |_| 100).await;
+    assert_eq!((of(&leases, urgent), of(&leases, first)), (10, 10));
+    assert_eq!(accepted(&f, urgent).await, 30);
+    // Equal priorities share.
+    let twin = f.job_of(500, Validation::quorum(1, 2), Some(a), 0).await;
+    let leases = round(&f, &workers, 5, |_| 100).await;
+    assert_eq!((of(&leases, first), of(&leases, twin)), (10, 10));
+}
+
+#[tokio::test]
+async fn a_submitter_back_from_idle_shares_from_then_on_instead_of_taking_all() {
+    let f = open(roomy()).await;
+    let (a, b) = (submitter(&f, "a", 1).await, submitter(&f, "b", 1).await);
+    let ja = f.job_of(5000, Validation::quorum(1, 2), Some(a), 0).await;
+    let workers = crowd(&f, 10).await;
+    for _ in 0..10 {
+        round(&f, &workers, 4, |_| 100).await;
+    }
+    // B was idle while A took 400 replicas; it does not bank that time.
+    let jb = f.job_of(5000, Validation::quorum(1, 2), Some(b), 0).await;
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (na, nb) = (of(&leases, ja), of(&leases, jb));
+    assert_eq!(na + nb, 200);
+    assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
+}
