@@ -148,7 +148,10 @@ mod tests {
         let m = check("ann", &SMALL, usage(0, 400), usage(1, 601))
             .unwrap_err()
             .to_string();
-        assert!(m.contains("max_stored_bytes") && m.contains("most of 1000 bytes"), "{m}");
+        assert!(
+            m.contains("max_stored_bytes") && m.contains("most of 1000 bytes"),
+            "{m}"
+        );
         assert!(m.contains("400 bytes") && m.contains("adds 601"), "{m}");
     }
 
@@ -179,6 +182,9 @@ mod tests {
         let a = Allowance::default().overridden_by(Some(5), None);
         assert_eq!(a.max_units, 5);
         assert_eq!(a.max_stored_bytes, DEFAULT_MAX_STORED_BYTES);
-        assert_eq!(Allowance::default().overridden_by(None, None), Allowance::default());
+        assert_eq!(
+            Allowance::default().overridden_by(None, None),
+            Allowance::default()
+        );
     }
 }

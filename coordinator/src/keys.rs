@@ -160,9 +160,9 @@ pub async fn revoke(store: &Store, name: &SubmitterName, now: i64) -> anyhow::Re
             "the key of {name} was revoked already, at {}: nothing changed\n",
             utc(ms)
         )),
-        Revocation::Unknown => anyhow::bail!(
-            "there is no submitter named {name} (`coordinator keys list` shows them)"
-        ),
+        Revocation::Unknown => {
+            anyhow::bail!("there is no submitter named {name} (`coordinator keys list` shows them)")
+        }
         Revocation::FileAdmin => anyhow::bail!(
             "{FILE_ADMIN} is the coordinator's own admin and cannot be revoked: its key is the data directory's api-key file \
              (or --api-key). To change it, write a new key into that file (or pass another --api-key) and restart \

@@ -77,9 +77,7 @@ pub fn check_share(share: u32) -> Result<u32, String> {
     if (1..=SHARE_MAX).contains(&share) {
         Ok(share)
     } else {
-        Err(format!(
-            "a share is between 1 and {SHARE_MAX}, not {share}"
-        ))
+        Err(format!("a share is between 1 and {SHARE_MAX}, not {share}"))
     }
 }
 

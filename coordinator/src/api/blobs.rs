@@ -4,13 +4,13 @@
 use super::auth::{require_submitter, require_worker_or_submitter};
 use super::{ApiResult, body, parse};
 use crate::Coordinator;
+use crate::allowance::{self, Usage};
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use crate::allowance::{self, Usage};
 use protocol::{BlobHash, BlobRef};
 
 /// Stores a blob (a module or a job input); answers its sha256.

@@ -126,11 +126,12 @@ impl Store {
         let mut tx = self.write.begin().await?;
         fence(&mut tx, claim, now).await?;
         let job = claim.job.to_string();
-        let submitter: Option<i64> = sqlx::query_scalar("SELECT submitter_id FROM jobs WHERE id = ?")
-            .bind(&job)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
+        let submitter: Option<i64> =
+            sqlx::query_scalar("SELECT submitter_id FROM jobs WHERE id = ?")
+                .bind(&job)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
         if let Some(submitter) = submitter {
             let adding = Usage {
                 units: units.len() as u64,

@@ -107,8 +107,7 @@ impl From<Row> for SubmitterRow {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, admin, share, max_units, max_stored_bytes, created_ms, revoked_ms";
+const COLUMNS: &str = "id, name, admin, share, max_units, max_stored_bytes, created_ms, revoked_ms";
 
 /// A limit as stored: beyond `i64::MAX` is as good as no limit.
 fn stored_limit(limit: Option<u64>) -> Option<i64> {
@@ -140,11 +139,12 @@ impl Store {
     /// The submitter whose key has this sha256, revoked or not. Read from
     /// the database every time.
     pub async fn submitter_by_key(&self, key_hash: &str) -> Result<Option<SubmitterRow>> {
-        let row: Option<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM submitters WHERE key_hash = ?"))
-                .bind(key_hash)
-                .fetch_optional(&self.read)
-                .await?;
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM submitters WHERE key_hash = ?"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.map(Into::into))
     }
 
@@ -349,8 +349,7 @@ pub(super) async fn within_allowance(
             .await?;
     let (name, max_units, max_stored_bytes) =
         row.ok_or_else(|| Error::corrupt("submitter id", submitter))?;
-    let allowance =
-        defaults.overridden_by(max_units.map(count), max_stored_bytes.map(count));
+    let allowance = defaults.overridden_by(max_units.map(count), max_stored_bytes.map(count));
     let usage = usage(conn, submitter).await?;
     allowance::check(&name, &allowance, usage, adding).map_err(Error::OverLimit)
 }

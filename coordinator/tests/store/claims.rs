@@ -56,7 +56,14 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
     );
     f.store.discard_units(&claim, T0).await.unwrap();
     f.store
-        .add_units(&claim, 0, &[b"a".to_vec(), b"b".to_vec()], 1, &Allowance::default(), T0)
+        .add_units(
+            &claim,
+            0,
+            &[b"a".to_vec(), b"b".to_vec()],
+            1,
+            &Allowance::default(),
+            T0,
+        )
         .await
         .unwrap();
     f.store.finish_split(&claim, 2, T0).await.unwrap();
@@ -86,7 +93,14 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
     // A write of the duty renews the claim: written at T0 + 1000, it holds
     // until T0 + 1000 + TTL, past the first expiry at T0 + TTL.
     f.store
-        .add_units(&old, 0, &[b"a".to_vec()], 1, &Allowance::default(), T0 + 1_000)
+        .add_units(
+            &old,
+            0,
+            &[b"a".to_vec()],
+            1,
+            &Allowance::default(),
+            T0 + 1_000,
+        )
         .await
         .unwrap();
     let renewed_until = T0 + 1_000 + CLAIM_TTL_MS;
@@ -102,7 +116,9 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
         .unwrap()
         .expect("expired");
     for refused in [
-        f.store.add_units(&old, 1, &[b"b".to_vec()], 1, &Allowance::default(), later).await,
+        f.store
+            .add_units(&old, 1, &[b"b".to_vec()], 1, &Allowance::default(), later)
+            .await,
         f.store.finish_split(&old, 2, later).await.map(|_| ()),
         f.store.discard_units(&old, later).await,
         f.store.renew(&old, later).await,

@@ -16,4 +16,5 @@ mod invariants;
 mod lifecycle;
 mod liveness;
 mod reconcile;
+mod submitters;
 mod trust;
