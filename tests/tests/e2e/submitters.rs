@@ -535,6 +535,18 @@ async fn the_keys_commands_create_list_set_and_revoke_beside_a_running_coordinat
         "{list}"
     );
 
+    // An admin made with --admin cancels anybody's job.
+    let out = keys(&dir, &["create", "carol", "--admin"]);
+    assert!(out.status.success(), "{out:?}");
+    let carol = coordinator::client::Client::new(&c.url, Some(text(&out.stdout).trim().into()));
+    assert_eq!(carol.cancel(job).await.unwrap().state, JobState::Cancelled);
+    let list = text(&keys(&dir, &["list"]).stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("carol ") && l.contains(" yes ")),
+        "{list}"
+    );
+
     let out = keys(&dir, &["revoke", "alice"]);
     assert!(out.status.success(), "{out:?}");
     let e = alice
