@@ -1,6 +1,6 @@
 //! The `coordinator` command: `serve` runs a coordinator; `submit`,
-//! `status`, `output` and `cancel` talk to one over HTTP; `workers` works
-//! on its database. The binary is a call of [`main`]; the tests'
+//! `status`, `jobs`, `output` and `cancel` talk to one over HTTP; `workers`,
+//! `keys` and `invites` work on its database. The binary is a call of [`main`]; the tests'
 //! `coordinator-under-test` runs the same command through
 //! [`main_reporting`], as a real process.
 
@@ -31,7 +31,10 @@ const LOG_TARGET: &str = "coordinator";
   coordinator serve --config coordinator.toml --spot-check 0.2
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
+  coordinator jobs --mine
   coordinator output JOB_ID
+  coordinator keys create alice --share 2
+  coordinator keys revoke alice
   coordinator invites create --uses 5
   coordinator workers list
   coordinator workers ban WORKER_ID
@@ -54,7 +57,8 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     coordinator: String,
-    /// The API key (default: read from the data directory).
+    /// Your API key (`coordinator keys create` makes one; default: the
+    /// admin key in the data directory's api-key file).
     #[arg(
         long,
         global = true,
@@ -96,8 +100,30 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
-    /// Cancel a job.
+    /// List jobs, newest first; `--mine`: only those of your API key.
+    Jobs {
+        #[arg(long)]
+        mine: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Cancel a job (your own; an admin's key cancels any).
     Cancel { job: JobId },
+    /// Submitters and their API keys, in this coordinator's database
+    /// (`--data-dir`): create, list, revoke, set. A revocation holds from
+    /// the key's next request on, also for a running coordinator.
+    Keys {
+        /// The TOML settings `serve` uses (its `[submitters]` defaults are
+        /// shown by `list`); the same flags and environment variables as
+        /// `serve` win over it.
+        #[arg(long, env = "WASM_AT_HOME_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Invite tokens, for a project that registers invited workers only
     /// (`--invites-only`). Works on the data directory's database.
     Invites {
@@ -127,6 +153,48 @@ enum InvitesCommand {
         /// How many workers may register with it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         uses: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a submitter and its API key; prints the key (shown only now).
+    Create {
+        /// Its name: letters, digits, '.', '_' and '-', at most 64.
+        name: crate::submitter::SubmitterName,
+        /// Its share of the volunteers' work while others have work too.
+        #[arg(long, default_value_t = 1)]
+        share: u32,
+        /// An admin may cancel anybody's job.
+        #[arg(long)]
+        admin: bool,
+        /// Its own most units in flight (default: the coordinator's).
+        #[arg(long)]
+        max_units: Option<u64>,
+        /// Its own most MiB held by its unfinished jobs (default: the
+        /// coordinator's).
+        #[arg(long)]
+        max_stored_mb: Option<u64>,
+    },
+    /// Every submitter: admin, share, limits and use, jobs, created,
+    /// revoked (never a key).
+    List,
+    /// Revoke a submitter's key: refused from its next request on.
+    Revoke {
+        name: crate::submitter::SubmitterName,
+    },
+    /// Change a submitter's share or limits (`default`: the
+    /// coordinator's).
+    Set {
+        name: crate::submitter::SubmitterName,
+        #[arg(long)]
+        share: Option<u32>,
+        /// A number, or `default`.
+        #[arg(long)]
+        max_units: Option<crate::keys::Limit>,
+        /// A number of MiB, or `default`.
+        #[arg(long)]
+        max_stored_mb: Option<crate::keys::Limit>,
     },
 }
 
@@ -248,6 +316,20 @@ async fn command(
                 );
             }
         }
+        Command::Jobs { mine, limit } => {
+            for s in client().job_list(*mine, *limit).await? {
+                println!(
+                    "{}  {:9}  {:>7}/{:<7} units  {:20}  {:>4}  {}",
+                    s.id,
+                    s.state.as_str(),
+                    s.units_accepted + s.units_failed,
+                    s.units_total,
+                    s.submitter.as_deref().unwrap_or("-"),
+                    s.priority,
+                    s.name
+                );
+            }
+        }
         Command::Output { job, out } => {
             let bytes = client().output(*job).await?;
             match out {
@@ -274,6 +356,11 @@ async fn command(
             settings,
             action,
         } => workers(cli, config.as_deref(), settings, action).await?,
+        Command::Keys {
+            config,
+            settings,
+            action,
+        } => keys(cli, config.as_deref(), settings, action).await?,
     }
     Ok(true)
 }
@@ -304,7 +391,7 @@ async fn serve(
     };
     tracing::info!(
         target: LOG_TARGET,
-        "listening on {scheme}://{addr} (dashboard at {scheme}://{addr}/, API key in {})",
+        "listening on {scheme}://{addr} (dashboard at {scheme}://{addr}/, the admin's API key in {})",
         cli.data_dir.join(crate::API_KEY_FILE).display()
     );
     listening(addr)?;
@@ -342,6 +429,59 @@ async fn workers(
         WorkersAction::List { limit } => crate::operator::list(&store, *limit, now).await?,
         WorkersAction::Ban(args) => crate::operator::ban(&store, &args.target(), now).await?,
         WorkersAction::Unban(args) => crate::operator::unban(&store, &args.target()).await?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// `coordinator keys ...`, on the database in the data directory.
+async fn keys(
+    cli: &Cli,
+    config: Option<&std::path::Path>,
+    settings: &Settings,
+    action: &KeysAction,
+) -> anyhow::Result<()> {
+    use crate::clock::Clock as _;
+    let config = config_of(cli, config, settings)?;
+    let store = crate::operator::open(&cli.data_dir, crate::operator::trust_of(&config)).await?;
+    let now = SystemClock.now_ms();
+    let defaults = &config.allowance;
+    let out = match action {
+        KeysAction::Create {
+            name,
+            share,
+            admin,
+            max_units,
+            max_stored_mb,
+        } => {
+            let new = crate::keys::NewKey {
+                name: name.clone(),
+                share: *share,
+                admin: *admin,
+                max_units: *max_units,
+                max_stored_mb: *max_stored_mb,
+            };
+            let created = crate::keys::create(&store, &new, now).await?;
+            // The key alone on stdout, for scripts; the note for people.
+            println!("{}", created.key);
+            eprintln!("{}", created.note);
+            return Ok(());
+        }
+        KeysAction::List => crate::keys::list(&store, defaults).await?,
+        KeysAction::Revoke { name } => crate::keys::revoke(&store, name, now).await?,
+        KeysAction::Set {
+            name,
+            share,
+            max_units,
+            max_stored_mb,
+        } => {
+            let change = crate::keys::KeyChange {
+                share: *share,
+                max_units: *max_units,
+                max_stored_mb: *max_stored_mb,
+            };
+            crate::keys::set(&store, name, &change, defaults).await?
+        }
     };
     print!("{out}");
     Ok(())

@@ -1,5 +1,5 @@
-//! The HTTP client behind `coordinator submit`, `status`, `output` and
-//! `cancel`.
+//! The HTTP client behind `coordinator submit`, `status`, `jobs`, `output`
+//! and `cancel`.
 
 use crate::manifest;
 use anyhow::{Context as _, bail};
@@ -45,7 +45,7 @@ impl Client {
         let key = self
             .api_key
             .as_ref()
-            .context("this needs the coordinator's API key: pass --api-key or --data-dir")?;
+            .context("this needs your API key: pass --api-key (or WASM_AT_HOME_API_KEY), or --data-dir for the admin's api-key file")?;
         Ok(req.bearer_auth(key))
     }
 
@@ -119,6 +119,21 @@ impl Client {
             .await?
             .json()
             .await?)
+    }
+
+    /// Jobs, newest first, at most `limit`: with `mine`, only those of this
+    /// client's API key (which is then needed).
+    pub async fn job_list(&self, mine: bool, limit: u32) -> anyhow::Result<Vec<JobStatus>> {
+        let mut req = self
+            .http
+            .get(self.url("/jobs"))
+            .query(&[("limit", limit.to_string())]);
+        if mine {
+            req = self.authed(req.query(&[("mine", "true")]))?;
+        } else if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        Ok(self.send(req).await?.json().await?)
     }
 
     pub async fn output(&self, job: JobId) -> anyhow::Result<Vec<u8>> {

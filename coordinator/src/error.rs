@@ -36,6 +36,10 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A submission past one of its submitter's limits (422, code
+    /// `over_limit`; the message names the limit).
+    #[error("{0}")]
+    OverLimit(String),
     #[error("{0}")]
     UpgradeRequired(String),
     #[error("{0}")]
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::OverLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
             ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooManyRequests { .. } => {
@@ -102,6 +107,7 @@ impl From<crate::store::Error> for ApiError {
             crate::store::Error::Invariant(m) if m.contains("a banned worker") => {
                 ApiError::Banned(BANNED.into())
             }
+            crate::store::Error::OverLimit(e) => ApiError::OverLimit(e.to_string()),
             e => ApiError::Internal(e.into()),
         }
     }

@@ -211,6 +211,7 @@ impl Coordinator {
         quorum: u32,
     ) -> anyhow::Result<u64> {
         let store = &self.inner.store;
+        let allowance = &self.inner.config.allowance;
 
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         let sandbox = self.inner.sandbox.clone();
@@ -242,8 +243,9 @@ impl Coordinator {
             }
             if batch.len() >= SPLIT_BATCH {
                 store
-                    .add_units(claim, total, &batch, quorum, self.now_ms())
-                    .await?;
+                    .add_units(claim, total, &batch, quorum, allowance, self.now_ms())
+                    .await
+                    .map_err(|e| split_stopped(e, total))?;
                 total += batch.len() as u64;
                 batch.clear();
             }
@@ -267,8 +269,9 @@ impl Coordinator {
             .finish()
             .map_err(|e| anyhow::anyhow!("split output is not framed as the task ABI says: {e}"))?;
         store
-            .add_units(claim, total, &batch, quorum, self.now_ms())
-            .await?;
+            .add_units(claim, total, &batch, quorum, allowance, self.now_ms())
+            .await
+            .map_err(|e| split_stopped(e, total))?;
         total += batch.len() as u64;
         Ok(total)
     }
@@ -305,6 +308,18 @@ impl Coordinator {
         store.finish_job(claim, &output, self.now_ms()).await?;
         tracing::info!(%job, bytes = output.len(), "job done");
         Ok(())
+    }
+}
+
+/// A split's write refused by its submitter's `max_units` says where the
+/// split stopped; any other error is passed on as it is (a lost claim must
+/// stay recognisable).
+fn split_stopped(e: store::Error, written: u64) -> anyhow::Error {
+    match e {
+        store::Error::OverLimit(_) => {
+            anyhow::Error::new(e).context(format!("the split stopped after {written} units"))
+        }
+        e => e.into(),
     }
 }
 

@@ -21,12 +21,16 @@
 //!   `server`: the accept loop (TLS, header-read and request timeouts);
 //!   [`tls`]: loading the certificate and key.
 //! - [`metrics`]: `GET /metrics`, the Prometheus view.
-//! - [`operator`]: `coordinator workers list/ban/unban` on the database.
+//! - [`operator`]: `coordinator workers list/ban/unban` on the database;
+//!   [`keys`]: `coordinator keys create/list/revoke/set`.
+//! - [`submitter`]: submitters' names and the ownership rule;
+//!   [`allowance`]: the limits per submitter and their check.
 //!
 //! [`Coordinator::open`] builds the whole thing from a [`Config`];
 //! [`Coordinator::serve`] runs it on a listener until a shutdown future
 //! resolves. Tests do exactly what `coordinator serve` does, on `127.0.0.1:0`.
 
+pub mod allowance;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -38,6 +42,7 @@ pub mod error;
 pub mod fairshare;
 pub mod invites;
 pub mod jobs;
+pub mod keys;
 pub mod lease;
 pub mod manifest;
 pub mod metrics;
@@ -46,6 +51,7 @@ pub mod placement;
 mod server;
 pub mod settings;
 pub mod store;
+pub mod submitter;
 pub mod tls;
 pub mod trust;
 pub mod validator;
@@ -70,9 +76,11 @@ pub const API_KEY_FILE: &str = "api-key";
 pub struct Config {
     /// Holds the SQLite database and the API key.
     pub data_dir: PathBuf,
-    /// The API key for submitting and cancelling jobs; by default read from
-    /// (or created in) `data_dir/api-key`.
+    /// The key of the admin submitter `admin`; by default read from (or
+    /// created in) `data_dir/api-key`.
     pub api_key: Option<String>,
+    /// The limits of a submitter that has none of its own.
+    pub allowance: allowance::Allowance,
     /// The largest blob (module or job input) accepted, in bytes.
     pub max_blob_bytes: usize,
     /// The largest `output_bytes` a job may ask for.
@@ -100,6 +108,7 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             api_key: None,
+            allowance: allowance::Allowance::default(),
             max_blob_bytes: 256 << 20,
             max_output_bytes: 16 << 20,
             split_limits: Limits {
@@ -139,7 +148,6 @@ struct Inner {
     programs: Mutex<HashMap<BlobHash, Program>>,
     clock: Arc<dyn Clock>,
     config: Config,
-    api_key_hash: String,
     /// Bumped after every change of state that a watcher could see.
     changes: watch::Sender<u64>,
     /// Wakes the background task: a job wants splitting or reducing.
@@ -186,6 +194,20 @@ impl Coordinator {
         let node = load_or_create_node_id(&config.data_dir)?;
         // What a previous run of this coordinator claimed, nobody performs.
         store.release_claims_of(&node).await?;
+        // The key file's admin, so setups from before submitters keep
+        // working: its key follows the file, old jobs become its.
+        let admin = store
+            .ensure_admin(&api::hash_secret(&api_key), clock.now_ms())
+            .await?;
+        if admin.created || admin.key_changed || admin.adopted > 0 {
+            tracing::info!(
+                created = admin.created,
+                key_changed = admin.key_changed,
+                jobs_adopted = admin.adopted,
+                "the API key file's admin submitter `{}` is set up",
+                submitter::FILE_ADMIN
+            );
+        }
         let metrics = metrics::Metrics::new(store.writer_metrics());
         Ok(Coordinator {
             inner: Arc::new(Inner {
@@ -194,7 +216,6 @@ impl Coordinator {
                 sandbox,
                 programs: Mutex::new(HashMap::new()),
                 clock,
-                api_key_hash: api::hash_secret(&api_key),
                 changes: watch::channel(0).0,
                 wake: Notify::new(),
                 next_expiry_ms: AtomicI64::new(0),

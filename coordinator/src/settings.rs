@@ -13,6 +13,9 @@
 //! initial_leases = 4      # a new worker's room; each valid result adds one
 //! distinct_networks = true  # one replica of a unit per /24 (IPv4), /48 (IPv6)
 //! min_account_age_secs = 0 # a quorum needs a vote of an account this old (0: off; 86400 for a public project)
+//! [submitters]            # limits of a submitter without its own (`coordinator keys set`)
+//! max_units = 10000000    # units in flight
+//! max_stored_mb = 65536   # modules and inputs of its unfinished jobs
 //! ```
 //!
 //! The edge's sections (`[edge]`, `[registration]`) are in [`crate::edge`].
@@ -72,6 +75,60 @@ pub struct TrustSettings {
     pub min_account_age_secs: Option<u64>,
 }
 
+/// The limits of a submitter that has none of its own
+/// ([`crate::allowance`]; `coordinator keys set` gives one its own).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitterSettings {
+    /// Units in flight a submitter may have at most: the units of its
+    /// unfinished jobs neither accepted nor failed, the new job's included.
+    #[arg(
+        long = "max-units-per-submitter",
+        env = "WASM_AT_HOME_MAX_UNITS_PER_SUBMITTER"
+    )]
+    pub max_units: Option<u64>,
+    /// MiB a submitter's unfinished jobs may hold at most: each one's
+    /// module and input (or listed units), the new job's included.
+    #[arg(
+        long = "max-stored-mb-per-submitter",
+        env = "WASM_AT_HOME_MAX_STORED_MB_PER_SUBMITTER"
+    )]
+    pub max_stored_mb: Option<u64>,
+}
+
+/// The most `[submitters] max_units` may be.
+pub const MAX_UNITS_LIMIT: u64 = 1_000_000_000_000;
+
+/// The most `[submitters] max_stored_mb` may be (1 PiB).
+pub const MAX_STORED_MB_LIMIT: u64 = 1 << 30;
+
+impl SubmitterSettings {
+    fn or(self, other: SubmitterSettings) -> SubmitterSettings {
+        SubmitterSettings {
+            max_units: self.max_units.or(other.max_units),
+            max_stored_mb: self.max_stored_mb.or(other.max_stored_mb),
+        }
+    }
+
+    fn apply(self, allowance: &mut crate::allowance::Allowance) -> anyhow::Result<()> {
+        if let Some(n) = self.max_units {
+            anyhow::ensure!(
+                (1..=MAX_UNITS_LIMIT).contains(&n),
+                "submitters.max_units must be between 1 and {MAX_UNITS_LIMIT}, not {n}"
+            );
+            allowance.max_units = n;
+        }
+        if let Some(mb) = self.max_stored_mb {
+            anyhow::ensure!(
+                (1..=MAX_STORED_MB_LIMIT).contains(&mb),
+                "submitters.max_stored_mb must be between 1 and {MAX_STORED_MB_LIMIT}, not {mb}"
+            );
+            allowance.max_stored_bytes = mb << 20;
+        }
+        Ok(())
+    }
+}
+
 /// Everything `coordinator serve` can be told besides where it listens.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +154,9 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub registration: crate::edge::RegistrationSettings,
+    #[command(flatten)]
+    #[serde(default)]
+    pub submitters: SubmitterSettings,
 }
 
 impl Settings {
@@ -117,6 +177,7 @@ impl Settings {
             idle_retry_ms: self.idle_retry_ms.or(other.idle_retry_ms),
             edge: self.edge.or(other.edge),
             registration: self.registration.or(other.registration),
+            submitters: self.submitters.or(other.submitters),
             trust: TrustSettings {
                 threshold: t.threshold.or(o.threshold),
                 spot_check: t.spot_check.or(o.spot_check),
@@ -163,6 +224,7 @@ impl Settings {
         }
         self.edge.apply(&mut config.edge)?;
         self.registration.apply(&mut config.edge.registration)?;
+        self.submitters.apply(&mut config.allowance)?;
         let t = self.trust;
         let trust = &mut config.trust;
         trust.threshold = t.threshold.unwrap_or(trust.threshold);
@@ -238,5 +300,51 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("trust.min_account_age_secs"), "{e}");
+        for bad in [
+            SubmitterSettings {
+                max_units: Some(0),
+                ..SubmitterSettings::default()
+            },
+            SubmitterSettings {
+                max_stored_mb: Some(MAX_STORED_MB_LIMIT + 1),
+                ..SubmitterSettings::default()
+            },
+        ] {
+            let name = if bad.max_units.is_some() {
+                "submitters.max_units"
+            } else {
+                "submitters.max_stored_mb"
+            };
+            let e = Settings {
+                submitters: bad,
+                ..Settings::default()
+            }
+            .apply(Config::new("/tmp/x"))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn submitter_limits_come_from_the_file_and_flags_and_default_generously() {
+        let defaults = Settings::default().apply(Config::new("/tmp/x")).unwrap();
+        assert_eq!(defaults.allowance, crate::allowance::Allowance::default());
+        let file: Settings =
+            toml::from_str("[submitters]\nmax_units = 5000\nmax_stored_mb = 100\n").unwrap();
+        let flags = Settings {
+            submitters: SubmitterSettings {
+                max_units: Some(7000),
+                ..SubmitterSettings::default()
+            },
+            ..Settings::default()
+        };
+        let config = flags.or(file).apply(Config::new("/tmp/x")).unwrap();
+        assert_eq!(config.allowance.max_units, 7000);
+        assert_eq!(config.allowance.max_stored_bytes, 100 << 20);
+        let e = toml::from_str::<Settings>("[submitters]\nmax_unit = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_unit"), "{e}");
     }
 }

@@ -464,6 +464,7 @@ pub struct JobStatus {
     pub name: String,
     pub state: JobState,
     pub module: BlobHash,
+    /// The job's units; while it is splitting, those its split wrote so far.
     pub units_total: u64,
     pub units_accepted: u64,
     pub units_failed: u64,

@@ -267,6 +267,36 @@ impl TestCoordinator {
             .find(|w| w.id == id)
             .expect("a registered worker")
     }
+
+    /// A submitter named `name` with a key of its own, made as `coordinator
+    /// keys create` makes one (share 1, the coordinator's limits), and a
+    /// client that uses the key.
+    pub async fn submitter(&self, name: &str) -> TestSubmitter {
+        let new = coordinator::keys::NewKey {
+            name: name.parse().unwrap(),
+            share: 1,
+            admin: false,
+            max_units: None,
+            max_stored_mb: None,
+        };
+        let created =
+            coordinator::keys::create(self.coordinator.store(), &new, self.clock.now_ms())
+                .await
+                .unwrap();
+        TestSubmitter {
+            name: name.to_string(),
+            client: coordinator::client::Client::new(&self.url, Some(created.key.clone())),
+            key: created.key,
+        }
+    }
+}
+
+/// A submitter of a [`TestCoordinator`], with its own key.
+#[derive(Debug)]
+pub struct TestSubmitter {
+    pub name: String,
+    pub key: String,
+    pub client: coordinator::client::Client,
 }
 
 /// A self-signed certificate for `localhost` and its key, written as PEM

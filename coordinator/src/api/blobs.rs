@@ -1,9 +1,10 @@
-//! Blobs (modules, job inputs, outputs): submitters store them, workers
-//! and submitters fetch them by hash.
+//! Blobs (modules, job inputs, outputs): submitters store them (within
+//! their `max_stored_bytes`), workers and submitters fetch them by hash.
 
-use super::auth::{is_api_key, require_api_key, require_worker};
+use super::auth::{require_submitter, require_worker_or_submitter};
 use super::{ApiResult, body, parse};
 use crate::Coordinator;
+use crate::allowance::{self, Usage};
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Body;
@@ -18,17 +19,31 @@ use protocol::{BlobHash, BlobRef};
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "stored", body = protocol::BlobRef),
         (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
-        (status = 401, description = "no API key", body = protocol::ErrorBody),
-        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
-        (status = 413, description = "larger than max_blob_mb", body = protocol::ErrorBody)))]
+        (status = 401, description = "no API key, an unknown one, or a revoked one", body = protocol::ErrorBody),
+        (status = 413, description = "larger than max_blob_mb", body = protocol::ErrorBody),
+        (status = 422, description = "larger than the room its submitter's max_stored_bytes leaves (code `over_limit`)", body = protocol::ErrorBody)))]
 pub(super) async fn post_blob(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BlobRef>)> {
     // The key first: nobody else's body is read at all.
-    require_api_key(&c, &headers)?;
+    let submitter = require_submitter(&c, &headers).await?;
     let body = body::read(&c, &headers, body, c.config().max_blob_bytes).await?;
+    // A blob its submitter could not submit is not kept: no job of its
+    // would fit. (Blobs belong to no job until one names them, so they
+    // do not count until then.)
+    let allowance = c
+        .config()
+        .allowance
+        .overridden_by(submitter.max_units, submitter.max_stored_bytes);
+    let usage = c.inner.store.submitter_usage(submitter.id).await?;
+    let adding = Usage {
+        units: 0,
+        stored_bytes: body.bytes.len() as u64,
+    };
+    allowance::check(&submitter.name, &allowance, usage, adding)
+        .map_err(|e| ApiError::OverLimit(e.to_string()))?;
     let hash = c.inner.store.put_blob(&body.bytes, c.now_ms()).await?;
     Ok((
         StatusCode::CREATED,
@@ -45,17 +60,15 @@ pub(super) async fn post_blob(
     params(("hash" = protocol::BlobHash, Path, description = "the blob's sha256")),
     responses((status = 200, description = "the bytes", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "not a sha256", body = protocol::ErrorBody),
-        (status = 401, description = "no worker token, or an unknown one", body = protocol::ErrorBody),
-        (status = 403, description = "the worker is banned (code `banned`), or the replica is another worker's", body = protocol::ErrorBody),
+        (status = 401, description = "no worker token or API key, an unknown one, or a revoked key", body = protocol::ErrorBody),
+        (status = 403, description = "the worker is banned (code `banned`)", body = protocol::ErrorBody),
         (status = 404, description = "no such blob", body = protocol::ErrorBody)))]
 pub(super) async fn get_blob(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     Path(hash): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    if !is_api_key(&c, &headers) {
-        require_worker(&c, &headers).await?;
-    }
+    require_worker_or_submitter(&c, &headers).await?;
     let hash: BlobHash = parse(&hash, "blob hash")?;
     let bytes = c
         .inner

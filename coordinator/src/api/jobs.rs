@@ -1,11 +1,13 @@
-//! Jobs: submission and its checks, status, output, units and
-//! cancellation.
+//! Jobs: submission and its checks (the spec, then its submitter's
+//! limits), status, output, units and cancellation (by its submitter or
+//! an admin).
 
-use super::auth::require_api_key;
-use super::{ApiResult, ListQuery, body, parse};
+use super::auth::{optional_submitter, require_submitter};
+use super::{ApiResult, body, parse};
 use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::NewJob;
+use crate::submitter::may_cancel;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -86,17 +88,16 @@ fn check_spec(c: &Coordinator, spec: &JobSpec) -> ApiResult<()> {
     request_body = protocol::JobSpec,
     responses((status = 201, description = "submitted", body = protocol::JobCreated),
         (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
-        (status = 401, description = "no API key", body = protocol::ErrorBody),
-        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
+        (status = 401, description = "no API key, an unknown one, or a revoked one", body = protocol::ErrorBody),
         (status = 413, description = "larger than max_blob_mb", body = protocol::ErrorBody),
-        (status = 422, description = "the spec or the module was refused", body = protocol::ErrorBody)))]
+        (status = 422, description = "the spec or the module was refused (code `invalid`), or the job would pass a limit of its submitter, named in the message (code `over_limit`; nothing is stored)", body = protocol::ErrorBody)))]
 pub(super) async fn post_job(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<JobCreated>)> {
     // The key first: nobody else's body is read at all.
-    require_api_key(&c, &headers)?;
+    let submitter = require_submitter(&c, &headers).await?;
     let spec: JobSpec = body::read(&c, &headers, body, c.config().max_blob_bytes)
         .await?
         .json()?;
@@ -128,38 +129,56 @@ pub(super) async fn post_job(
         limits: spec.limits,
         lease_secs: spec.lease_secs,
         validation: spec.validation,
-        submitter: None,
+        submitter: Some(submitter.id),
         priority: spec.priority,
     };
     let units: Option<Vec<Vec<u8>>> = spec
         .units
         .map(|u| u.into_iter().map(|b| b.into_inner()).collect());
+    // Its submitter's limits are checked in the transaction that stores it.
     c.inner
         .store
-        .create_job(&job, units.as_deref(), c.now_ms())
+        .submit_job(&job, units.as_deref(), &c.config().allowance, c.now_ms())
         .await?;
-    tracing::info!(job = %job.id, name = %job.name, module = %job.module.short(), "job submitted");
+    tracing::info!(job = %job.id, name = %job.name, module = %job.module.short(), submitter = %submitter.name, "job submitted");
     c.inner.wake.notify_one();
     c.changed();
     Ok((StatusCode::CREATED, Json(JobCreated { job_id: job.id })))
 }
 
-/// Jobs, newest first.
+/// `?limit=N&mine=true` of the job list.
+#[derive(Deserialize)]
+pub(super) struct JobsQuery {
+    limit: Option<u32>,
+    mine: Option<bool>,
+}
+
+/// Jobs, newest first: everybody's, or with `mine=true` the caller's own.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
-    params(("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 1000)")),
+    security((), ("api_key" = [])),
+    params(("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 1000)"),
+        ("mine" = Option<bool>, Query, description = "true: only the jobs of the submitter whose API key the request carries (the key is then needed)")),
     responses((status = 200, description = "the jobs", body = Vec<protocol::JobStatus>),
-        (status = 400, description = "a bad query", body = protocol::ErrorBody)))]
+        (status = 400, description = "a bad query", body = protocol::ErrorBody),
+        (status = 401, description = "mine=true without an API key, or an unknown or revoked key", body = protocol::ErrorBody)))]
 pub(super) async fn list_jobs(
     State(c): State<Coordinator>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+    q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<JobStatus>>> {
     let Query(q) = q?;
-    Ok(Json(
-        c.inner
-            .store
-            .job_statuses(q.limit.unwrap_or(100).min(1000))
-            .await?,
-    ))
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let caller = if q.mine == Some(true) {
+        Some(require_submitter(&c, &headers).await?)
+    } else {
+        optional_submitter(&c, &headers).await?;
+        None
+    };
+    let jobs = match caller {
+        Some(s) => c.inner.store.job_statuses_of(s.id, limit).await?,
+        None => c.inner.store.job_statuses(limit).await?,
+    };
+    Ok(Json(jobs))
 }
 
 async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
@@ -173,30 +192,38 @@ async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
 
 /// One job's status.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    security((), ("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id")),
     responses((status = 200, description = "its status", body = protocol::JobStatus),
         (status = 400, description = "not a job id", body = protocol::ErrorBody),
+        (status = 401, description = "an unknown or revoked API key (none is needed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "get_job", skip_all, fields(job = %id))]
 pub(super) async fn get_job(
     State(c): State<Coordinator>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
+    optional_submitter(&c, &headers).await?;
     Ok(Json(job_status(&c, &id).await?))
 }
 
 /// A finished job's output.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/output", tag = "jobs",
+    security((), ("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id")),
     responses((status = 200, description = "the output", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "not a job id", body = protocol::ErrorBody),
+        (status = 401, description = "an unknown or revoked API key (none is needed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody),
         (status = 409, description = "the job has no output yet", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "job_output", skip_all, fields(job = %id))]
 pub(super) async fn job_output(
     State(c): State<Coordinator>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    optional_submitter(&c, &headers).await?;
     let status = job_status(&c, &id).await?;
     let Some(hash) = status.output else {
         return Err(ApiError::Conflict(format!(
@@ -222,19 +249,23 @@ pub(super) struct UnitsQuery {
 
 /// A job's units, optionally in one state.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/units", tag = "jobs",
+    security((), ("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id"),
         ("state" = Option<String>, Query, description = "open, accepted or failed"),
         ("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 10000)")),
     responses((status = 200, description = "the units", body = Vec<protocol::UnitStatus>),
         (status = 400, description = "not a job id, or a bad state", body = protocol::ErrorBody),
+        (status = 401, description = "an unknown or revoked API key (none is needed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "job_units", skip_all, fields(job = %id))]
 pub(super) async fn job_units(
     State(c): State<Coordinator>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     q: Result<Query<UnitsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<UnitStatus>>> {
     let Query(q) = q?;
+    optional_submitter(&c, &headers).await?;
     let status = job_status(&c, &id).await?;
     if let Some(s) = &q.state
         && !["open", "accepted", "failed"].contains(&s.as_str())
@@ -252,14 +283,15 @@ pub(super) async fn job_units(
     ))
 }
 
-/// Cancels a job that has not ended.
+/// Cancels a job that has not ended: its own submitter's, or any job for
+/// an admin.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
     security(("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id")),
     responses((status = 200, description = "cancelled", body = protocol::JobStatus),
         (status = 400, description = "the request is malformed", body = protocol::ErrorBody),
-        (status = 401, description = "no API key", body = protocol::ErrorBody),
-        (status = 403, description = "the API key is wrong", body = protocol::ErrorBody),
+        (status = 401, description = "no API key, an unknown one, or a revoked one", body = protocol::ErrorBody),
+        (status = 403, description = "the job is another submitter's and the caller is no admin (nothing changed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody),
         (status = 409, description = "the job has ended already", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "cancel_job", skip_all, fields(job = %id))]
@@ -268,8 +300,16 @@ pub(super) async fn cancel_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
-    require_api_key(&c, &headers)?;
+    let caller = require_submitter(&c, &headers).await?;
     let status = job_status(&c, &id).await?;
+    let owner = status.submitter.as_deref();
+    if !may_cancel(&caller.name, caller.admin, owner) {
+        return Err(ApiError::Forbidden(format!(
+            "job {} belongs to submitter {}: only its submitter or an admin may cancel it",
+            status.id,
+            owner.unwrap_or("(none)")
+        )));
+    }
     if !c.inner.store.cancel_job(status.id, c.now_ms()).await? {
         return Err(ApiError::Conflict(format!(
             "job {} is already {}",
@@ -277,7 +317,7 @@ pub(super) async fn cancel_job(
             status.state.as_str()
         )));
     }
-    tracing::info!(job = %status.id, "job cancelled");
+    tracing::info!(job = %status.id, by = %caller.name, "job cancelled");
     c.changed();
     Ok(Json(job_status(&c, &id).await?))
 }

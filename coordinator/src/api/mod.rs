@@ -7,9 +7,14 @@
 //! large bodies at once) and `body` (reading a body under its limit).
 //!
 //! Who may call what:
-//! - anyone: register a worker, read job status and outputs, the dashboard;
+//! - anyone: register a worker, read job status and outputs, the dashboard
+//!   (a job read that carries an API key has it checked: unknown or
+//!   revoked is 401);
 //! - a worker, with its token: ask for work, upload results, fetch blobs;
-//! - a submitter, with the API key: store blobs, submit and cancel jobs.
+//! - a submitter, with its API key (`coordinator keys create`; the
+//!   `api-key` file is the admin's): store blobs, submit jobs, list its
+//!   own (`GET /jobs?mine=true`), cancel its own jobs; an admin cancels
+//!   any.
 //!
 //! Both secrets travel as `Authorization: Bearer <secret>`; the coordinator
 //! keeps only their sha256.
@@ -130,7 +135,7 @@ fn api_routes() -> Routes {
         .route("/openapi.json", get(openapi::openapi_json))
 }
 
-/// `?limit=N` of the lists (jobs, workers, accounts).
+/// `?limit=N` of the lists of workers and accounts.
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<u32>,

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "wasm@home coordinator",
-        description = "Volunteer computing on WebAssembly: submitters store modules and submit jobs with the API key; workers register, ask for work and upload results with their token. Reads are public.",
+        description = "Volunteer computing on WebAssembly: submitters store modules, submit jobs and cancel their own with their API key (an admin's cancels any); workers register, ask for work and upload results with their token. Reads are public; a read that carries an API key has it checked.",
     ),
     paths(
         super::blobs::post_blob,
@@ -140,7 +140,11 @@ impl Modify for BearerSchemes {
         );
         components.add_security_scheme(
             "api_key",
-            bearer("The coordinator's API key (data_dir/api-key), for submitters."),
+            bearer(
+                "A submitter's API key (`coordinator keys create NAME`; the coordinator's data_dir/api-key is the key of the admin `admin`). \
+                 Jobs belong to the submitter that submitted them: it cancels its own, an admin any. \
+                 An unknown or revoked key is 401 on every endpoint.",
+            ),
         );
     }
 }

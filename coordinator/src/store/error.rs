@@ -27,6 +27,10 @@ pub enum Error {
     /// Another coordinator took over this duty (our claim ran out).
     #[error("the {duty} of job {job} was taken over by another coordinator")]
     ClaimLost { job: String, duty: &'static str },
+    /// A submission (or a split's units) would pass its submitter's
+    /// limit; nothing was stored.
+    #[error("{0}")]
+    OverLimit(crate::allowance::Exceeded),
     #[error("cannot start the store's writer")]
     WriterStart(#[source] std::io::Error),
 }

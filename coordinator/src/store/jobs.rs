@@ -6,7 +6,9 @@
 use super::claims::{Claim, fence};
 use super::settling::{Effects, complete_if_settled};
 use super::sql::{count, hash, job_id, job_state};
+use super::submitters::within_allowance;
 use super::{Result, Store, blobs};
+use crate::allowance::{Allowance, Usage};
 use protocol::{BlobHash, JobId, JobState, JobStatus, Limits, UnitId, UnitStatus, Validation};
 use sqlx::{Sqlite, Transaction};
 
@@ -63,7 +65,8 @@ fn limits(fuel: i64, memory_bytes: i64, output_bytes: i64) -> Limits {
 
 impl Store {
     /// Creates a job. With `units`, the job starts running at once; without,
-    /// it waits in `splitting` for a splitter to claim it.
+    /// it waits in `splitting` for a splitter to claim it. No limit is
+    /// checked (see [`Store::submit_job`]).
     pub async fn create_job(
         &self,
         job: &NewJob,
@@ -71,56 +74,77 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        let state = if units.is_some() {
-            JobState::Running
-        } else {
-            JobState::Splitting
-        };
-        sqlx::query(
-            "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
-                               lease_secs, quorum, max_replicas, adaptive, compare, units_total,
-                               created_ms, young_accounts, submitter_id, priority)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.name)
-        .bind(job.module.to_string())
-        .bind(job.input.map(|h| h.to_string()))
-        .bind(state.as_str())
-        .bind(job.limits.fuel as i64)
-        .bind(job.limits.memory_bytes as i64)
-        .bind(job.limits.output_bytes as i64)
-        .bind(job.lease_secs as i64)
-        .bind(job.validation.quorum as i64)
-        .bind(job.validation.max_replicas as i64)
-        .bind(job.validation.adaptive)
-        .bind(job.validation.compare)
-        .bind(units.map_or(0, |u| u.len() as i64))
-        .bind(now)
-        .bind(job.validation.young_accounts)
-        .bind(job.submitter)
-        .bind(i64::from(job.priority))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(units) = units {
-            insert_units(&mut tx, job.id, 0, units, job.validation.quorum).await?;
-        }
+        let stored = stored_bytes(&mut tx, job, units).await?;
+        insert_job(&mut tx, job, units, stored, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Adds split units `first_index..` to the job of `claim`.
+    /// Creates a job as [`Store::create_job`] does, if it fits in its
+    /// submitter's allowance (its own limits over `defaults`); else refuses
+    /// it with [`super::Error::OverLimit`], naming the limit, and stores
+    /// nothing. The check and the insert are one transaction. A job split
+    /// by its module counts one unit here (it needs room for at least one);
+    /// its split's units are checked as they are written
+    /// ([`Store::add_units`]).
+    pub async fn submit_job(
+        &self,
+        job: &NewJob,
+        units: Option<&[Vec<u8>]>,
+        defaults: &Allowance,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let stored = stored_bytes(&mut tx, job, units).await?;
+        if let Some(submitter) = job.submitter {
+            let adding = Usage {
+                units: units.map_or(1, |u| u.len() as u64),
+                stored_bytes: stored,
+            };
+            within_allowance(&mut tx, submitter, adding, defaults).await?;
+        }
+        insert_job(&mut tx, job, units, stored, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds split units `first_index..` to the job of `claim`, if they fit
+    /// in its submitter's `max_units` (its own over `defaults`); else
+    /// refuses them with [`super::Error::OverLimit`] and adds nothing (the
+    /// split then fails the job, naming the limit). While the job splits,
+    /// its `units_total` counts the units written so far, which is what
+    /// counts against the limit.
     pub async fn add_units(
         &self,
         claim: &Claim,
         first_index: u64,
         units: &[Vec<u8>],
         quorum: u32,
+        defaults: &Allowance,
         now: i64,
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         fence(&mut tx, claim, now).await?;
+        let job = claim.job.to_string();
+        let submitter: Option<i64> =
+            sqlx::query_scalar("SELECT submitter_id FROM jobs WHERE id = ?")
+                .bind(&job)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        if let Some(submitter) = submitter {
+            let adding = Usage {
+                units: units.len() as u64,
+                stored_bytes: 0,
+            };
+            within_allowance(&mut tx, submitter, adding, defaults).await?;
+        }
         insert_units(&mut tx, claim.job, first_index, units, quorum).await?;
+        sqlx::query("UPDATE jobs SET units_total = ? WHERE id = ? AND state = 'splitting'")
+            .bind((first_index + units.len() as u64) as i64)
+            .bind(&job)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -138,6 +162,10 @@ impl Store {
         .bind(&job)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE jobs SET units_total = 0 WHERE id = ? AND state = 'splitting'")
+            .bind(&job)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -267,6 +295,18 @@ impl Store {
         rows.into_iter().map(StatusRow::into_status).collect()
     }
 
+    /// The jobs of `submitter`, newest first.
+    pub async fn job_statuses_of(&self, submitter: i64, limit: u32) -> Result<Vec<JobStatus>> {
+        let rows: Vec<StatusRow> = sqlx::query_as(&format!(
+            "{JOB_STATUS_SELECT} WHERE j.submitter_id = ? ORDER BY j.created_ms DESC LIMIT ?"
+        ))
+        .bind(submitter)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(StatusRow::into_status).collect()
+    }
+
     pub async fn units(
         &self,
         job: JobId,
@@ -296,6 +336,72 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The bytes `job` holds for its submitter's `max_stored_bytes`
+/// (migration 0019): its module's size plus its input's, or the total size
+/// of the unit inputs it lists.
+async fn stored_bytes(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &NewJob,
+    units: Option<&[Vec<u8>]>,
+) -> Result<u64> {
+    let blobs: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT size FROM blobs WHERE hash = ?), 0)
+              + COALESCE((SELECT size FROM blobs WHERE hash = ?), 0)",
+    )
+    .bind(job.module.to_string())
+    .bind(job.input.map(|h| h.to_string()))
+    .fetch_one(&mut **tx)
+    .await?;
+    let listed: u64 = units.map_or(0, |u| u.iter().map(|i| i.len() as u64).sum());
+    Ok(count(blobs) + listed)
+}
+
+/// Inserts `job` (and its listed `units`) inside the caller's transaction.
+async fn insert_job(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &NewJob,
+    units: Option<&[Vec<u8>]>,
+    stored_bytes: u64,
+    now: i64,
+) -> Result<()> {
+    let state = if units.is_some() {
+        JobState::Running
+    } else {
+        JobState::Splitting
+    };
+    sqlx::query(
+        "INSERT INTO jobs (id, name, module, input, state, fuel, memory_bytes, output_bytes,
+                           lease_secs, quorum, max_replicas, adaptive, compare, units_total,
+                           created_ms, young_accounts, submitter_id, priority, stored_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job.id.to_string())
+    .bind(&job.name)
+    .bind(job.module.to_string())
+    .bind(job.input.map(|h| h.to_string()))
+    .bind(state.as_str())
+    .bind(job.limits.fuel as i64)
+    .bind(job.limits.memory_bytes as i64)
+    .bind(job.limits.output_bytes as i64)
+    .bind(job.lease_secs as i64)
+    .bind(job.validation.quorum as i64)
+    .bind(job.validation.max_replicas as i64)
+    .bind(job.validation.adaptive)
+    .bind(job.validation.compare)
+    .bind(units.map_or(0, |u| u.len() as i64))
+    .bind(now)
+    .bind(job.validation.young_accounts)
+    .bind(job.submitter)
+    .bind(i64::from(job.priority))
+    .bind(i64::try_from(stored_bytes).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await?;
+    if let Some(units) = units {
+        insert_units(tx, job.id, 0, units, job.validation.quorum).await?;
+    }
+    Ok(())
 }
 
 /// Ends a job that has not ended yet, inside the caller's transaction; true

@@ -11,6 +11,8 @@
 //!   split or reduce; [`blobs`]: content-addressed bytes.
 //! - [`workers`]: workers, accounts, and their counters and credit;
 //!   [`invites`]: invite tokens, spent one use per registration.
+//! - [`submitters`]: who submits jobs, their keys (hashed), shares and
+//!   limits, and the usage their allowance is checked against.
 //! - [`body_limits`]: how large a result body may be, from its job.
 //! - [`workers`]: workers, accounts, and their counters and credit.
 //! - [`bans`]: operator bans, and what they discard and re-verify.
@@ -50,6 +52,7 @@ mod queue;
 mod settling;
 mod sql;
 mod starvation;
+mod submitters;
 mod totals;
 mod uploads;
 mod workers;
@@ -63,6 +66,9 @@ pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
 pub use leasing::{LeaseRequest, LeaseRow, Leased};
 pub use settling::Effects;
+pub use submitters::{
+    AdminSetup, NewSubmitter, Revocation, SubmitterChange, SubmitterListing, SubmitterRow,
+};
 pub use totals::Totals;
 pub use uploads::{Comparator, Refusal, Upload, UploadAnswer};
 pub use workers::WorkerRow;

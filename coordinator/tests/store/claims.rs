@@ -2,6 +2,7 @@
 //! after it expires, and every write of the duty fenced by it.
 
 use crate::fixture::{T0, open, trust};
+use coordinator::allowance::Allowance;
 use coordinator::store::{CLAIM_TTL_MS, Duty, Error, NewJob};
 use protocol::{BlobHash, JobId, JobState, Limits, Validation};
 
@@ -55,7 +56,14 @@ async fn a_split_is_claimed_once_and_its_writes_run_under_the_claim() {
     );
     f.store.discard_units(&claim, T0).await.unwrap();
     f.store
-        .add_units(&claim, 0, &[b"a".to_vec(), b"b".to_vec()], 1, T0)
+        .add_units(
+            &claim,
+            0,
+            &[b"a".to_vec(), b"b".to_vec()],
+            1,
+            &Allowance::default(),
+            T0,
+        )
         .await
         .unwrap();
     f.store.finish_split(&claim, 2, T0).await.unwrap();
@@ -85,7 +93,14 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
     // A write of the duty renews the claim: written at T0 + 1000, it holds
     // until T0 + 1000 + TTL, past the first expiry at T0 + TTL.
     f.store
-        .add_units(&old, 0, &[b"a".to_vec()], 1, T0 + 1_000)
+        .add_units(
+            &old,
+            0,
+            &[b"a".to_vec()],
+            1,
+            &Allowance::default(),
+            T0 + 1_000,
+        )
         .await
         .unwrap();
     let renewed_until = T0 + 1_000 + CLAIM_TTL_MS;
@@ -101,7 +116,9 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
         .unwrap()
         .expect("expired");
     for refused in [
-        f.store.add_units(&old, 1, &[b"b".to_vec()], 1, later).await,
+        f.store
+            .add_units(&old, 1, &[b"b".to_vec()], 1, &Allowance::default(), later)
+            .await,
         f.store.finish_split(&old, 2, later).await.map(|_| ()),
         f.store.discard_units(&old, later).await,
         f.store.renew(&old, later).await,
@@ -121,7 +138,7 @@ async fn a_claim_that_ran_out_is_taken_over_and_its_old_holder_can_write_nothing
     // The new holder starts over and finishes.
     f.store.discard_units(&new, later).await.unwrap();
     f.store
-        .add_units(&new, 0, &[b"x".to_vec()], 1, later)
+        .add_units(&new, 0, &[b"x".to_vec()], 1, &Allowance::default(), later)
         .await
         .unwrap();
     f.store.finish_split(&new, 1, later).await.unwrap();

@@ -17,4 +17,5 @@ mod invariants;
 mod lifecycle;
 mod liveness;
 mod reconcile;
+mod submitters;
 mod trust;

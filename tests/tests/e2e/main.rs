@@ -15,6 +15,7 @@ mod openapi;
 mod quota_lockout;
 mod restart;
 mod submissions;
+mod submitters;
 mod trust;
 mod uploads;
 mod worker_process;

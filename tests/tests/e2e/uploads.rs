@@ -122,7 +122,7 @@ async fn requests_without_a_valid_token_are_unauthorized() {
         .send()
         .await
         .unwrap();
-    assert_eq!(blob.status(), 403);
+    assert_eq!(blob.status(), 401, "a key that is no submitter's");
     let status = c.status(job).await;
     assert_eq!(status.units_accepted, 0);
 }
