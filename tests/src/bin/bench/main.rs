@@ -6,6 +6,11 @@
 //!   with quorum 2; each asks for work and uploads a trivial result.
 //!   `replicas_per_sec`, `units_per_sec`, and p50/p99 latency of the work
 //!   request and of the upload. Bounded: it stops after 120 s at the latest.
+//!   `--jobs N [--submitters S]`: the same units as N jobs of S submitters
+//!   (default 10), after a run of one job, both printed (fair share's cost).
+//! - `share`: real workers running the primes task; a 20,000-unit job of one
+//!   submitter, then 5 s later a 10-unit job of another: how long the small
+//!   one takes to complete, and how far the big one is then.
 //! - `sandbox`: the same kernels natively and in the worker's sandbox (with
 //!   its production settings), the ratio wasm/native of each and their
 //!   geometric mean (`geomean_ratio`).
@@ -36,8 +41,10 @@
 //! `--smoke` runs each in seconds, to prove it still works (CI does that).
 
 mod chaos;
+mod coordinator;
 mod guest;
 mod integrity;
+mod share;
 mod uploads;
 
 use protocol::Limits;
@@ -56,14 +63,15 @@ fn main() {
         "sandbox" => sandbox_speed(smoke),
         "overhead" => overhead(smoke),
         "bigjob" => bigjob(smoke),
-        "coordinator" => coordinator_throughput(smoke, &args),
+        "coordinator" => coordinator::run(smoke, &args),
         "integrity" => integrity::run(smoke, &args),
         "guest" => guest::run(smoke),
         "uploads" => uploads::run(smoke),
         "chaos" => chaos::run(smoke, &args),
+        "share" => share::run(smoke),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] | sandbox | overhead | bigjob | integrity | guest | uploads | chaos [--units N --kills K --seed S]) [--smoke]"
+                "usage: bench (coordinator [--workers K] [--jobs N [--submitters S]] | share | sandbox | overhead | bigjob | integrity | guest | uploads | chaos [--units N --kills K --seed S]) [--smoke]"
             );
             std::process::exit(2);
         }
@@ -281,126 +289,4 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     (sorted[i] * 100.0).round() / 100.0
-}
-
-fn coordinator_throughput(smoke: bool, args: &[String]) -> serde_json::Value {
-    use protocol::{JobState, Outcome, ReplicaResult, ResultBatch, ResultUpload};
-    use wasm_at_home_tests::{TestCoordinator, primes_wasm, quorum};
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let workers = flag("--workers").unwrap_or(if smoke { 50 } else { 1000 }) as usize;
-    let units = flag("--units").unwrap_or(if smoke { 2_000 } else { 100_000 });
-    let batch = flag("--batch").unwrap_or(4) as u32;
-    // Results per upload request: 1 uses PUT /replicas/{id}/result, more
-    // POST /results.
-    let upload_batch = flag("--upload-batch").unwrap_or(u64::from(batch)).max(1) as usize;
-    // An offered load in replicas per second: each simulated worker then
-    // "computes" for workers/rate seconds per unit. Without it, workers
-    // ask again at once and the figures are the saturation throughput.
-    let rate = flag("--rate");
-    let think = rate.map(|r| Duration::from_secs_f64(workers as f64 / r.max(1) as f64));
-    let limit = Duration::from_secs(if smoke { 30 } else { 120 });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let c = TestCoordinator::start().await;
-        let job = c
-            .submit_input(primes_wasm(), format!("{} {units}", units * 100).as_bytes(), quorum(2, 3))
-            .await;
-        c.wait_until(job, |s| s.state == JobState::Running).await;
-        eprintln!("{units} units ready; registering {workers} workers");
-        let mut clients = Vec::new();
-        for i in 0..workers {
-            let client = worker::client::Client::new(&c.url);
-            let r = client.register(&format!("sim-{i}"), batch.div_ceil(2).max(1)).await.unwrap();
-            clients.push(client.with_token(r.token));
-        }
-        let started = Instant::now();
-        let deadline = started + limit;
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, client) in clients.into_iter().enumerate() {
-            tasks.spawn(async move {
-                let (mut lease_ms, mut upload_ms, mut uploaded) = (Vec::new(), Vec::new(), 0u64);
-                // Paced workers start spread over one cycle, as volunteers'
-                // machines would be, instead of all in step.
-                if let Some(think) = think {
-                    tokio::time::sleep(think * batch * i as u32 / workers as u32).await;
-                }
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let Ok(resp) = client.work(batch, None).await else { break };
-                    lease_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    if resp.leases.is_empty() {
-                        break; // every unit is leased or settled
-                    }
-                    if let Some(think) = think {
-                        tokio::time::sleep(think * resp.leases.len() as u32).await;
-                    }
-                    // Every replica of a unit returns the same bytes:
-                    // agreement, so quorum 2 accepts the unit.
-                    let results: Vec<ReplicaResult> = resp
-                        .leases
-                        .iter()
-                        .map(|lease| ReplicaResult {
-                            replica_id: lease.replica_id,
-                            result: ResultUpload {
-                                outcome: Outcome::Success {
-                                    output: lease.unit_id.0.to_le_bytes().to_vec().into(),
-                                },
-                                fuel_used: 1,
-                            },
-                        })
-                        .collect();
-                    for chunk in results.chunks(upload_batch) {
-                        let t = Instant::now();
-                        if let [one] = chunk {
-                            if client.upload(one.replica_id, &one.result).await.is_ok() {
-                                uploaded += 1;
-                            }
-                        } else if let Ok(r) = client
-                            .upload_many(&ResultBatch { results: chunk.to_vec() })
-                            .await
-                        {
-                            uploaded += r.results.iter().filter(|a| a.status.is_some()).count() as u64;
-                        }
-                        upload_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                }
-                (lease_ms, upload_ms, uploaded)
-            });
-        }
-        let (mut lease_ms, mut upload_ms, mut uploaded) = (Vec::new(), Vec::new(), 0);
-        while let Some(r) = tasks.join_next().await {
-            let (l, u, n) = r.unwrap();
-            lease_ms.extend(l);
-            upload_ms.extend(u);
-            uploaded += n;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let status = c.coordinator.store().job_status(job).await.unwrap().unwrap();
-        lease_ms.sort_by(f64::total_cmp);
-        upload_ms.sort_by(f64::total_cmp);
-        eprintln!(
-            "{workers} workers, {secs:.1} s: {uploaded} replicas uploaded, {} units accepted, job {}",
-            status.units_accepted,
-            status.state.as_str()
-        );
-        serde_json::json!({
-            "bench": "coordinator",
-            "workers": workers,
-            "batch": batch,
-            "upload_batch": upload_batch,
-            "offered_rate": rate,
-            "secs": (secs * 100.0).round() / 100.0,
-            "replicas_per_sec": (uploaded as f64 / secs).round(),
-            "units_per_sec": (status.units_accepted as f64 / secs).round(),
-            "lease_p50_ms": percentile(&lease_ms, 0.5),
-            "lease_p99_ms": percentile(&lease_ms, 0.99),
-            "upload_p50_ms": percentile(&upload_ms, 0.5),
-            "upload_p99_ms": percentile(&upload_ms, 0.99),
-        })
-    })
 }
