@@ -5,7 +5,6 @@
 use super::fixture::{Fixture, T0, open, trust};
 use coordinator::store::{LeaseRow, Trust, WorkerRow};
 use protocol::{JobId, Validation};
-use sqlx::{Connection, SqliteConnection};
 
 fn roomy() -> Trust {
     Trust {
@@ -14,20 +13,9 @@ fn roomy() -> Trust {
     }
 }
 
-/// A submitter with `share`, written as `coordinator keys create` would.
-async fn submitter(f: &Fixture, name: &str, share: i64) -> i64 {
-    let url = format!("sqlite://{}", f.store.path().display());
-    let mut db = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query_scalar(
-        "INSERT INTO submitters (name, key_hash, share, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
-    )
-    .bind(name)
-    .bind(format!("hash-of-{name}"))
-    .bind(share)
-    .bind(T0)
-    .fetch_one(&mut db)
-    .await
-    .unwrap()
+/// A submitter with `share` and the coordinator's limits.
+async fn submitter(f: &Fixture, name: &str, share: u32) -> i64 {
+    f.submitter(name, share, None, None).await
 }
 
 /// `n` workers, each in an account of its own.

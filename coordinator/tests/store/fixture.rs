@@ -1,7 +1,9 @@
 //! Opening a store for a test, and the few steps every scenario takes:
 //! workers in accounts, a job of units, leases and uploads.
 
-use coordinator::store::{LeaseRow, NewJob, Store, Trust, Upload, UploadAnswer, WorkerRow};
+use coordinator::store::{
+    LeaseRow, NewJob, NewSubmitter, Store, Trust, Upload, UploadAnswer, WorkerRow,
+};
 use protocol::{BlobHash, JobId, Limits, Outcome, Platform, UploadStatus, Validation, WorkerId};
 
 /// The coordinator clock's start in every scenario.
@@ -94,6 +96,29 @@ impl Fixture {
             .await
             .unwrap();
         self.store.worker_by_token(&token).await.unwrap().unwrap()
+    }
+
+    /// A submitter named `who` (key hash "hash-of-WHO") with `share` and
+    /// its own limits (`None`: the coordinator's).
+    pub async fn submitter(
+        &self,
+        who: &str,
+        share: u32,
+        max_units: Option<u64>,
+        max_stored_bytes: Option<u64>,
+    ) -> i64 {
+        let name = who.parse().unwrap();
+        let hash = format!("hash-of-{who}");
+        let new = NewSubmitter {
+            name: &name,
+            key_hash: &hash,
+            admin: false,
+            share,
+            max_units,
+            max_stored_bytes,
+        };
+        let id = self.store.create_submitter(&new, T0).await.unwrap();
+        id.expect("a new name")
     }
 
     /// A running job of `units` units (inputs "0", "1", ...), leased after

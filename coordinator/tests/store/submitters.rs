@@ -15,23 +15,7 @@ fn name(s: &str) -> SubmitterName {
 }
 
 async fn submitter(f: &Fixture, who: &str, max_units: Option<u64>, max_bytes: Option<u64>) -> i64 {
-    let n = name(who);
-    let hash = format!("hash-of-{who}");
-    f.store
-        .create_submitter(
-            &NewSubmitter {
-                name: &n,
-                key_hash: &hash,
-                admin: false,
-                share: 1,
-                max_units,
-                max_stored_bytes: max_bytes,
-            },
-            T0,
-        )
-        .await
-        .unwrap()
-        .expect("a new name")
+    f.submitter(who, 1, max_units, max_bytes).await
 }
 
 fn new_job(module: BlobHash, input: Option<BlobHash>, submitter: Option<i64>) -> NewJob {
