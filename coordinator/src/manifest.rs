@@ -189,6 +189,16 @@ quorum = 2
 max_replicas = 5
 "#;
 
+    #[test]
+    fn the_priority_is_read_and_defaults_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_text(dir.path(), VALID).unwrap().priority, 0);
+        let text = format!("priority = -7\n{VALID}");
+        assert_eq!(load_text(dir.path(), &text).unwrap().priority, -7);
+        let err = load_text(dir.path(), &format!("priority = \"high\"\n{VALID}")).unwrap_err();
+        assert!(format!("{err:#}").contains("priority"), "{err:#}");
+    }
+
     fn config() -> Config {
         Config {
             cases: 256,

@@ -93,6 +93,16 @@ async fn impossible_limits_and_policies_are_refused() {
         let msg = c.client.submit(&s).await.unwrap_err().to_string();
         assert!(msg.contains(needle), "{needle}: {msg}");
     }
+    for priority in [1001, -1001, i32::MAX] {
+        let s = JobSpec {
+            priority,
+            ..spec(default_limits(), 1, 1)
+        };
+        let msg = c.client.submit(&s).await.unwrap_err().to_string();
+        assert!(msg.contains("priority must be between -1000 and 1000"), "{msg}");
+    }
+    let jobs = c.client.jobs().await.unwrap();
+    assert!(jobs.is_empty(), "nothing refused was stored: {jobs:?}");
     let unknown = JobSpec {
         module: protocol::BlobHash::of(b"never uploaded"),
         ..spec(default_limits(), 1, 1)
