@@ -10,6 +10,8 @@
 //! - [`error`]: the one error type of the HTTP edge.
 //! - [`store`]: every SQL statement; transactions guard every transition.
 //! - [`validator`]: quorum decisions, pure logic.
+//! - [`time_left`]: the one estimate of a job's time left, pure;
+//!   [`failure`]: what a replica's failure says (exit status, limit hit).
 //! - [`jobs`]: the background work of a job's life: split, reduce, expire.
 //! - [`clock`]: injected time.
 //! - [`cli`]: the `coordinator` command, which the binary and the tests'
@@ -35,6 +37,7 @@ pub mod credit;
 mod dashboard;
 pub mod edge;
 pub mod error;
+pub mod failure;
 pub mod invites;
 pub mod jobs;
 pub mod lease;
@@ -45,6 +48,7 @@ pub mod placement;
 mod server;
 pub mod settings;
 pub mod store;
+pub mod time_left;
 pub mod tls;
 pub mod trust;
 pub mod validator;

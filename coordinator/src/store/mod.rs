@@ -14,7 +14,11 @@
 //! - [`body_limits`]: how large a result body may be, from its job.
 //! - [`workers`]: workers, accounts, and their counters and credit.
 //! - [`bans`]: operator bans, and what they discard and re-verify.
-//! - [`dashboard`]: the web dashboard's read-only queries.
+//! - [`dashboard`]: the web dashboard's read-only queries;
+//!   [`acceptances`]: units accepted lately, per job (the time-left
+//!   estimate) and per submitter (the dashboard's Submitters section).
+//! - [`unit_details`]: units with their replicas' failure detail;
+//!   [`outputs`]: a job's accepted outputs so far, in pages of one snapshot.
 //! - [`totals`]: what `/metrics` reads from the database at scrape time.
 //! - [`sql`]: shared helpers; [`error`]: the store's errors.
 //!
@@ -34,6 +38,7 @@
 //! [`validator`]: crate::validator
 //! [`trust`]: crate::trust
 
+mod acceptances;
 mod backtrack;
 mod bans;
 mod blobs;
@@ -46,10 +51,12 @@ mod heartbeats;
 mod invites;
 mod jobs;
 mod leasing;
+mod outputs;
 mod settling;
 mod sql;
 mod starvation;
 mod totals;
+mod unit_details;
 mod uploads;
 mod workers;
 mod writer;
@@ -61,6 +68,7 @@ pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
 pub use leasing::{LeaseRequest, LeaseRow, Leased};
+pub use outputs::AcceptedOutputs;
 pub use settling::Effects;
 pub use totals::Totals;
 pub use uploads::{Comparator, Refusal, Upload, UploadAnswer};
