@@ -17,6 +17,7 @@
 //! - [`cli`]: the `coordinator` command, which the binary and the tests'
 //!   `coordinator-under-test` both run.
 //! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`);
+//!   [`report`]: how `status` shows jobs to people;
 //!   [`invites`]: `coordinator invites create`.
 //! - [`dashboard`]: the read-only web page at `/`.
 //! - [`edge`]: what the edge on the open internet is configured with;
@@ -45,6 +46,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod operator;
 pub mod placement;
+pub mod report;
 mod server;
 pub mod settings;
 pub mod store;

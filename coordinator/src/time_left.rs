@@ -158,9 +158,9 @@ mod tests {
             Estimate::default()
         );
         assert_eq!(
-            estimate(&running(10, 3, 0, recent(3, 1_500)), NOW),
+            estimate(&running(10, 3, 0, recent(3, 1_000)), NOW),
             Estimate::default(),
-            "1.5 s is too short to measure"
+            "1 s is too short to measure"
         );
     }
 

@@ -6,6 +6,7 @@ mod chaos;
 mod compare;
 mod dashboard;
 mod edge;
+mod follow;
 mod heartbeats;
 mod honest;
 mod hostile;
