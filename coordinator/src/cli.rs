@@ -405,7 +405,11 @@ async fn partial_output(
                 }
             }
         }
-        None => client.partial_output(job, &mut std::io::stdout().lock()).await?,
+        None => {
+            client
+                .partial_output(job, &mut std::io::stdout().lock())
+                .await?
+        }
     };
     eprintln!(
         "partial output of job {job}: the accepted outputs of {units} of its {total} units, in unit order, framed (u32 little-endian length, then the bytes)"

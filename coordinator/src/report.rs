@@ -9,14 +9,22 @@ use std::fmt::Write as _;
 /// One job, and the failed units given (the first of them), for a reader.
 pub fn job(s: &JobStatus, failed: &[UnitStatus]) -> String {
     let mut out = String::new();
-    let name = if s.name.is_empty() { "(no name)" } else { &s.name };
+    let name = if s.name.is_empty() {
+        "(no name)"
+    } else {
+        &s.name
+    };
     let _ = writeln!(out, "job {}  {name}", s.id);
     let row = |out: &mut String, key: &str, value: &str| {
         let _ = writeln!(out, "  {key:<10} {value}");
     };
     row(&mut out, "state", s.state.as_str());
     let by = s.submitter.as_deref().unwrap_or("(nobody)");
-    row(&mut out, "submitter", &format!("{by}, priority {}", s.priority));
+    row(
+        &mut out,
+        "submitter",
+        &format!("{by}, priority {}", s.priority),
+    );
     let settled = s.units_accepted + s.units_failed;
     row(
         &mut out,
@@ -41,7 +49,11 @@ pub fn job(s: &JobStatus, failed: &[UnitStatus]) -> String {
         );
     }
     if let Some(rate) = s.rate_per_s {
-        row(&mut out, "rate", &format!("{rate:.2} units accepted/s lately"));
+        row(
+            &mut out,
+            "rate",
+            &format!("{rate:.2} units accepted/s lately"),
+        );
     }
     match (s.state, s.time_left_ms, s.finished_ms) {
         (protocol::JobState::Running, Some(ms), _) => {
@@ -190,7 +202,7 @@ fn int(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -302,7 +314,10 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("exit_code, exit status 3"), "{r}");
-        assert!(r.contains("        second line"), "stderr lines indented: {r}");
+        assert!(
+            r.contains("        second line"),
+            "stderr lines indented: {r}"
+        );
         assert!(r.contains("(1 more replicas not listed)"), "{r}");
         assert!(r.contains("(2 more: coordinator status"), "{r}");
     }

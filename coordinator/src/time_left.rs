@@ -64,10 +64,7 @@ pub struct Estimate {
 /// The seconds (since the epoch, both ends included) whose acceptances
 /// count at `now`.
 pub fn window(now: i64) -> (i64, i64) {
-    (
-        (now - WINDOW_MS).div_euclid(1000) + 1,
-        now.div_euclid(1000),
-    )
+    ((now - WINDOW_MS).div_euclid(1000) + 1, now.div_euclid(1000))
 }
 
 /// The estimate for a job at `now`.

@@ -517,9 +517,9 @@ pub struct UnitStatus {
     /// Replicas issued for the unit, all of them.
     pub replicas: u32,
     pub error: Option<String>,
-    /// Of a failed or open unit: its replicas, the first
-    /// [`UNIT_REPLICAS_SHOWN`] by id, each with what came of it and how it
-    /// failed. Empty for accepted units.
+    /// Of a failed or open unit: its replicas, the first 16
+    /// ([`UNIT_REPLICAS_SHOWN`]) by id, each with what came of it and how
+    /// it failed. Empty for accepted units.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_detail: Vec<ReplicaDetail>,
 }

@@ -154,7 +154,9 @@ mod tests {
             .map(|_| t.partial_output().unwrap())
             .collect();
         match t.partial_output() {
-            Err(ApiError::Busy { message, .. }) => assert!(message.contains("partial"), "{message}"),
+            Err(ApiError::Busy { message, .. }) => {
+                assert!(message.contains("partial"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
         drop(held);

@@ -143,11 +143,7 @@ fn page_key(c: &Coordinator, job: &DashboardJob) -> Key {
 }
 
 /// Job `id`'s page, from its row and the aggregates kept for it.
-async fn job_detail(
-    c: &Coordinator,
-    id: &str,
-    job: DashboardJob,
-) -> ApiResult<JobDetail> {
+async fn job_detail(c: &Coordinator, id: &str, job: DashboardJob) -> ApiResult<JobDetail> {
     let now = c.now_ms();
     let store = c.store();
     let groups = store.job_replica_groups(id).await?;

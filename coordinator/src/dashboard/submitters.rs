@@ -71,12 +71,17 @@ pub(super) async fn submitters(
     now: i64,
 ) -> ApiResult<Arc<Submitters>> {
     let key: Key = (0, now.div_euclid(REFRESH_MS), 0);
-    shared(&d.submitters, key, |_| false, async || {
-        let from = (now - HOUR_MS).div_euclid(1000) + 1;
-        let to = now.div_euclid(1000);
-        let work = c.store().work_by_submitter((from, to), LISTED).await?;
-        Ok(section(work, from * 1000, to * 1000 + 999))
-    })
+    shared(
+        &d.submitters,
+        key,
+        |_| false,
+        async || {
+            let from = (now - HOUR_MS).div_euclid(1000) + 1;
+            let to = now.div_euclid(1000);
+            let work = c.store().work_by_submitter((from, to), LISTED).await?;
+            Ok(section(work, from * 1000, to * 1000 + 999))
+        },
+    )
     .await
 }
 
@@ -148,7 +153,11 @@ mod tests {
         );
         assert_eq!(s.weighted_by, "fuel");
         assert_eq!((s.units, s.fuel), (100, 400.0));
-        let parts: Vec<(f64, f64)> = s.submitters.iter().map(|r| (r.part_of_work, r.owed)).collect();
+        let parts: Vec<(f64, f64)> = s
+            .submitters
+            .iter()
+            .map(|r| (r.part_of_work, r.owed))
+            .collect();
         // ada did fewer units but three quarters of the fuel; cy runs
         // nothing, so is owed nothing now.
         assert_eq!(parts, vec![(0.75, 0.75), (0.25, 0.25), (0.0, 0.0)]);

@@ -93,37 +93,36 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SubmitterWork>> {
         // Only jobs not finished before the range can have acceptances in
-        // it (backtracking that reopens a job clears its finished_ms).
-        let worked = sqlx::query(
-            "SELECT j.submitter_id AS submitter, SUM(a.n) AS units,
-                    SUM(a.n * COALESCE(CAST(j.fuel_sampled AS REAL) / NULLIF(j.fuel_samples, 0), 0))
-                        AS fuel
-             FROM jobs j CROSS JOIN job_accepted_seconds a
-             WHERE (j.finished_ms IS NULL OR j.finished_ms >= ?)
-               AND a.job_id = j.id AND a.second >= ? AND a.second <= ?
-             GROUP BY j.submitter_id",
+        // it (backtracking that reopens a job clears its finished_ms): two
+        // ranges of `jobs_by_finished`, then each one's acceptances.
+        let jobs: Vec<(String, Option<i64>, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, submitter_id, state, fuel_sampled, fuel_samples
+             FROM jobs WHERE finished_ms IS NULL
+             UNION ALL
+             SELECT id, submitter_id, state, fuel_sampled, fuel_samples
+             FROM jobs WHERE finished_ms >= ?",
         )
         .bind(from * 1000)
-        .bind(from)
-        .bind(to)
         .fetch_all(&self.read)
         .await?;
+        let ids: Vec<String> = jobs.iter().map(|j| j.0.clone()).collect();
+        let accepted = self.recent_acceptances(&ids, (from, to)).await?;
         let mut work: HashMap<Option<i64>, (u64, f64)> = HashMap::new();
-        for r in &worked {
-            let units = count(r.try_get::<Option<i64>, _>("units")?.unwrap_or(0));
-            let fuel = r.try_get::<Option<f64>, _>("fuel")?.unwrap_or(0.0).max(0.0);
-            if units > 0 {
-                work.insert(r.try_get("submitter")?, (units, fuel));
+        let mut running: HashMap<Option<i64>, u64> = HashMap::new();
+        for (id, submitter, state, fuel_sampled, fuel_samples) in &jobs {
+            if state == "running" {
+                *running.entry(*submitter).or_default() += 1;
+            }
+            if let Some(r) = accepted.get(id) {
+                let mean = match *fuel_samples {
+                    n if n > 0 => count(*fuel_sampled) as f64 / n as f64,
+                    _ => 0.0,
+                };
+                let w = work.entry(*submitter).or_default();
+                w.0 += r.accepted;
+                w.1 += r.accepted as f64 * mean;
             }
         }
-        let running: HashMap<Option<i64>, u64> = sqlx::query_as::<_, (Option<i64>, i64)>(
-            "SELECT submitter_id, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY submitter_id",
-        )
-        .fetch_all(&self.read)
-        .await?
-        .into_iter()
-        .map(|(s, n)| (s, count(n)))
-        .collect();
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "SELECT id, name, share, revoked_ms IS NOT NULL AS revoked FROM submitters
              WHERE revoked_ms IS NULL",
@@ -150,7 +149,9 @@ impl Store {
         // Jobs of no submitter (from before submitters, until the
         // coordinator's start gives them to its first admin).
         let unowned_running = running.get(&None).copied().unwrap_or(0);
-        if let Some((units, fuel)) = work.remove(&None).or((unowned_running > 0).then_some((0, 0.0)))
+        if let Some((units, fuel)) = work
+            .remove(&None)
+            .or((unowned_running > 0).then_some((0, 0.0)))
         {
             list.push(SubmitterWork {
                 name: None,

@@ -54,12 +54,11 @@ impl Store {
                  FROM (SELECT unit_id, id, worker_id, state, failure_kind,
                               substr(message, 1, ",
             );
-            q.push_bind(FAILURE_MESSAGE_SHOWN as i64)
-                .push(
-                    ") AS message, fuel_used, returned_ms,
+            q.push_bind(FAILURE_MESSAGE_SHOWN as i64).push(
+                ") AS message, fuel_used, returned_ms,
                        ROW_NUMBER() OVER (PARTITION BY unit_id ORDER BY id) AS k
                        FROM replicas WHERE unit_id IN (",
-                );
+            );
             push_list(&mut q, chunk.iter().copied());
             q.push(")) WHERE k <= ")
                 .push_bind(UNIT_REPLICAS_SHOWN as i64)
@@ -67,7 +66,9 @@ impl Store {
             for r in q.build().fetch_all(&self.read).await? {
                 let kind = r
                     .try_get::<Option<String>, _>("failure_kind")?
-                    .map(|k| FailureKind::parse(&k).ok_or_else(|| Error::corrupt("failure kind", &k)))
+                    .map(|k| {
+                        FailureKind::parse(&k).ok_or_else(|| Error::corrupt("failure kind", &k))
+                    })
                     .transpose()?;
                 let message: Option<String> = r.try_get("message")?;
                 let worker: String = r.try_get("worker_id")?;

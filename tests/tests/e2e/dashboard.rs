@@ -104,7 +104,11 @@ async fn dashboard_api_reports_a_finished_job_its_workers_and_their_credit() {
     assert_eq!(n(&j["units_accepted"]), 20);
     assert_eq!(n(&j["units_failed"]), 0);
     assert_eq!(n(&j["replicas_in_progress"]), 0);
-    assert_eq!(j["time_left_ms"], Value::Null, "a finished job has no time left");
+    assert_eq!(
+        j["time_left_ms"],
+        Value::Null,
+        "a finished job has no time left"
+    );
     assert_eq!(n(&o["workers"]), 2);
     assert_eq!(n(&o["workers_online"]), 2);
     assert_eq!(n(&o["slots_online"]), 2);
@@ -345,9 +349,19 @@ async fn dashboard_api_shows_each_submitters_share_of_the_last_hours_work_and_ea
     assert_eq!(n(&o["submitters"]["units"]), 4);
     let (ada, bob) = (submitter(&o, "ada"), submitter(&o, "bob"));
     assert_eq!((n(&ada["units"]), n(&bob["units"])), (3, 1));
-    assert_eq!((ada["fuel"].as_f64(), bob["fuel"].as_f64()), (Some(3e3), Some(3e3)));
-    assert_eq!(ada["part_of_work"].as_f64(), Some(0.5), "equal fuel, unequal units");
-    assert_eq!((ada["owed"].as_f64(), bob["owed"].as_f64()), (Some(0.75), Some(0.25)));
+    assert_eq!(
+        (ada["fuel"].as_f64(), bob["fuel"].as_f64()),
+        (Some(3e3), Some(3e3))
+    );
+    assert_eq!(
+        ada["part_of_work"].as_f64(),
+        Some(0.5),
+        "equal fuel, unequal units"
+    );
+    assert_eq!(
+        (ada["owed"].as_f64(), bob["owed"].as_f64()),
+        (Some(0.75), Some(0.25))
+    );
     assert_eq!((n(&ada["share"]), n(&ada["running_jobs"])), (3, 1));
     // Each job's submitter and priority, on the overview and its page.
     let row = |id: JobId| {
@@ -359,10 +373,19 @@ async fn dashboard_api_shows_each_submitters_share_of_the_last_hours_work_and_ea
             .unwrap()
             .clone()
     };
-    assert_eq!((row(a)["submitter"].clone(), row(a)["priority"].clone()), (json!("ada"), json!(2)));
-    assert_eq!((row(b)["submitter"].clone(), row(b)["priority"].clone()), (json!("bob"), json!(0)));
+    assert_eq!(
+        (row(a)["submitter"].clone(), row(a)["priority"].clone()),
+        (json!("ada"), json!(2))
+    );
+    assert_eq!(
+        (row(b)["submitter"].clone(), row(b)["priority"].clone()),
+        (json!("bob"), json!(0))
+    );
     let d = job_page(&c, a).await;
-    assert_eq!((d["job"]["submitter"].clone(), d["job"]["priority"].clone()), (json!("ada"), json!(2)));
+    assert_eq!(
+        (d["job"]["submitter"].clone(), d["job"]["priority"].clone()),
+        (json!("ada"), json!(2))
+    );
 
     // An hour on, that work is out of the window; both are still owed.
     c.clock.advance(61 * MINUTE_MS);
@@ -699,7 +722,11 @@ async fn chromium_shows_a_real_job_reach_100_percent_live_then_the_workers_and_t
              return r && bars === 1 && r.dataset.part === '1' && [r.dataset.part, r.dataset.owed];",
         )
         .await;
-    assert_eq!(part, json!(["1", "0"]), "done: nothing running, owed nothing");
+    assert_eq!(
+        part,
+        json!(["1", "0"]),
+        "done: nothing running, owed nothing"
+    );
     browser
         .js("document.querySelector('#submitters').scrollIntoView(); return true;")
         .await;

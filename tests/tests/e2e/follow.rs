@@ -105,7 +105,12 @@ async fn failed_units_show_each_replicas_failure_its_exit_status_and_the_limit_i
     let exits = wat::parse_str(EXITS_3).unwrap();
     let loops = wat::parse_str(LOOPS).unwrap();
     let exit_job = c
-        .submit_units(exits.clone(), vec![b"a".to_vec()], quorum(2, 3), small_limits())
+        .submit_units(
+            exits.clone(),
+            vec![b"a".to_vec()],
+            quorum(2, 3),
+            small_limits(),
+        )
         .await;
     let [a, b, d] = [
         ManualWorker::register(&c.url, "a").await,
@@ -153,7 +158,12 @@ async fn failed_units_show_each_replicas_failure_its_exit_status_and_the_limit_i
     assert_eq!(
         detail,
         vec![
-            (la.replica_id, "errored", Some(FailureKind::WorkerError), None),
+            (
+                la.replica_id,
+                "errored",
+                Some(FailureKind::WorkerError),
+                None
+            ),
             (lb.replica_id, "valid", Some(FailureKind::ExitCode), Some(3)),
             (ld.replica_id, "valid", Some(FailureKind::ExitCode), Some(3)),
         ],
@@ -173,7 +183,12 @@ async fn failed_units_show_each_replicas_failure_its_exit_status_and_the_limit_i
 
     // Out of fuel: the limit it hit, with the job's value.
     let fuel_job = c
-        .submit_units(loops.clone(), vec![b"x".to_vec()], quorum(2, 2), small_limits())
+        .submit_units(
+            loops.clone(),
+            vec![b"x".to_vec()],
+            quorum(2, 2),
+            small_limits(),
+        )
         .await;
     for w in [&b, &d] {
         let l = w.take(1).await.remove(0);
@@ -199,8 +214,14 @@ async fn failed_units_show_each_replicas_failure_its_exit_status_and_the_limit_i
     let (out, _) = command(&c, &["status", &exit_job.to_string()]).await;
     assert!(out.contains("failed units (1):"), "{out}");
     assert!(out.contains("errored     worker_error"), "{out}");
-    assert!(out.contains("valid       exit_code, exit status 3"), "{out}");
-    assert!(out.contains("        the module exited with status 3: bad input"), "{out}");
+    assert!(
+        out.contains("valid       exit_code, exit status 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("        the module exited with status 3: bad input"),
+        "{out}"
+    );
     let (out, _) = command(&c, &["status", &fuel_job.to_string()]).await;
     assert!(
         out.contains("out_of_fuel, hit the fuel limit of 20,000,000"),
