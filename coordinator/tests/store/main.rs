@@ -15,5 +15,6 @@ mod heartbeats;
 mod invariants;
 mod lifecycle;
 mod liveness;
+mod outputs;
 mod reconcile;
 mod trust;
