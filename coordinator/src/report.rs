@@ -343,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_the_list_names_the_submitter_and_the_time_left_when_there_are() {
+        let s = status();
+        let l = line(&s);
+        assert!(l.starts_with(&s.id.to_string()), "{l}");
+        assert!(
+            l.contains("running       1103/20000   units  primes"),
+            "{l}"
+        );
+        assert!(
+            l.ends_with("(by ada, priority 1)  about 8 min 33 s left"),
+            "{l}"
+        );
+        let bare = line(&JobStatus {
+            submitter: None,
+            time_left_ms: None,
+            ..status()
+        });
+        assert!(bare.ends_with("units  primes"), "{bare}");
+    }
+
+    #[test]
     fn durations_and_counts_read_as_the_dashboard_writes_them() {
         assert_eq!(duration(44_600), "45 s");
         assert_eq!(duration(513_000), "8 min 33 s");

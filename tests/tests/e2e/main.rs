@@ -2,6 +2,7 @@
 //! HTTP, running the real sample tasks in the real sandbox.
 
 mod bans;
+mod browser;
 mod chaos;
 mod compare;
 mod dashboard;
