@@ -256,8 +256,8 @@ pub(super) struct UnitsQuery {
 
 /// The most units one answer lists with their replicas' detail, and
 /// without (`state=accepted`, whose units carry none).
-pub const UNITS_WITH_DETAIL_MAX: u32 = 1_000;
-pub const UNITS_MAX: u32 = 10_000;
+const UNITS_WITH_DETAIL_MAX: u32 = 1_000;
+const UNITS_MAX: u32 = 10_000;
 
 /// A job's units in index order, optionally in one state; each failed or
 /// open unit with its replicas' detail (state, failure kind, message, exit
