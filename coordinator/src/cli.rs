@@ -31,8 +31,10 @@ const LOG_TARGET: &str = "coordinator";
   coordinator serve --config coordinator.toml --spot-check 0.2
   coordinator submit sample-tasks/primes/job.toml --wait
   coordinator status
+  coordinator status JOB_ID --failed 20
   coordinator jobs --mine
   coordinator output JOB_ID
+  coordinator output JOB_ID --partial --out so-far.framed
   coordinator keys create alice --share 2
   coordinator keys revoke alice
   coordinator invites create --uses 5
@@ -92,13 +94,27 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Show one job, or all jobs.
-    Status { job: Option<JobId> },
+    /// Show one job (progress, time left, each failed unit's replicas and
+    /// how they failed), or all jobs.
+    Status {
+        job: Option<JobId>,
+        /// Print the job's status as JSON instead.
+        #[arg(long)]
+        json: bool,
+        /// How many failed units to show, with their replicas.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        failed: u32,
+    },
     /// Write a finished job's output to stdout (or a file).
     Output {
         job: JobId,
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Instead, the accepted unit outputs so far (the job need not be
+        /// done), in unit order, framed as the module's `reduce` mode
+        /// receives them: each a u32 little-endian length, then its bytes.
+        #[arg(long)]
+        partial: bool,
     },
     /// List jobs, newest first; `--mine`: only those of your API key.
     Jobs {
@@ -300,20 +316,21 @@ async fn command(
             settings,
         } => serve(cli, listen, config.as_deref(), settings, listening).await?,
         Command::Submit { manifest, wait } => return submit(&client(), manifest, *wait).await,
-        Command::Status { job: Some(job) } => {
-            let s = client().status(*job).await?;
-            println!("{}", serde_json::to_string_pretty(&s)?);
-        }
-        Command::Status { job: None } => {
-            for s in client().jobs().await? {
-                println!(
-                    "{}  {:9}  {:>7}/{:<7} units  {}",
-                    s.id,
-                    s.state.as_str(),
-                    s.units_accepted + s.units_failed,
-                    s.units_total,
-                    s.name
-                );
+        Command::Status {
+            job: Some(job),
+            json,
+            failed,
+        } => {
+            let client = client();
+            let s = client.status(*job).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let units = match s.units_failed {
+                    0 => Vec::new(),
+                    _ => client.units(*job, Some("failed"), *failed).await?,
+                };
+                print!("{}", crate::report::job(&s, &units));
             }
         }
         Command::Jobs { mine, limit } => {
@@ -330,7 +347,17 @@ async fn command(
                 );
             }
         }
-        Command::Output { job, out } => {
+        Command::Status { job: None, .. } => {
+            for s in client().jobs().await? {
+                println!("{}", crate::report::line(&s));
+            }
+        }
+        Command::Output {
+            job,
+            out,
+            partial: true,
+        } => partial_output(&client(), *job, out.as_deref()).await?,
+        Command::Output { job, out, .. } => {
             let bytes = client().output(*job).await?;
             match out {
                 Some(path) => std::fs::write(path, &bytes)
@@ -484,6 +511,49 @@ async fn keys(
         }
     };
     print!("{out}");
+    Ok(())
+}
+
+/// `coordinator output --partial`: the accepted outputs so far, streamed
+/// to `out` or stdout; how many of how many units on stderr.
+async fn partial_output(
+    client: &Client,
+    job: JobId,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (units, total) = match out {
+        // Into a file beside it, renamed once whole: a stream cut off
+        // leaves `out` as it was.
+        Some(path) => {
+            let mut part = path.as_os_str().to_owned();
+            part.push(".part");
+            let part = PathBuf::from(part);
+            let file = std::fs::File::create(&part)
+                .with_context(|| format!("cannot write {}", part.display()))?;
+            let mut file = std::io::BufWriter::new(file);
+            let got = client.partial_output(job, &mut file).await;
+            drop(file);
+            match got {
+                Ok(got) => {
+                    std::fs::rename(&part, path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    got
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            client
+                .partial_output(job, &mut std::io::stdout().lock())
+                .await?
+        }
+    };
+    eprintln!(
+        "partial output of job {job}: the accepted outputs of {units} of its {total} units, in unit order, framed (u32 little-endian length, then the bytes)"
+    );
     Ok(())
 }
 

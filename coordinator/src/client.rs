@@ -1,9 +1,12 @@
 //! The HTTP client behind `coordinator submit`, `status`, `jobs`, `output`
-//! and `cancel`.
+//! (whole or partial, streamed) and `cancel`.
 
 use crate::manifest;
 use anyhow::{Context as _, bail};
-use protocol::{BlobHash, BlobRef, ErrorBody, JobCreated, JobId, JobSpec, JobStatus};
+use protocol::{
+    BlobHash, BlobRef, ErrorBody, JobCreated, JobId, JobSpec, JobStatus, PARTIAL_TOTAL_HEADER,
+    PARTIAL_UNITS_HEADER, UnitStatus,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -141,6 +144,53 @@ impl Client {
             .send(self.http.get(self.url(&format!("/jobs/{job}/output"))))
             .await?;
         Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// Job `job`'s accepted unit outputs so far, framed, written to `out`
+    /// as they arrive; returns how many outputs the stream held and the
+    /// job's units, as the coordinator's headers said.
+    pub async fn partial_output(
+        &self,
+        job: JobId,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<(u64, u64)> {
+        let url = self.url(&format!("/jobs/{job}/output?partial=true"));
+        let mut resp = self.send(self.http.get(url)).await?;
+        let header = |name: &str| -> anyhow::Result<u64> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("the coordinator's answer has no {name} header"))
+        };
+        let (units, total) = (header(PARTIAL_UNITS_HEADER)?, header(PARTIAL_TOTAL_HEADER)?);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .context("the partial output ended early (the coordinator cut it off)")?
+        {
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok((units, total))
+    }
+
+    /// Up to `limit` units of `job` in `state` (all states: None), with
+    /// their replicas' detail.
+    pub async fn units(
+        &self,
+        job: JobId,
+        state: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<UnitStatus>> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/jobs/{job}/units")))
+            .query(&[("limit", limit.to_string())]);
+        if let Some(state) = state {
+            req = req.query(&[("state", state)]);
+        }
+        Ok(self.send(req).await?.json().await?)
     }
 
     pub async fn cancel(&self, job: JobId) -> anyhow::Result<JobStatus> {

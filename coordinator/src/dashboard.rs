@@ -2,9 +2,10 @@
 //! plain JavaScript, no build step, no library) that polls the JSON below
 //! every 1.5 s. Nothing here can change state.
 //!
-//! - `GET /api/v1/dashboard/overview`: jobs with progress, rate and time to
-//!   finish; workers online; replicas in flight; results returned per
-//!   minute over the last hour.
+//! - `GET /api/v1/dashboard/overview`: jobs with progress, rate and time
+//!   left, submitter and priority; workers online; replicas in flight;
+//!   results returned per minute over the last hour; each submitter's
+//!   share of the last hour's work.
 //! - `GET /api/v1/dashboard/jobs/{id}`: one job's units by state, replica
 //!   outcomes, errors by kind, accepted units over time.
 //! - `GET /api/v1/dashboard/workers`: every worker and the units it runs.
@@ -22,7 +23,8 @@
 //!
 //! Layout, one noun per file under `dashboard/`: `cache` (what is
 //! remembered between requests, and the sharing above), `progress` (a
-//! job's row, rate and time to finish), and one file per page:
+//! job's row, with the time left of [`crate::time_left`]), `submitters`
+//! (the overview's Submitters section), and one file per page:
 //! `overview`, `job`, `workers`, `leaderboard`. The rows the store fills
 //! are re-exported here.
 
@@ -31,12 +33,14 @@ mod job;
 mod leaderboard;
 mod overview;
 mod progress;
+mod submitters;
 mod workers;
 
 pub use job::ReplicaGroup;
 pub use leaderboard::{Leader, Rank};
 pub use overview::Fleet;
 pub use progress::DashboardJob;
+pub use submitters::SubmitterWork;
 pub use workers::RunningReplica;
 
 use crate::Coordinator;

@@ -10,11 +10,14 @@
 //! - [`error`]: the one error type of the HTTP edge.
 //! - [`store`]: every SQL statement; transactions guard every transition.
 //! - [`validator`]: quorum decisions, pure logic.
+//! - [`time_left`]: the one estimate of a job's time left, pure;
+//!   [`failure`]: what a replica's failure says (exit status, limit hit).
 //! - [`jobs`]: the background work of a job's life: split, reduce, expire.
 //! - [`clock`]: injected time.
 //! - [`cli`]: the `coordinator` command, which the binary and the tests'
 //!   `coordinator-under-test` both run.
 //! - [`client`], [`manifest`]: the command-line client (`submit`, `status`, `output`);
+//!   [`report`]: how `status` shows jobs to people;
 //!   [`invites`]: `coordinator invites create`.
 //! - [`dashboard`]: the read-only web page at `/`.
 //! - [`edge`]: what the edge on the open internet is configured with;
@@ -40,6 +43,7 @@ mod dashboard;
 pub mod edge;
 pub mod error;
 pub mod fairshare;
+pub mod failure;
 pub mod invites;
 pub mod jobs;
 pub mod keys;
@@ -48,10 +52,12 @@ pub mod manifest;
 pub mod metrics;
 pub mod operator;
 pub mod placement;
+pub mod report;
 mod server;
 pub mod settings;
 pub mod store;
 pub mod submitter;
+pub mod time_left;
 pub mod tls;
 pub mod trust;
 pub mod validator;

@@ -495,6 +495,17 @@ pub struct JobStatus {
     /// Its priority among its submitter's jobs.
     #[serde(default)]
     pub priority: i32,
+    /// Units accepted per second lately, while the job runs (see
+    /// `time_left_ms`).
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
+    /// The estimated milliseconds until every unit is settled, while the
+    /// job runs: the units not yet settled over the rate at which units
+    /// were accepted in the last two minutes (or since the job's first
+    /// acceptance, if later). None while there is no such rate. The
+    /// dashboard shows the same estimate.
+    #[serde(default)]
+    pub time_left_ms: Option<i64>,
 }
 
 /// `GET /api/v1/jobs/{id}/units?state=failed`: one unit.
@@ -504,9 +515,90 @@ pub struct UnitStatus {
     pub id: UnitId,
     pub index: u64,
     pub state: String,
+    /// Replicas issued for the unit, all of them.
     pub replicas: u32,
     pub error: Option<String>,
+    /// Of a failed or open unit: its replicas, the first 16
+    /// ([`UNIT_REPLICAS_SHOWN`]) by id, each with what came of it and how
+    /// it failed. Empty for accepted units.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_detail: Vec<ReplicaDetail>,
 }
+
+/// The most replicas of one unit that [`UnitStatus::replica_detail`] lists.
+pub const UNIT_REPLICAS_SHOWN: usize = 16;
+
+/// The most characters of a replica's failure message that
+/// [`ReplicaDetail::message`] carries (an exit status with the tail of
+/// stderr that the sandbox keeps fits).
+pub const FAILURE_MESSAGE_SHOWN: usize = 500;
+
+/// One replica of a unit, and how it failed if it did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplicaDetail {
+    pub id: ReplicaId,
+    pub worker_id: WorkerId,
+    /// `in_progress`, `returned` (awaiting quorum), `valid`, `invalid`,
+    /// `errored`, `timed_out`, `discarded` or `released`.
+    pub state: String,
+    /// How the run failed; None for an output (and for a lease that
+    /// ended without an answer).
+    #[serde(default)]
+    pub failure_kind: Option<FailureKind>,
+    /// The failure's message as the worker's sandbox wrote it (the trap,
+    /// the exit status and the end of stderr, the limit), at most
+    /// [`FAILURE_MESSAGE_SHOWN`] characters.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The exit status of a module that exited non-zero.
+    #[serde(default)]
+    pub exit_status: Option<i32>,
+    /// The job's limit that the run hit, with its value.
+    #[serde(default)]
+    pub limit: Option<LimitHit>,
+    #[serde(default)]
+    pub fuel_used: Option<u64>,
+    #[serde(default)]
+    pub returned_ms: Option<i64>,
+}
+
+/// A job limit a run hit (out of fuel, of memory, of output room).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitHit {
+    /// `fuel`, `memory_bytes` or `output_bytes`, as in [`Limits`].
+    pub limit: LimitKind,
+    /// The job's value of it.
+    pub value: u64,
+}
+
+/// One of a job's [`Limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    Fuel,
+    MemoryBytes,
+    OutputBytes,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Fuel => "fuel",
+            LimitKind::MemoryBytes => "memory_bytes",
+            LimitKind::OutputBytes => "output_bytes",
+        }
+    }
+}
+
+/// `GET /api/v1/jobs/{id}/output?partial=true`: the response header that
+/// says how many units' outputs the stream holds (its frames).
+pub const PARTIAL_UNITS_HEADER: &str = "units-streamed";
+
+/// ... and the header with the job's number of units.
+pub const PARTIAL_TOTAL_HEADER: &str = "units-total";
 
 /// `GET /api/v1/workers`: one worker and its record.
 #[derive(Clone, Debug, Serialize, Deserialize)]

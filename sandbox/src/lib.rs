@@ -143,7 +143,7 @@ impl Report {
                     .into_iter()
                     .rev()
                     .collect();
-                let mut message = format!("the module exited with status {code}");
+                let mut message = format!("{EXIT_STATUS_PREFIX}{code}");
                 if !tail.is_empty() {
                     message.push_str(": ");
                     message.push_str(&tail);
@@ -156,6 +156,21 @@ impl Report {
             Err(f) => Err(f),
         }
     }
+}
+
+/// How the message of a non-zero exit ([`FailureKind::ExitCode`]) begins,
+/// before the status.
+const EXIT_STATUS_PREFIX: &str = "the module exited with status ";
+
+/// The exit status a failure's message names, as [`Report::into_output`]
+/// writes it (what a coordinator shows of a replica's failure; the message
+/// came from a worker, so a malformed one names none).
+pub fn exit_status_in(message: &str) -> Option<i32> {
+    let rest = message.strip_prefix(EXIT_STATUS_PREFIX)?;
+    let digits = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .map_or(rest, |end| &rest[..end]);
+    digits.parse().ok()
 }
 
 /// Receives streamed stdout; returns `false` to stop the run.

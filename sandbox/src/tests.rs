@@ -102,9 +102,25 @@ fn proc_exit_status_is_reported() {
       (func (export "_start") (call $exit (i32.const 3))))"#;
     let report = run(wat, b"");
     assert_eq!(report.result, Ok(3));
+    let failure = report.into_output().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ExitCode);
+    assert_eq!(crate::exit_status_in(&failure.message), Some(3));
+}
+
+#[test]
+fn an_exit_status_is_read_back_from_its_message_and_only_from_one() {
+    use crate::exit_status_in;
     assert_eq!(
-        report.into_output().unwrap_err().kind,
-        FailureKind::ExitCode
+        exit_status_in("the module exited with status 1: input is not 16 bytes"),
+        Some(1)
+    );
+    assert_eq!(exit_status_in("the module exited with status -7"), Some(-7));
+    assert_eq!(exit_status_in("the module exited with status "), None);
+    assert_eq!(exit_status_in("the module trapped: unreachable"), None);
+    assert_eq!(
+        exit_status_in("the module exited with status 99999999999"),
+        None,
+        "beyond an i32"
     );
 }
 

@@ -1,9 +1,10 @@
 //! Jobs: submission and its checks (the spec, then its submitter's
-//! limits), status, output, units and cancellation (by its submitter or
-//! an admin).
+//! limits), status (with the time-left estimate), output (whole, or
+//! partial: `partial_output`), units (with their replicas' failure
+//! detail) and cancellation (by its submitter or an admin).
 
 use super::auth::{optional_submitter, require_submitter};
-use super::{ApiResult, body, parse};
+use super::{ApiResult, body, parse, partial_output};
 use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::NewJob;
@@ -12,7 +13,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use protocol::{JobCreated, JobId, JobSpec, JobStatus, UnitStatus};
 use serde::Deserialize;
 
@@ -174,11 +175,27 @@ pub(super) async fn list_jobs(
         optional_submitter(&c, &headers).await?;
         None
     };
-    let jobs = match caller {
+    let statuses = match caller {
         Some(s) => c.inner.store.job_statuses_of(s.id, limit).await?,
         None => c.inner.store.job_statuses(limit).await?,
     };
-    Ok(Json(jobs))
+    Ok(Json(estimated(&c, statuses).await?))
+}
+
+/// The statuses with their rate and time left now ([`crate::time_left`]).
+async fn estimated(c: &Coordinator, mut statuses: Vec<JobStatus>) -> ApiResult<Vec<JobStatus>> {
+    let progress: Vec<_> = statuses
+        .iter()
+        .map(|s| (s.id.to_string(), s.into()))
+        .collect();
+    let mut estimates = c.inner.store.estimates(&progress, c.now_ms()).await?;
+    for s in &mut statuses {
+        if let Some(e) = estimates.remove(&s.id.to_string()) {
+            s.rate_per_s = e.rate_per_s;
+            s.time_left_ms = e.time_left_ms;
+        }
+    }
+    Ok(statuses)
 }
 
 async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
@@ -190,7 +207,7 @@ async fn job_status(c: &Coordinator, id: &str) -> ApiResult<JobStatus> {
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
-/// One job's status.
+/// One job's status, with its rate and estimated time left while it runs.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
     security((), ("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id")),
@@ -205,25 +222,42 @@ pub(super) async fn get_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
     optional_submitter(&c, &headers).await?;
-    Ok(Json(job_status(&c, &id).await?))
+    let status = job_status(&c, &id).await?;
+    Ok(Json(estimated(&c, vec![status]).await?.remove(0)))
 }
 
-/// A finished job's output.
+#[derive(Deserialize)]
+pub(super) struct OutputQuery {
+    partial: Option<bool>,
+}
+
+/// A finished job's output; or, with `partial=true`, the accepted unit
+/// outputs so far, framed, at any time.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/output", tag = "jobs",
     security((), ("api_key" = [])),
-    params(("id" = protocol::JobId, Path, description = "the job's id")),
-    responses((status = 200, description = "the output", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, description = "not a job id", body = protocol::ErrorBody),
+    params(("id" = protocol::JobId, Path, description = "the job's id"),
+        ("partial" = Option<bool>, Query, description = "true: instead of the job's output, stream the accepted unit outputs so far, in unit order, framed as the module's `reduce` mode receives them (each a u32 little-endian length, then its bytes), whatever the job's state; the `units-streamed` header says how many outputs the stream holds, `units-total` how many units the job has. At most two such streams at once (beyond: 503); one not read to its end within the request timeout is cut off")),
+    responses((status = 200, description = "the output, or with `partial=true` the framed accepted outputs so far",
+            content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("units-streamed" = u64, description = "with `partial=true`: how many outputs (frames) the stream holds"),
+                ("units-total" = u64, description = "with `partial=true`: the job's units"))),
+        (status = 400, description = "not a job id, or a bad query", body = protocol::ErrorBody),
         (status = 401, description = "an unknown or revoked API key (none is needed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody),
-        (status = 409, description = "the job has no output yet", body = protocol::ErrorBody)))]
+        (status = 409, description = "the job has no output yet (without `partial=true`)", body = protocol::ErrorBody),
+        (status = 503, description = "as many partial outputs are streaming as the coordinator allows", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "job_output", skip_all, fields(job = %id))]
 pub(super) async fn job_output(
     State(c): State<Coordinator>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+    q: Result<Query<OutputQuery>, QueryRejection>,
+) -> ApiResult<Response> {
     optional_submitter(&c, &headers).await?;
+    let Query(q) = q?;
+    if q.partial == Some(true) {
+        return partial_output::stream(&c, parse(&id, "job id")?).await;
+    }
     let status = job_status(&c, &id).await?;
     let Some(hash) = status.output else {
         return Err(ApiError::Conflict(format!(
@@ -238,7 +272,7 @@ pub(super) async fn job_output(
             status.id
         ))
     })?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 #[derive(Deserialize)]
@@ -247,14 +281,21 @@ pub(super) struct UnitsQuery {
     limit: Option<u32>,
 }
 
-/// A job's units, optionally in one state.
+/// The most units one answer lists with their replicas' detail, and
+/// without (`state=accepted`, whose units carry none).
+const UNITS_WITH_DETAIL_MAX: u32 = 1_000;
+const UNITS_MAX: u32 = 10_000;
+
+/// A job's units in index order, optionally in one state; each failed or
+/// open unit with its replicas' detail (state, failure kind, message, exit
+/// status, the limit hit, fuel).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/units", tag = "jobs",
     security((), ("api_key" = [])),
     params(("id" = protocol::JobId, Path, description = "the job's id"),
         ("state" = Option<String>, Query, description = "open, accepted or failed"),
-        ("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 10000)")),
+        ("limit" = Option<u32>, Query, description = "at most this many (default 100; at most 1000, or 10000 with state=accepted, whose units carry no replica detail)")),
     responses((status = 200, description = "the units", body = Vec<protocol::UnitStatus>),
-        (status = 400, description = "not a job id, or a bad state", body = protocol::ErrorBody),
+        (status = 400, description = "not a job id, a bad state, or a limit above the most", body = protocol::ErrorBody),
         (status = 401, description = "an unknown or revoked API key (none is needed)", body = protocol::ErrorBody),
         (status = 404, description = "no such job", body = protocol::ErrorBody)))]
 #[tracing::instrument(name = "job_units", skip_all, fields(job = %id))]
@@ -274,11 +315,20 @@ pub(super) async fn job_units(
             "state must be open, accepted or failed, not {s:?}"
         )));
     }
-    let limit = q.limit.unwrap_or(100).min(10_000);
+    let most = match q.state.as_deref() {
+        Some("accepted") => UNITS_MAX,
+        _ => UNITS_WITH_DETAIL_MAX,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit > most {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be at most {most} here (units listed with their replicas' detail: at most {UNITS_WITH_DETAIL_MAX}; with state=accepted: {UNITS_MAX}), got {limit}"
+        )));
+    }
     Ok(Json(
         c.inner
             .store
-            .units(status.id, q.state.as_deref(), limit)
+            .units_with_detail(status.id, q.state.as_deref(), limit)
             .await?,
     ))
 }

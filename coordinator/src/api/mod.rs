@@ -1,6 +1,7 @@
 //! The HTTP API (under `/api/v1`), health checks and the dashboard routes:
 //! the router and what its handlers share. Each noun has its file:
 //! `auth` (secrets, bearer tokens, the platform check), `blobs`, `jobs`,
+//! `partial_output` (a job's accepted outputs so far, streamed),
 //! `workers` (registration, accounts), `leases` (work, heartbeat, release)
 //! and `results` (uploads and their answers); `client_addr` (who the
 //! client is, behind trusted proxies), `throttle` (registration rate,
@@ -26,6 +27,7 @@ pub mod client_addr;
 mod jobs;
 mod leases;
 mod openapi;
+mod partial_output;
 mod results;
 mod throttle;
 mod workers;

@@ -1,9 +1,12 @@
 //! What the edge lets through at once: registrations per client address
-//! (a GCRA rate limiter, `[registration] per_minute` and `burst`), and
-//! large bodies being read at once (a semaphore, `[edge] large_bodies`).
-//! Beyond either, the answer is an error with `Retry-After`.
+//! (a GCRA rate limiter, `[registration] per_minute` and `burst`), large
+//! bodies being read at once (a semaphore, `[edge] large_bodies`), and
+//! partial outputs streamed at once (a semaphore of
+//! `partial_output::PARTIAL_OUTPUTS`). Beyond any, the answer is an error
+//! with `Retry-After`.
 
 use super::ApiResult;
+use super::partial_output::PARTIAL_OUTPUTS;
 use crate::edge::Edge;
 use crate::error::ApiError;
 use governor::clock::{Clock as _, DefaultClock};
@@ -21,6 +24,7 @@ const REMEMBERED_ADDRESSES: usize = 10_000;
 pub struct Throttle {
     registrations: DefaultKeyedRateLimiter<IpAddr>,
     large_bodies: Arc<Semaphore>,
+    partial_outputs: Arc<Semaphore>,
 }
 
 impl Throttle {
@@ -33,6 +37,7 @@ impl Throttle {
                 Quota::per_minute(per_minute).allow_burst(burst),
             ),
             large_bodies: Arc::new(Semaphore::new(edge.large_bodies)),
+            partial_outputs: Arc::new(Semaphore::new(PARTIAL_OUTPUTS)),
         }
     }
 
@@ -63,6 +68,19 @@ impl Throttle {
         self.large_bodies.clone().try_acquire_owned().map_err(|_| {
             ApiError::Busy {
                 message: "the coordinator is reading as many large bodies as it allows; try again shortly".into(),
+                retry_after_secs: 1,
+            }
+        })
+    }
+
+    /// A permit to stream one partial output, held while it streams; none
+    /// left is a 503 with `Retry-After`.
+    pub(super) fn partial_output(&self) -> ApiResult<OwnedSemaphorePermit> {
+        self.partial_outputs.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Busy {
+                message: format!(
+                    "the coordinator is streaming as many partial outputs as it allows ({PARTIAL_OUTPUTS}); try again shortly"
+                ),
                 retry_after_secs: 1,
             }
         })
@@ -127,5 +145,21 @@ mod tests {
         assert!(matches!(t.large_body(), Err(ApiError::Busy { .. })));
         drop(a);
         let _c = t.large_body().unwrap();
+    }
+
+    #[test]
+    fn partial_outputs_beyond_the_cap_are_refused_until_one_ends() {
+        let t = throttle(1, 1, 1);
+        let held: Vec<_> = (0..PARTIAL_OUTPUTS)
+            .map(|_| t.partial_output().unwrap())
+            .collect();
+        match t.partial_output() {
+            Err(ApiError::Busy { message, .. }) => {
+                assert!(message.contains("partial"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        let _again = t.partial_output().unwrap();
     }
 }

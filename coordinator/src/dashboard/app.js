@@ -115,11 +115,71 @@ function progressBar(j, big) {
     `</div><span class="pct" data-pct="${shown}">${shown}%</span></div>`;
 }
 
+// The time left is the coordinator's one estimate (time_left.rs), the
+// same on every page and in `coordinator status`: never computed here.
 function etaText(j) {
   if (j.state === 'splitting') return 'splitting…';
   if (j.state === 'reducing') return 'reducing…';
   if (j.state !== 'running') return j.finished_ms ? 'took ' + fmtDuration(j.finished_ms - j.created_ms) : '—';
-  return j.eta_ms == null ? 'estimating…' : fmtDuration(j.eta_ms);
+  if (j.time_left_ms != null) return fmtDuration(j.time_left_ms);
+  return j.rate_per_s === 0 ? 'no progress lately' : 'estimating…';
+}
+
+const submitterName = s => s ?? '—';
+function byWhom(j) {
+  return `<span data-submitter="${esc(j.submitter ?? '')}">${esc(submitterName(j.submitter))}</span>` +
+    `<div class="faint" data-priority="${j.priority}">priority ${j.priority}</div>`;
+}
+
+// Each submitter's part of the last hour's work (bar) and the share it
+// is owed now (tick), as horizontal bars.
+function shareChart(list) {
+  const rowH = 28, pad = { t: 6, r: 56, b: 22, l: 170 };
+  const h = pad.t + pad.b + rowH * list.length;
+  const iw = W - pad.l - pad.r;
+  let out = '';
+  for (let i = 0; i <= 4; i++) {
+    const x = pad.l + iw * i / 4;
+    out += `<line class="grid-line" x1="${x}" x2="${x}" y1="${pad.t}" y2="${h - pad.b}"/>` +
+      `<text x="${x}" y="${h - 6}" text-anchor="middle">${i * 25}%</text>`;
+  }
+  list.forEach((s, i) => {
+    const y = pad.t + i * rowH, mid = y + rowH / 2;
+    const w = iw * s.part_of_work;
+    const tip = `${submitterName(s.name)}: ${(100 * s.part_of_work).toFixed(1)}% of the hour's work` +
+      (s.owed ? `, owed ${(100 * s.owed).toFixed(1)}% (share ${s.share})` : ', no job running');
+    out += `<g><rect class="hit" x="${pad.l}" y="${y}" width="${iw}" height="${rowH}"><title>${esc(tip)}</title></rect>` +
+      `<text x="${pad.l - 10}" y="${mid + 4}" text-anchor="end">${esc(submitterName(s.name))}</text>` +
+      `<rect class="bar-rect" x="${pad.l}" y="${y + 6}" width="${w}" height="${rowH - 12}" rx="2" pointer-events="none"/>` +
+      (s.owed ? `<line class="owed" x1="${pad.l + iw * s.owed}" x2="${pad.l + iw * s.owed}" y1="${y + 2}" y2="${y + rowH - 2}" pointer-events="none"/>` : '') +
+      `<text x="${pad.l + w + 6}" y="${mid + 4}">${(100 * s.part_of_work).toFixed(0)}%</text></g>`;
+  });
+  return `<svg class="chart" id="submitters-chart" viewBox="0 0 ${W} ${h}" role="img">${out}</svg>`;
+}
+
+function submittersCard(d) {
+  const s = d.submitters;
+  if (!s || !s.submitters.length) {
+    return `<div class="card" id="submitters"><h2>Submitters</h2><p class="empty">No submitters yet.</p></div>`;
+  }
+  const rows = s.submitters.map(x => `<tr data-submitter="${esc(x.name ?? '')}" data-part="${x.part_of_work}" data-owed="${x.owed}">` +
+    `<td><b>${esc(submitterName(x.name))}</b>${x.revoked ? ' <span class="badge">revoked</span>' : ''}</td>` +
+    `<td class="num">${fmtInt(x.share)}</td>` +
+    `<td class="num">${fmtInt(x.running_jobs)}</td>` +
+    `<td class="num">${fmtInt(x.units)}</td>` +
+    `<td class="num">${fmtNum(x.fuel / 1e9)}</td>` +
+    `<td class="num">${(100 * x.part_of_work).toFixed(1)}%</td>` +
+    `<td class="num">${x.owed ? (100 * x.owed).toFixed(1) + '%' : '—'}</td></tr>`).join('');
+  const weighed = s.weighted_by === 'fuel'
+    ? 'by fuel (units accepted × their job\'s mean fuel per unit)'
+    : 'by units accepted (no fuel estimate yet)';
+  return `<div class="card" id="submitters">
+    <div class="chart-head"><h2>Submitters</h2><span class="muted">the last hour's work, ${weighed} · tick: the share owed now · every 10 s</span></div>
+    ${shareChart(s.submitters)}
+    <div class="table-wrap"><table><thead><tr><th>Submitter</th><th class="num">Share</th><th class="num">Jobs running</th>
+      <th class="num">Units (hour)</th><th class="num">Fuel (10<sup>9</sup>, hour)</th><th class="num">Part of work</th><th class="num">Owed</th></tr></thead>
+      <tbody>${rows}</tbody></table></div>
+  </div>`;
 }
 
 function stat(label, value, note) {
@@ -149,12 +209,13 @@ function overviewPage(d) {
   const rows = d.jobs.map(j => `<tr class="rowlink" data-job="${esc(j.id)}" data-state="${esc(j.state)}" onclick="location.hash='#/job/${esc(j.id)}'">` +
     `<td><a class="name" href="#/job/${esc(j.id)}">${esc(jobName(j))}</a><div class="id">${esc(j.id)}</div></td>` +
     `<td>${statePill(j.state)}</td>` +
+    `<td class="nowrap">${byWhom(j)}</td>` +
     `<td>${progressBar(j)}</td>` +
     `<td class="num">${fmtInt(j.units_accepted)} <span class="faint">/ ${fmtInt(j.units_total)}</span>` +
     `${j.units_failed ? `<div class="bad">${fmtInt(j.units_failed)} failed</div>` : ''}</td>` +
     `<td class="num">${fmtInt(j.replicas_in_progress)}</td>` +
     `<td class="num">${j.rate_per_s == null ? '—' : fmtNum(j.rate_per_s) + '/s'}</td>` +
-    `<td class="num">${etaText(j)}</td></tr>`).join('');
+    `<td class="num" data-time-left="${j.time_left_ms ?? ''}">${etaText(j)}</td></tr>`).join('');
   return `
   <div class="grid g4">
     ${stat('Throughput now', `${fmtNum(t.per_s_now)} <small>results/s</small>`, `${fmtInt(t.last_hour)} in the last hour`)}
@@ -170,10 +231,11 @@ function overviewPage(d) {
   <div class="card">
     <h2>Jobs</h2>
     ${d.jobs.length ? `<div class="table-wrap"><table id="jobs">
-      <thead><tr><th>Job</th><th>State</th><th>Progress</th><th class="num">Units accepted</th>
+      <thead><tr><th>Job</th><th>State</th><th>Submitter</th><th>Progress</th><th class="num">Units accepted</th>
       <th class="num">In flight</th><th class="num">Rate</th><th class="num">Time left</th></tr></thead>
       <tbody>${rows}</tbody></table></div>` : '<p class="empty">No jobs yet. Submit one with <code>coordinator submit job.toml</code>.</p>'}
-  </div>`;
+  </div>
+  ${submittersCard(d)}`;
 }
 
 function jobPage(d) {
@@ -215,11 +277,12 @@ function jobPage(d) {
   <a class="back" href="#/">← All jobs</a>
   <div class="title"><h1>${esc(jobName(j))}</h1>${statePill(j.state)}</div>
   <div class="meta"><span class="mono">${esc(j.id)}</span>
+    <span id="job-submitter">by <b data-submitter="${esc(j.submitter ?? '')}">${esc(submitterName(j.submitter))}</b>, priority <b data-priority="${j.priority}">${j.priority}</b></span>
     <span>quorum ${j.quorum}, up to ${j.max_replicas} replicas${j.adaptive ? ', adaptive' : ''}</span>
     <span>submitted ${fmtAgo(d.now_ms - j.created_ms)}</span></div>
   ${j.error ? `<div class="card bad">${esc(j.error)}</div>` : ''}
   <div class="card" id="job-progress">
-    <div class="chart-head"><h2>Progress</h2><span class="muted">${j.rate_per_s != null ? fmtNum(j.rate_per_s) + ' units/s · ' : ''}${j.state === 'running' ? 'time left: ' : ''}${etaText(j)}</span></div>
+    <div class="chart-head"><h2>Progress</h2><span class="muted" id="job-time-left" data-time-left="${j.time_left_ms ?? ''}">${j.rate_per_s != null ? fmtNum(j.rate_per_s) + ' units/s · ' : ''}${j.state === 'running' ? 'time left: ' : ''}${etaText(j)}</span></div>
     ${progressBar(j, true)}
     <div class="legend">
       <span><i class="sw wait"></i>waiting <b>${fmtInt(u.waiting)}</b>${u.waiting_for_seasoned ? ` <span class="muted" id="waiting-for-seasoned" title="a quorum agrees, but only young accounts voted: each waits for a worker of an account old enough (trust.min_account_age_secs)">(${fmtInt(u.waiting_for_seasoned)} for a seasoned account)</span>` : ''}</span>

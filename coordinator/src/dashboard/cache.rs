@@ -1,14 +1,15 @@
 //! What the dashboard remembers between requests: answers shared between
-//! viewers (and how long a large one may be reused after a change), final
-//! minutes of the throughput chart, and samples of job progress.
+//! viewers (and how long a large one may be reused after a change), and
+//! final minutes of the throughput chart.
 
 use super::ApiResult;
 use super::job::JobDetail;
 use super::leaderboard::Leaderboard;
 use super::overview::Overview;
+use super::submitters::Submitters;
 use super::workers::WorkersPage;
 use crate::Coordinator;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,19 +24,19 @@ pub(super) const LARGE_FLEET: u64 = 1_000;
 /// Job pages kept in the cache.
 const JOB_CACHE: usize = 64;
 
-/// What the dashboard remembers between requests: shared answers, final
-/// minutes of the throughput chart, and samples of job progress.
+/// What the dashboard remembers between requests: shared answers and
+/// final minutes of the throughput chart.
 #[derive(Debug, Default)]
 pub(super) struct Dashboard {
     pub(super) overview: Slot<Overview>,
+    /// The overview's Submitters section, computed apart (less often).
+    pub(super) submitters: Slot<Submitters>,
     jobs: Mutex<HashMap<String, Arc<Slot<JobDetail>>>>,
     pub(super) workers: Slot<WorkersPage>,
     pub(super) leaderboard: Slot<Leaderboard>,
     /// Results returned per minute (by minute number since the epoch),
     /// for minutes that are over.
     pub(super) minutes: Mutex<BTreeMap<i64, u64>>,
-    /// (time, units settled per job), oldest first, over RATE_WINDOW_MS.
-    pub(super) samples: Mutex<VecDeque<(i64, HashMap<String, u64>)>>,
 }
 
 impl Dashboard {

@@ -3,7 +3,7 @@
 
 use super::ApiResult;
 use super::cache::{Dashboard, Key, LARGE, live_key, shared};
-use super::progress::{DashboardJob, JobView};
+use super::progress::{DashboardJob, JobView, with_time_left};
 use crate::Coordinator;
 use crate::error::ApiError;
 use crate::store::Store;
@@ -113,7 +113,7 @@ pub(super) async fn job(
         &slot,
         key,
         |d: &JobDetail| d.units.total >= LARGE,
-        async || job_detail(&c, &d, &id, job).await,
+        async || job_detail(&c, &id, job).await,
     )
     .await?;
     Ok(Json(AsOf {
@@ -143,12 +143,7 @@ fn page_key(c: &Coordinator, job: &DashboardJob) -> Key {
 }
 
 /// Job `id`'s page, from its row and the aggregates kept for it.
-async fn job_detail(
-    c: &Coordinator,
-    d: &Dashboard,
-    id: &str,
-    job: DashboardJob,
-) -> ApiResult<JobDetail> {
+async fn job_detail(c: &Coordinator, id: &str, job: DashboardJob) -> ApiResult<JobDetail> {
     let now = c.now_ms();
     let store = c.store();
     let groups = store.job_replica_groups(id).await?;
@@ -186,7 +181,7 @@ async fn job_detail(
         .output
         .as_ref()
         .map(|_| format!("{}/jobs/{id}/output", protocol::API_PREFIX));
-    let job = d.with_rates(vec![job], now).remove(0);
+    let job = with_time_left(store, vec![job], now).await?.remove(0);
     Ok(JobDetail {
         job,
         units,

@@ -1,9 +1,11 @@
 //! The overview (`GET /api/v1/dashboard/overview`): jobs with progress,
-//! rate and time to finish; workers online; replicas in flight; results
-//! returned per minute over the last hour.
+//! rate and time left, submitter and priority; workers online; replicas in
+//! flight; results returned per minute over the last hour; the submitters'
+//! shares of the last hour's work (`submitters.rs`).
 
 use super::cache::{Dashboard, LARGE, LARGE_FLEET, live_key, shared};
-use super::progress::JobView;
+use super::progress::{JobView, with_time_left};
+use super::submitters::{Submitters, submitters};
 use super::{ApiResult, ONLINE_WINDOW_MS};
 use crate::Coordinator;
 use axum::extract::State;
@@ -39,6 +41,7 @@ pub(super) struct Overview {
     fleet: Fleet,
     throughput: Throughput,
     jobs: Vec<JobView>,
+    submitters: Arc<Submitters>,
 }
 
 /// Results returned (replicas, whatever their verdict).
@@ -73,13 +76,15 @@ pub(super) async fn overview(
         let jobs = store.dashboard_jobs(OVERVIEW_JOBS).await?;
         let fleet = store.fleet(now - ONLINE_WINDOW_MS).await?;
         let throughput = throughput(&c, &d, now).await?;
-        let jobs = d.with_rates(jobs, now);
+        let jobs = with_time_left(store, jobs, now).await?;
+        let submitters = submitters(&c, &d, now).await?;
         Ok(Overview {
             now_ms: now,
             online_window_ms: ONLINE_WINDOW_MS,
             fleet,
             throughput,
             jobs,
+            submitters,
         })
     })
     .await?;

@@ -1,14 +1,13 @@
 //! A job's progress as the dashboard lists it: its row with the leases in
-//! flight (`DashboardJob`, filled by the store), and its rate and time to
-//! finish (`JobView`), from samples taken as the pages are read.
+//! flight, its submitter and priority (`DashboardJob`, filled by the
+//! store), and with its rate and time left (`JobView`): the one estimate
+//! of [`crate::time_left`], the same on the overview, the job page and
+//! `GET /api/v1/jobs/{id}`.
 
-use super::cache::Dashboard;
+use super::ApiResult;
+use crate::store::Store;
+use crate::time_left::{Estimate, Progress};
 use serde::Serialize;
-
-/// How far back job progress is sampled for the rate and time to finish.
-const RATE_WINDOW_MS: i64 = 60_000;
-/// The shortest span a rate is measured over.
-const MIN_RATE_SPAN_MS: i64 = 2_000;
 
 /// A job as the dashboard lists it: the `jobs` row and its leases in flight.
 #[derive(Clone, Debug, Serialize)]
@@ -34,71 +33,54 @@ pub struct DashboardJob {
     pub output: Option<String>,
     pub output_version: u64,
     pub error: Option<String>,
+    /// Who submitted it (the name of its key), if anyone.
+    pub submitter: Option<String>,
+    /// Its priority among its submitter's jobs.
+    pub priority: i32,
 }
 
-/// A job with its progress rate and estimated time to finish.
+impl DashboardJob {
+    /// What its time-left estimate is made from (with no acceptances yet:
+    /// the store reads those).
+    fn progress(&self) -> Progress {
+        Progress {
+            running: self.state == "running",
+            units_total: self.units_total,
+            units_accepted: self.units_accepted,
+            units_failed: self.units_failed,
+            recent: Default::default(),
+        }
+    }
+}
+
+/// A job with its progress rate and estimated time left.
 #[derive(Clone, Debug, Serialize)]
 pub(super) struct JobView {
     #[serde(flatten)]
     job: DashboardJob,
-    /// Units settled (accepted or failed) per second, lately.
+    /// Units accepted per second lately, while it runs.
     rate_per_s: Option<f64>,
     /// Milliseconds until every unit is settled at that rate.
-    eta_ms: Option<i64>,
+    time_left_ms: Option<i64>,
 }
 
-impl Dashboard {
-    /// Adds each job's rate and time to finish, from samples of progress
-    /// taken at most once a second over the last minute, and records this
-    /// one.
-    pub(super) fn with_rates(&self, jobs: Vec<DashboardJob>, now: i64) -> Vec<JobView> {
-        let mut samples = self.samples.lock().expect("not poisoned");
-        while samples
-            .front()
-            .is_some_and(|(t, _)| *t < now - RATE_WINDOW_MS || *t > now)
-        {
-            samples.pop_front();
-        }
-        let views = jobs
-            .into_iter()
-            .map(|job| {
-                let settled = job.units_accepted + job.units_failed;
-                let before = samples
-                    .iter()
-                    .filter(|(t, _)| now - t >= MIN_RATE_SPAN_MS)
-                    .find_map(|(t, s)| Some((*t, *s.get(&job.id)?)));
-                let rate = match before {
-                    Some((t, then)) => {
-                        Some(settled.saturating_sub(then) as f64 * 1000.0 / (now - t) as f64)
-                    }
-                    // No sample yet: the average since the job was created.
-                    None if now - job.created_ms >= MIN_RATE_SPAN_MS && settled > 0 => {
-                        Some(settled as f64 * 1000.0 / (now - job.created_ms) as f64)
-                    }
-                    None => None,
-                };
-                let running = job.state == "running";
-                let remaining = job.units_total.saturating_sub(settled);
-                let eta_ms = match rate {
-                    _ if !running || job.units_total == 0 => None,
-                    _ if remaining == 0 => Some(0),
-                    Some(r) if r > 0.0 => Some((remaining as f64 / r * 1000.0).round() as i64),
-                    _ => None,
-                };
-                JobView {
-                    job,
-                    rate_per_s: rate.filter(|_| running),
-                    eta_ms,
-                }
-            })
-            .collect::<Vec<_>>();
-        if samples.back().is_none_or(|(t, _)| now - t >= 1000) {
-            let progress = views
-                .iter()
-                .map(|v| (v.job.id.clone(), v.job.units_accepted + v.job.units_failed))
-                .collect();
-            samples.push_back((now, progress));
-        }
-        views
-    }
+/// Each job with its rate and time left at `now`.
+pub(super) async fn with_time_left(
+    store: &Store,
+    jobs: Vec<DashboardJob>,
+    now: i64,
+) -> ApiResult<Vec<JobView>> {
+    let progress: Vec<_> = jobs.iter().map(|j| (j.id.clone(), j.progress())).collect();
+    let mut estimates = store.estimates(&progress, now).await?;
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            let e: Estimate = estimates.remove(&job.id).unwrap_or_default();
+            JobView {
+                job,
+                rate_per_s: e.rate_per_s,
+                time_left_ms: e.time_left_ms,
+            }
+        })
+        .collect())
 }

@@ -8,6 +8,7 @@
 //!   replicas in progress (at most two per worker slot);
 //! - workers and accounts: their own small tables;
 //! - throughput: one range of `replicas_returned` (migration 0004);
+//! - the time left and the submitters' work: `acceptances.rs`;
 //! - one job's replica outcomes and accepted units over time: the rows of
 //!   `job_outcomes` and `job_accepted_seconds` (migration 0009), which
 //!   triggers keep current as replicas and units change state.
@@ -20,7 +21,8 @@ use sqlx::Row;
 use std::collections::HashMap;
 
 const JOB_SELECT: &str = "SELECT id, name, state, units_total, units_accepted, units_failed,
-        replicas_leased, quorum, max_replicas, adaptive, created_ms, finished_ms, output, output_version, error
+        replicas_leased, quorum, max_replicas, adaptive, created_ms, finished_ms, output, output_version, error,
+        priority, (SELECT s.name FROM submitters s WHERE s.id = jobs.submitter_id) AS submitter
  FROM jobs";
 
 fn count(r: &sqlx::sqlite::SqliteRow, c: &str) -> Result<u64> {
@@ -46,6 +48,10 @@ fn dashboard_job(r: &sqlx::sqlite::SqliteRow) -> Result<DashboardJob> {
         output: r.try_get("output")?,
         output_version: count(r, "output_version")?,
         error: r.try_get("error")?,
+        submitter: r.try_get("submitter")?,
+        priority: r
+            .try_get::<i64, _>("priority")?
+            .clamp(i32::MIN.into(), i32::MAX.into()) as i32,
     })
 }
 

@@ -333,6 +333,8 @@ impl Store {
                 state,
                 replicas: count(replicas) as u32,
                 error,
+                // Read apart, for the units that want it (`unit_details`).
+                replica_detail: Vec::new(),
             })
             .collect())
     }
@@ -532,6 +534,9 @@ impl StatusRow {
             units_waiting_for_seasoned: count(self.waiting_for_seasoned),
             submitter: self.submitter,
             priority: self.priority.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+            // Estimated at a moment, by the caller (`Store::estimates`).
+            rate_per_s: None,
+            time_left_ms: None,
         })
     }
 }

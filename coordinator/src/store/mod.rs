@@ -16,7 +16,11 @@
 //! - [`body_limits`]: how large a result body may be, from its job.
 //! - [`workers`]: workers, accounts, and their counters and credit.
 //! - [`bans`]: operator bans, and what they discard and re-verify.
-//! - [`dashboard`]: the web dashboard's read-only queries.
+//! - [`dashboard`]: the web dashboard's read-only queries;
+//!   [`acceptances`]: units accepted lately, per job (the time-left
+//!   estimate) and per submitter (the dashboard's Submitters section).
+//! - [`unit_details`]: units with their replicas' failure detail;
+//!   [`outputs`]: a job's accepted outputs so far, in pages of one snapshot.
 //! - [`totals`]: what `/metrics` reads from the database at scrape time.
 //! - [`sql`]: shared helpers; [`error`]: the store's errors.
 //!
@@ -36,6 +40,7 @@
 //! [`validator`]: crate::validator
 //! [`trust`]: crate::trust
 
+mod acceptances;
 mod backtrack;
 mod bans;
 mod blobs;
@@ -49,11 +54,13 @@ mod invites;
 mod jobs;
 mod leasing;
 mod queue;
+mod outputs;
 mod settling;
 mod sql;
 mod starvation;
 mod submitters;
 mod totals;
+mod unit_details;
 mod uploads;
 mod workers;
 mod writer;
@@ -65,6 +72,7 @@ pub use claims::{CLAIM_TTL_MS, Claim, Duty};
 pub use error::{Error, Result};
 pub use jobs::{JobRow, NewJob};
 pub use leasing::{LeaseRequest, LeaseRow, Leased};
+pub use outputs::AcceptedOutputs;
 pub use settling::Effects;
 pub use submitters::{
     AdminSetup, NewSubmitter, Revocation, SubmitterChange, SubmitterListing, SubmitterRow,

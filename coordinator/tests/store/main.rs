@@ -16,6 +16,7 @@ mod heartbeats;
 mod invariants;
 mod lifecycle;
 mod liveness;
+mod outputs;
 mod reconcile;
 mod submitters;
 mod trust;

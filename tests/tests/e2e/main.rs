@@ -2,10 +2,12 @@
 //! HTTP, running the real sample tasks in the real sandbox.
 
 mod bans;
+mod browser;
 mod chaos;
 mod compare;
 mod dashboard;
 mod edge;
+mod follow;
 mod heartbeats;
 mod honest;
 mod hostile;
