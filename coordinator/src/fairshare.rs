@@ -72,42 +72,57 @@ pub fn costs(sampled: &[Option<f64>]) -> Vec<f64> {
         .collect()
 }
 
+/// A submitter's jobs, as [`plan`] moves its pass.
+struct Group {
+    submitter: Option<i64>,
+    pass: f64,
+    jobs: Vec<usize>,
+    /// Its jobs that can take one more replica.
+    open: usize,
+}
+
 /// How many of `total` replicas each job of `jobs` is given (in the same
 /// order), one replica at a time by the rule above, and the order in which
 /// jobs were first given one (the order their units are offered in).
+/// Each pick costs the number of submitters plus the picked one's jobs.
 pub fn plan(jobs: &[Runnable], total: i64) -> (Vec<i64>, Vec<usize>) {
     let mut given = vec![0i64; jobs.len()];
     let mut first = Vec::new();
-    if jobs.is_empty() || total <= 0 {
-        return (given, first);
-    }
-    // Submitters, each with its jobs; passes as the batch moves them.
-    let mut subs: Vec<(Option<i64>, f64, f64, Vec<usize>)> = Vec::new();
+    let is_open = |i: usize, given: &[i64]| jobs[i].cap.is_none_or(|cap| given[i] < cap);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
-        match subs.iter_mut().find(|s| s.0 == j.submitter) {
-            Some(s) => s.3.push(i),
-            None => subs.push((j.submitter, j.submitter_pass, j.share.max(1.0), vec![i])),
+        let open = usize::from(is_open(i, &given));
+        match groups.iter_mut().find(|g| g.submitter == j.submitter) {
+            Some(g) => {
+                g.jobs.push(i);
+                g.open += open;
+            }
+            None => groups.push(Group {
+                submitter: j.submitter,
+                pass: j.submitter_pass,
+                jobs: vec![i],
+                open,
+            }),
         }
     }
     let mut pass: Vec<f64> = jobs.iter().map(|j| j.pass).collect();
-    let open = |i: usize, given: &[i64]| jobs[i].cap.is_none_or(|cap| given[i] < cap);
-    for _ in 0..total {
+    for _ in 0..total.max(0) {
         // The submitter of least pass with a job that can take one more.
-        let Some(s) = subs
+        let Some(g) = groups
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.3.iter().any(|&i| open(i, &given)))
-            .min_by(|(_, a), (_, b)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+            .filter(|(_, g)| g.open > 0)
+            .min_by(|(_, a), (_, b)| a.pass.total_cmp(&b.pass).then(a.submitter.cmp(&b.submitter)))
             .map(|(k, _)| k)
         else {
             break;
         };
         // Its job of highest priority, then least pass, then first read.
-        let job = subs[s]
-            .3
+        let job = groups[g]
+            .jobs
             .iter()
             .copied()
-            .filter(|&i| open(i, &given))
+            .filter(|&i| is_open(i, &given))
             .min_by(|&a, &b| {
                 jobs[b]
                     .priority
@@ -119,9 +134,12 @@ pub fn plan(jobs: &[Runnable], total: i64) -> (Vec<i64>, Vec<usize>) {
             first.push(job);
         }
         given[job] += 1;
+        if !is_open(job, &given) {
+            groups[g].open -= 1;
+        }
         let (job_fuel, sub_pass) = jobs[job].charge(1);
         pass[job] += job_fuel;
-        subs[s].1 += sub_pass;
+        groups[g].pass += sub_pass;
     }
     (given, first)
 }

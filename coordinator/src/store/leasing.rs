@@ -65,8 +65,9 @@ impl LeaseRequest {
     }
 }
 
-/// Serves a batch of work requests: per request, the oldest units that
-/// still want replicas and that the placement policy lets its worker take.
+/// Serves a batch of work requests: per request, units of the jobs the
+/// fair-share plan gives replicas to ([`Queue`]) that the placement policy
+/// lets its worker take.
 pub(super) async fn lease_batch(
     tx: &mut Transaction<'_, Sqlite>,
     policy: &Policy,
@@ -93,25 +94,55 @@ pub(super) async fn lease_batch(
     let any_seasoned = requests
         .iter()
         .any(|r| seasoned.contains(&r.worker.id.to_string()));
-    let mut queue = queue::read(tx, total, any_seasoned).await?;
-    let mut held = queue::held_keys(tx, &queue, requests).await?;
-    let mut chosen = Vec::with_capacity(requests.len());
-    for (req, &want) in requests.iter().zip(&wants) {
-        let taker = Taker {
+    let takers: Vec<Taker> = requests
+        .iter()
+        .map(|req| Taker {
             worker: req.worker.id.to_string(),
             keys: req.keys(),
             arch: req.worker.arch.clone(),
             trusted: trusted.contains(&req.worker.id.to_string()),
             seasoned: seasoned.contains(&req.worker.id.to_string()),
-        };
-        let mut mine = placement::take_from(&mut queue.pool, &taker, &mut held, want as usize);
-        // Rare: this worker's keys hold most of the pool, or its
-        // architecture runs none of it. Look past it, for this worker alone.
-        if (mine.len() as i64) < want && queue.partial {
-            let more = want - mine.len() as i64;
-            look_past(tx, &mut queue, req, &taker, &mut held, more, &mut mine).await?;
+        })
+        .collect();
+    let mut queue = Queue::open(tx, any_seasoned).await?;
+    let mut held = Held::default();
+    let mut chosen: Vec<Vec<i64>> = vec![Vec::new(); requests.len()];
+    let short = |chosen: &[Vec<i64>]| -> i64 {
+        wants
+            .iter()
+            .zip(chosen)
+            .map(|(&w, c)| w - c.len() as i64)
+            .sum()
+    };
+    // Rounds: plan what the workers are short of, read it, let them take;
+    // a job whose units they could not take leaves its part to others.
+    for _ in 0..queue::ROUNDS {
+        let missing = short(&chosen);
+        if missing == 0 {
+            break;
         }
-        chosen.push(mine);
+        let before = queue.taken();
+        let ranges = queue.offer(tx, missing).await?;
+        queue::held_keys(tx, &ranges, requests, &mut held).await?;
+        for ((taker, &want), mine) in takers.iter().zip(&wants).zip(&mut chosen) {
+            let more = want as usize - mine.len();
+            if more > 0 {
+                mine.extend(placement::take_from(&mut queue.pool, taker, &mut held, more));
+            }
+        }
+        if !queue.settle_round(&before) {
+            break;
+        }
+    }
+    // Rare: a worker whose keys hold what the jobs offered, or whose
+    // architecture runs none of it. Look past it, for this worker alone.
+    if short(&chosen) > 0 && queue.partial() {
+        for (((req, taker), &want), mine) in requests.iter().zip(&takers).zip(&wants).zip(&mut chosen) {
+            let more = want - mine.len() as i64;
+            if more > 0 {
+                look_past(tx, &mut queue, req, taker, &mut held, more, mine).await?;
+            }
+        }
     }
     let mut answers = lease_rows(tx, requests, &chosen).await?;
     insert_replicas(tx, requests, &mut answers).await?;
@@ -434,10 +465,11 @@ async fn count_leases(
     let mut per_submitter: Vec<(i64, f64)> = Vec::new();
     for (job, n) in per_job {
         let id = job.to_string();
-        let (fuel, pass) = heads
-            .get(id.as_str())
-            .map_or((0.0, 0.0), |j| j.runnable.charge(n));
-        if let Some(s) = heads.get(id.as_str()).and_then(|j| j.runnable.submitter) {
+        let head = heads.get(id.as_str()).ok_or_else(|| {
+            Error::corrupt("lease", format!("a unit of job {id} leased, which was not read"))
+        })?;
+        let (fuel, pass) = head.runnable.charge(n);
+        if let Some(s) = head.runnable.submitter {
             match per_submitter.iter_mut().find(|(k, _)| *k == s) {
                 Some((_, p)) => *p += pass,
                 None => per_submitter.push((s, pass)),

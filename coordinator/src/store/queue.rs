@@ -14,38 +14,47 @@ use crate::placement::{Candidate, Held, Key};
 use sqlx::{Sqlite, Transaction};
 use std::collections::HashMap;
 
-/// How many rounds of planning a batch takes at most: a round plans again
-/// when a job turned out to have fewer units than it was given.
-const PLAN_ROUNDS: usize = 4;
+/// How many rounds a batch takes at most: a round plans, reads and lets
+/// the workers take; the next plans again what they are still short of,
+/// without the jobs that could give no more to this batch.
+pub(super) const ROUNDS: usize = 4;
 
 /// How many jobs' reads one statement carries (SQLite allows 500 terms in
 /// a compound SELECT).
 const JOBS_PER_READ: usize = 100;
 
-/// A running job, with what this batch read of it.
+/// A running job with units that want replicas, with what this batch did
+/// with it.
 #[derive(Debug)]
 pub(super) struct JobHead {
     pub id: String,
     adaptive: bool,
     compare: bool,
+    /// Its fair-share state, its passes moved by what it gave in earlier
+    /// rounds of this batch.
     pub runnable: Runnable,
-    /// Its wanted units read so far, in unit order.
-    read: Vec<Candidate>,
+    /// The last unit read of it.
+    last_read: Option<i64>,
     /// All of its wanted units are read.
     exhausted: bool,
+    /// It gave fewer replicas than it was planned in a round: the batch's
+    /// workers may take no more of what was read of it.
+    stuck: bool,
+    /// Replicas planned in the current round.
+    given: i64,
 }
 
 /// What a batch offers its workers.
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     pub jobs: Vec<JobHead>,
-    /// The units offered, planned ones first (in the order their jobs were
-    /// first given a replica), then the rest of what was read.
+    /// The units read, each round's planned ones first (in the order their
+    /// jobs were first given a replica), then the rest.
     pub pool: Vec<Candidate>,
     /// The job (index into `jobs`) of each unit of `pool`.
     pub job_of: HashMap<i64, usize>,
-    /// Units that want replicas may wait beyond `pool`.
-    pub partial: bool,
+    /// Units that want a seasoned vote are read.
+    seasoned: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,193 +80,270 @@ struct UnitRow {
     fresh: bool,
 }
 
-/// Plans a batch of `total` replicas and reads the units it offers. Without
-/// `seasoned`, units that want a seasoned vote are left out.
-pub(super) async fn read(
-    tx: &mut Transaction<'_, Sqlite>,
-    total: i64,
-    seasoned: bool,
-) -> Result<Queue> {
-    let mut jobs = running(tx).await?;
-    let mut given = Vec::new();
-    let mut first = Vec::new();
-    for _ in 0..PLAN_ROUNDS {
-        let runnable: Vec<Runnable> = jobs.iter().map(|j| j.runnable.clone()).collect();
-        (given, first) = fairshare::plan(&runnable, total);
-        // Enough units for each job's share even if the batch's workers
-        // already hold some of them.
-        let wants: Vec<(usize, i64)> = given
-            .iter()
-            .enumerate()
-            .filter(|&(i, &g)| g > 0 && !jobs[i].exhausted)
-            .map(|(i, &g)| (i, 2 * g + 8 - jobs[i].read.len() as i64))
-            .filter(|&(_, more)| more > 0)
-            .collect();
-        if wants.is_empty() {
-            break;
-        }
-        for chunk in wants.chunks(JOBS_PER_READ) {
-            read_units(tx, &mut jobs, chunk, seasoned).await?;
-        }
-        // A job that read fewer units than it was given is capped; plan
-        // again, so that others take what it cannot.
-        let short = given
-            .iter()
-            .enumerate()
-            .any(|(i, &g)| jobs[i].runnable.cap.is_some_and(|cap| cap < g));
-        if !short {
-            break;
-        }
-    }
-    Ok(offer(jobs, &given, &first))
-}
-
-/// The running jobs with their submitters' fair-share state.
-async fn running(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<JobHead>> {
-    let rows: Vec<RunningRow> = sqlx::query_as(
-        "SELECT j.id, j.submitter_id, COALESCE(s.share, 1) AS share,
-                COALESCE(s.pass, 0.0) AS submitter_pass, j.priority, j.pass,
-                CAST(j.fuel_sampled AS REAL) / NULLIF(j.fuel_samples, 0) AS fuel_estimate,
-                j.adaptive, j.compare
-         FROM jobs j LEFT JOIN submitters s ON s.id = j.submitter_id
-         WHERE j.state = 'running' ORDER BY j.created_ms, j.rowid",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    let costs = fairshare::costs(&rows.iter().map(|r| r.fuel_estimate).collect::<Vec<_>>());
-    Ok(rows
-        .into_iter()
-        .zip(costs)
-        .map(|(r, cost)| JobHead {
-            runnable: Runnable {
-                submitter: r.submitter_id,
-                share: r.share.max(1) as f64,
-                submitter_pass: r.submitter_pass,
-                priority: r.priority.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
-                pass: r.pass,
-                cost,
-                cap: None,
-            },
-            id: r.id,
-            adaptive: r.adaptive,
-            compare: r.compare,
-            read: Vec::new(),
-            exhausted: false,
-        })
-        .collect())
-}
-
-/// Reads up to `more` further wanted units of each job of `wants`, in one
-/// statement; a job that has no more is marked exhausted and capped at
-/// the replicas its units want.
-async fn read_units(
-    tx: &mut Transaction<'_, Sqlite>,
-    jobs: &mut [JobHead],
-    wants: &[(usize, i64)],
-    seasoned: bool,
-) -> Result<()> {
-    let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
-    for (n, &(i, more)) in wants.iter().enumerate() {
-        if n > 0 {
-            q.push(" UNION ALL ");
-        }
-        let after = jobs[i].read.last().map_or(i64::MIN, |c| c.unit);
-        q.push("SELECT * FROM (SELECT ")
-            .push_bind(i as i64)
-            .push(" AS job, u.id, u.needed, u.arch, u.wants_seasoned, ");
-        if jobs[i].adaptive {
-            q.push(
-                "NOT EXISTS (SELECT 1 FROM replicas f
-                             WHERE f.unit_id = u.id AND f.state <> 'discarded') AS fresh",
-            );
-        } else {
-            q.push("FALSE AS fresh");
-        }
-        q.push(" FROM units u WHERE u.job_id = ")
-            .push_bind(jobs[i].id.clone())
-            .push(" AND u.needed > 0 AND u.id > ")
-            .push_bind(after);
+impl Queue {
+    /// The running jobs that have units wanting replicas (without
+    /// `seasoned`, other than units wanting a seasoned vote), with their
+    /// submitters' fair-share state; nothing read of them yet.
+    pub(super) async fn open(tx: &mut Transaction<'_, Sqlite>, seasoned: bool) -> Result<Queue> {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT j.id, j.submitter_id, COALESCE(s.share, 1) AS share,
+                    COALESCE(s.pass, 0.0) AS submitter_pass, j.priority, j.pass,
+                    CAST(j.fuel_sampled AS REAL) / NULLIF(j.fuel_samples, 0) AS fuel_estimate,
+                    j.adaptive, j.compare
+             FROM jobs j LEFT JOIN submitters s ON s.id = j.submitter_id
+             WHERE j.state = 'running'
+               AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0",
+        );
         if !seasoned {
             q.push(" AND NOT u.wants_seasoned");
         }
-        q.push(" ORDER BY u.id LIMIT ").push_bind(more).push(")");
+        q.push(") ORDER BY j.created_ms, j.rowid");
+        let rows: Vec<RunningRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        let costs = fairshare::costs(&rows.iter().map(|r| r.fuel_estimate).collect::<Vec<_>>());
+        let jobs = rows
+            .into_iter()
+            .zip(costs)
+            .map(|(r, cost)| JobHead {
+                runnable: Runnable {
+                    submitter: r.submitter_id,
+                    share: r.share.max(1) as f64,
+                    submitter_pass: r.submitter_pass,
+                    priority: r.priority.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+                    pass: r.pass,
+                    cost,
+                    cap: None,
+                },
+                id: r.id,
+                adaptive: r.adaptive,
+                compare: r.compare,
+                last_read: None,
+                exhausted: false,
+                stuck: false,
+                given: 0,
+            })
+            .collect();
+        Ok(Queue {
+            jobs,
+            seasoned,
+            ..Queue::default()
+        })
     }
-    let mut rows: Vec<UnitRow> = q.build_query_as().fetch_all(&mut **tx).await?;
-    rows.sort_unstable_by_key(|r| (r.job, r.id));
-    let mut got: HashMap<usize, i64> = HashMap::new();
-    for r in rows {
-        let i = r.job as usize;
-        *got.entry(i).or_default() += 1;
-        let job = &mut jobs[i];
-        job.read.push(Candidate {
-            seasoned_only: r.wants_seasoned,
-            ..Candidate::new(r.id, r.needed, r.arch, job.adaptive, job.compare, r.fresh)
-        });
-    }
-    for &(i, more) in wants {
-        if got.get(&i).copied().unwrap_or(0) < more {
-            let job = &mut jobs[i];
-            job.exhausted = true;
-            job.runnable.cap = Some(job.read.iter().map(|c| c.needed).sum());
-        }
-    }
-    Ok(())
-}
 
-/// The pool: each job's units up to the replicas it was given, jobs in the
-/// order they were first given one; then every other unit read, in the
-/// same job order (taken only by workers that could take none of the
-/// planned ones: nothing is held back while a worker can take a unit).
-fn offer(mut jobs: Vec<JobHead>, given: &[i64], first: &[usize]) -> Queue {
-    let mut order: Vec<usize> = first.to_vec();
-    order.extend((0..jobs.len()).filter(|i| !first.contains(i)));
-    let mut planned = Vec::new();
-    let mut rest = Vec::new();
-    let mut job_of = HashMap::new();
-    for &i in &order {
-        let mut wanted = 0;
-        for c in std::mem::take(&mut jobs[i].read) {
-            job_of.insert(c.unit, i);
-            if wanted < given[i] {
-                wanted += c.needed;
-                planned.push(c);
-            } else {
-                rest.push(c);
+    /// Units that want replicas may wait beyond the pool.
+    pub(super) fn partial(&self) -> bool {
+        self.jobs.iter().any(|j| !j.exhausted)
+    }
+
+    /// Replicas taken of each job's units so far in this batch.
+    pub(super) fn taken(&self) -> Vec<i64> {
+        let mut taken = vec![0; self.jobs.len()];
+        for c in &self.pool {
+            if let Some(&j) = self.job_of.get(&c.unit) {
+                taken[j] += c.taken;
             }
         }
+        taken
     }
-    planned.extend(rest);
-    let partial = jobs.iter().any(|j| !j.exhausted);
-    Queue {
-        jobs,
-        pool: planned,
-        job_of,
-        partial,
+
+    /// What each job's units read so far still want.
+    fn available(&self) -> Vec<i64> {
+        let mut available = vec![0; self.jobs.len()];
+        for c in &self.pool {
+            if let Some(&j) = self.job_of.get(&c.unit) {
+                available[j] += c.needed.max(0);
+            }
+        }
+        available
+    }
+
+    /// Plans `total` more replicas among the jobs that can still give
+    /// some, reads what the plan needs, and orders the pool: the planned
+    /// units first. Returns the unit id range of each job read anew (whose
+    /// held keys the batch must read).
+    pub(super) async fn offer(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        total: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        let mut ranges: HashMap<usize, (i64, i64)> = HashMap::new();
+        let mut given = Vec::new();
+        let mut first = Vec::new();
+        // Plan; a job that turns out to have fewer units than it was given
+        // is capped, and the plan made again.
+        for _ in 0..ROUNDS {
+            let available = self.available();
+            let runnable: Vec<Runnable> = self
+                .jobs
+                .iter()
+                .zip(&available)
+                .map(|(j, &a)| Runnable {
+                    cap: if j.stuck {
+                        Some(0)
+                    } else if j.exhausted {
+                        Some(a)
+                    } else {
+                        None
+                    },
+                    ..j.runnable.clone()
+                })
+                .collect();
+            (given, first) = fairshare::plan(&runnable, total);
+            // Enough units for each job's part even if the batch's workers
+            // already hold some of them.
+            let wants: Vec<(usize, i64)> = given
+                .iter()
+                .enumerate()
+                .filter(|&(i, &g)| g > 0 && !self.jobs[i].exhausted)
+                .map(|(i, &g)| (i, 2 * g + 8 - available[i]))
+                .filter(|&(_, more)| more > 0)
+                .collect();
+            if wants.is_empty() {
+                break;
+            }
+            for chunk in wants.chunks(JOBS_PER_READ) {
+                self.read_units(tx, chunk, &mut ranges).await?;
+            }
+        }
+        for (j, &g) in self.jobs.iter_mut().zip(&given) {
+            j.given = g;
+        }
+        self.arrange(&given, &first);
+        Ok(ranges.into_values().collect())
+    }
+
+    /// Reads up to `more` further wanted units of each job of `wants`, in
+    /// one statement; a job that has no more is marked exhausted. Widens
+    /// `ranges` to the units read.
+    async fn read_units(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        wants: &[(usize, i64)],
+        ranges: &mut HashMap<usize, (i64, i64)>,
+    ) -> Result<()> {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
+        for (n, &(i, more)) in wants.iter().enumerate() {
+            if n > 0 {
+                q.push(" UNION ALL ");
+            }
+            let job = &self.jobs[i];
+            q.push("SELECT * FROM (SELECT ")
+                .push_bind(i as i64)
+                .push(" AS job, u.id, u.needed, u.arch, u.wants_seasoned, ");
+            if job.adaptive {
+                q.push(
+                    "NOT EXISTS (SELECT 1 FROM replicas f
+                                 WHERE f.unit_id = u.id AND f.state <> 'discarded') AS fresh",
+                );
+            } else {
+                q.push("FALSE AS fresh");
+            }
+            q.push(" FROM units u WHERE u.job_id = ")
+                .push_bind(job.id.clone())
+                .push(" AND u.needed > 0 AND u.id > ")
+                .push_bind(job.last_read.unwrap_or(i64::MIN));
+            if !self.seasoned {
+                q.push(" AND NOT u.wants_seasoned");
+            }
+            q.push(" ORDER BY u.id LIMIT ").push_bind(more).push(")");
+        }
+        let mut rows: Vec<UnitRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        rows.sort_unstable_by_key(|r| (r.job, r.id));
+        let mut got: HashMap<usize, i64> = HashMap::new();
+        for r in rows {
+            let i = r.job as usize;
+            *got.entry(i).or_default() += 1;
+            let job = &mut self.jobs[i];
+            job.last_read = Some(r.id);
+            let range = ranges.entry(i).or_insert((r.id, r.id));
+            range.0 = range.0.min(r.id);
+            range.1 = range.1.max(r.id);
+            self.job_of.insert(r.id, i);
+            self.pool.push(Candidate {
+                seasoned_only: r.wants_seasoned,
+                ..Candidate::new(r.id, r.needed, r.arch, job.adaptive, job.compare, r.fresh)
+            });
+        }
+        for &(i, more) in wants {
+            if got.get(&i).copied().unwrap_or(0) < more {
+                self.jobs[i].exhausted = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Orders the pool: each job's units up to the replicas it was given
+    /// in this round, jobs in the order they were first given one; then
+    /// every other unit, jobs in the same order (taken only by workers
+    /// that could take none of the planned ones: nothing is held back
+    /// while a worker can take a unit).
+    fn arrange(&mut self, given: &[i64], first: &[usize]) {
+        let mut order: Vec<usize> = vec![usize::MAX; self.jobs.len()];
+        for (n, &i) in first.iter().enumerate() {
+            order[i] = n;
+        }
+        let mut next = first.len();
+        for o in order.iter_mut().filter(|o| **o == usize::MAX) {
+            *o = next;
+            next += 1;
+        }
+        self.pool.sort_by_key(|c| (self.job_of.get(&c.unit).map_or(usize::MAX, |&j| order[j]), c.unit));
+        let mut planned = vec![0i64; self.jobs.len()];
+        let mut tier: HashMap<i64, u8> = HashMap::new();
+        for c in &self.pool {
+            let Some(&j) = self.job_of.get(&c.unit) else {
+                continue;
+            };
+            if c.needed > 0 && planned[j] < given[j] {
+                planned[j] += c.needed;
+                tier.insert(c.unit, 0);
+            }
+        }
+        // A stable sort keeps the job order within each tier.
+        self.pool.sort_by_key(|c| tier.get(&c.unit).copied().unwrap_or(1));
+    }
+
+    /// After the batch's workers took from the pool, given what each job
+    /// had given before the round: moves the passes by what each gave, and
+    /// marks stuck each job that gave fewer than it was planned. Whether
+    /// any did (another round can then give its part to others).
+    pub(super) fn settle_round(&mut self, before: &[i64]) -> bool {
+        let now = self.taken();
+        let mut any = false;
+        let mut moved: Vec<(Option<i64>, f64)> = Vec::new();
+        for (i, j) in self.jobs.iter_mut().enumerate() {
+            let gave = now[i] - before[i];
+            if gave < j.given && !j.stuck {
+                j.stuck = true;
+                any = true;
+            }
+            let (fuel, pass) = j.runnable.charge(gave);
+            j.runnable.pass += fuel;
+            moved.push((j.runnable.submitter, pass));
+        }
+        for j in &mut self.jobs {
+            j.runnable.submitter_pass += moved
+                .iter()
+                .filter(|(s, _)| *s == j.runnable.submitter)
+                .map(|(_, p)| p)
+                .sum::<f64>();
+        }
+        any
     }
 }
 
-/// Which placement keys of the requesting workers are already on the units
-/// of `pool`: one short index range per key and job read.
+/// Adds to `held` which placement keys of the requesting workers are
+/// already on the units in `ranges` (each job's units read anew): one
+/// short index range per key and range.
 pub(super) async fn held_keys(
     tx: &mut Transaction<'_, Sqlite>,
-    queue: &Queue,
+    ranges: &[(i64, i64)],
     requests: &[&LeaseRequest],
-) -> Result<Held> {
-    let mut held = Held::default();
-    // The range of unit ids read of each job.
-    let mut ranges: HashMap<usize, (i64, i64)> = HashMap::new();
-    for c in &queue.pool {
-        let Some(&job) = queue.job_of.get(&c.unit) else {
-            continue;
-        };
-        let r = ranges.entry(job).or_insert((c.unit, c.unit));
-        r.0 = r.0.min(c.unit);
-        r.1 = r.1.max(c.unit);
-    }
-    let mut ranges: Vec<(i64, i64)> = ranges.into_values().collect();
+    held: &mut Held,
+) -> Result<()> {
+    let mut ranges = ranges.to_vec();
     ranges.sort_unstable();
     if ranges.is_empty() {
-        return Ok(held);
+        return Ok(());
     }
     let mut keys: Vec<Key> = requests.iter().flat_map(|r| r.keys()).collect();
     keys.sort_unstable();
@@ -310,7 +396,7 @@ pub(super) async fn held_keys(
             }
         }
     }
-    Ok(held)
+    Ok(())
 }
 const _: () = assert!(2 * super::WRITE_BATCH <= IN_LIST_MAX);
 
