@@ -38,25 +38,37 @@ CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';
 CREATE INDEX units_wanted_by_job ON units (job_id, id) WHERE needed > 0;
 CREATE INDEX jobs_by_submitter ON jobs (submitter_id, state);
 
--- A job that starts running (or runs again) starts from its submitter's
--- other running jobs' least pass, and a submitter that had no running job
--- from the least pass of those that have: neither banks the time it had
--- nothing to run. Here, not in the code that changes states, so that
--- every way into `running` does it.
+-- A job that starts running (or runs again) starts from the least pass of
+-- its submitter's other jobs at work at its priority; a submitter with no
+-- other job at work (running, with units wanting replicas) starts from the
+-- least pass of the submitters at work, or, if none is, from the greatest
+-- pass of all: neither banks the time it had nothing to run, and one that
+-- was light long ago does not starve a heavy one by starting first. Here,
+-- not in the code that changes states, so that every way into `running`
+-- (a submission of units, the end of a split, backtracking reopening a
+-- finished job) does it. The two triggers' bodies are the same.
 CREATE TRIGGER jobs_start_pass AFTER UPDATE OF state ON jobs
 WHEN NEW.state = 'running' AND OLD.state <> 'running'
 BEGIN
     UPDATE submitters SET pass = MAX(pass, COALESCE(
+        -- The least pass of the other submitters with work now...
         (SELECT MIN(s.pass) FROM submitters s
           WHERE s.id <> NEW.submitter_id
-            AND EXISTS (SELECT 1 FROM jobs j WHERE j.submitter_id = s.id AND j.state = 'running')),
+            AND EXISTS (SELECT 1 FROM jobs j
+                        WHERE j.submitter_id = s.id AND j.state = 'running'
+                          AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0))),
+        -- ...or, with nobody at work, the greatest: all start level.
+        (SELECT MAX(s.pass) FROM submitters s WHERE s.id <> NEW.submitter_id),
         pass))
     WHERE id = NEW.submitter_id
       AND NOT EXISTS (SELECT 1 FROM jobs j
-                      WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id);
+                      WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id
+                        AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0));
     UPDATE jobs SET pass = MAX(pass, COALESCE(
         (SELECT MIN(j.pass) FROM jobs j
-          WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id),
+          WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id
+            AND j.priority = NEW.priority
+            AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0)),
         pass))
     WHERE id = NEW.id;
 END;
@@ -65,16 +77,24 @@ CREATE TRIGGER jobs_start_pass_insert AFTER INSERT ON jobs
 WHEN NEW.state = 'running'
 BEGIN
     UPDATE submitters SET pass = MAX(pass, COALESCE(
+        -- The least pass of the other submitters with work now...
         (SELECT MIN(s.pass) FROM submitters s
           WHERE s.id <> NEW.submitter_id
-            AND EXISTS (SELECT 1 FROM jobs j WHERE j.submitter_id = s.id AND j.state = 'running')),
+            AND EXISTS (SELECT 1 FROM jobs j
+                        WHERE j.submitter_id = s.id AND j.state = 'running'
+                          AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0))),
+        -- ...or, with nobody at work, the greatest: all start level.
+        (SELECT MAX(s.pass) FROM submitters s WHERE s.id <> NEW.submitter_id),
         pass))
     WHERE id = NEW.submitter_id
       AND NOT EXISTS (SELECT 1 FROM jobs j
-                      WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id);
+                      WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id
+                        AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0));
     UPDATE jobs SET pass = MAX(pass, COALESCE(
         (SELECT MIN(j.pass) FROM jobs j
-          WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id),
+          WHERE j.submitter_id = NEW.submitter_id AND j.state = 'running' AND j.id <> NEW.id
+            AND j.priority = NEW.priority
+            AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0)),
         pass))
     WHERE id = NEW.id;
 END;

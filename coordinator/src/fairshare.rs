@@ -112,7 +112,11 @@ pub fn plan(jobs: &[Runnable], total: i64) -> (Vec<i64>, Vec<usize>) {
             .iter()
             .enumerate()
             .filter(|(_, g)| g.open > 0)
-            .min_by(|(_, a), (_, b)| a.pass.total_cmp(&b.pass).then(a.submitter.cmp(&b.submitter)))
+            .min_by(|(_, a), (_, b)| {
+                a.pass
+                    .total_cmp(&b.pass)
+                    .then(a.submitter.cmp(&b.submitter))
+            })
             .map(|(k, _)| k)
         else {
             break;

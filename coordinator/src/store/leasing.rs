@@ -127,7 +127,12 @@ pub(super) async fn lease_batch(
         for ((taker, &want), mine) in takers.iter().zip(&wants).zip(&mut chosen) {
             let more = want as usize - mine.len();
             if more > 0 {
-                mine.extend(placement::take_from(&mut queue.pool, taker, &mut held, more));
+                mine.extend(placement::take_from(
+                    &mut queue.pool,
+                    taker,
+                    &mut held,
+                    more,
+                ));
             }
         }
         if !queue.settle_round(&before) {
@@ -137,7 +142,9 @@ pub(super) async fn lease_batch(
     // Rare: a worker whose keys hold what the jobs offered, or whose
     // architecture runs none of it. Look past it, for this worker alone.
     if short(&chosen) > 0 && queue.partial() {
-        for (((req, taker), &want), mine) in requests.iter().zip(&takers).zip(&wants).zip(&mut chosen) {
+        for (((req, taker), &want), mine) in
+            requests.iter().zip(&takers).zip(&wants).zip(&mut chosen)
+        {
             let more = want - mine.len() as i64;
             if more > 0 {
                 look_past(tx, &mut queue, req, taker, &mut held, more, mine).await?;
@@ -466,7 +473,10 @@ async fn count_leases(
     for (job, n) in per_job {
         let id = job.to_string();
         let head = heads.get(id.as_str()).ok_or_else(|| {
-            Error::corrupt("lease", format!("a unit of job {id} leased, which was not read"))
+            Error::corrupt(
+                "lease",
+                format!("a unit of job {id} leased, which was not read"),
+            )
         })?;
         let (fuel, pass) = head.runnable.charge(n);
         if let Some(s) = head.runnable.submitter {

@@ -286,7 +286,12 @@ impl Queue {
             *o = next;
             next += 1;
         }
-        self.pool.sort_by_key(|c| (self.job_of.get(&c.unit).map_or(usize::MAX, |&j| order[j]), c.unit));
+        self.pool.sort_by_key(|c| {
+            (
+                self.job_of.get(&c.unit).map_or(usize::MAX, |&j| order[j]),
+                c.unit,
+            )
+        });
         let mut planned = vec![0i64; self.jobs.len()];
         let mut tier: HashMap<i64, u8> = HashMap::new();
         for c in &self.pool {
@@ -299,7 +304,8 @@ impl Queue {
             }
         }
         // A stable sort keeps the job order within each tier.
-        self.pool.sort_by_key(|c| tier.get(&c.unit).copied().unwrap_or(1));
+        self.pool
+            .sort_by_key(|c| tier.get(&c.unit).copied().unwrap_or(1));
     }
 
     /// After the batch's workers took from the pool, given what each job

@@ -187,3 +187,151 @@ async fn a_submitter_back_from_idle_shares_from_then_on_instead_of_taking_all() 
     assert_eq!(na + nb, 200);
     assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
 }
+
+/// A worker on aarch64 in an account of its own.
+async fn arm_worker(f: &Fixture) -> WorkerRow {
+    let id = protocol::WorkerId::random();
+    let platform = protocol::Platform {
+        arch: "aarch64".into(),
+        ..super::fixture::platform()
+    };
+    f.store
+        .create_account("arm", "arm", "key-arm", T0)
+        .await
+        .unwrap();
+    f.store
+        .register_worker(id, "arm", "token-arm", &platform, 64, "arm", T0)
+        .await
+        .unwrap();
+    f.store.worker_by_token("token-arm").await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_job_whose_units_run_on_another_architecture_leaves_its_part_to_the_others() {
+    let f = open(roomy()).await;
+    let p = submitter(&f, "p", 1).await;
+    let pinned = f.job_of(20, Validation::quorum(2, 4), Some(p), 0).await;
+    // An aarch64 worker takes a replica of each unit: they run on aarch64
+    // from now on, and each still wants one.
+    let arm = arm_worker(&f).await;
+    let leases = f.lease(&arm, 20, T0).await;
+    assert_eq!(of(&leases, pinned), 20);
+    let (q, r) = (submitter(&f, "q", 1).await, submitter(&f, "r", 1).await);
+    let y = f.job_of(500, Validation::quorum(1, 2), Some(q), 0).await;
+    let z = f.job_of(500, Validation::quorum(1, 2), Some(r), 0).await;
+    let workers = crowd(&f, 10).await;
+    let mut leases = Vec::new();
+    for _ in 0..8 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    // p's job, first in line and never charged, does not hold the plan:
+    // the x86_64 workers share the other two as if it were not there.
+    let (ny, nz) = (of(&leases, y), of(&leases, z));
+    assert_eq!((of(&leases, pinned), ny + nz), (0, 320));
+    assert!(ny.abs_diff(nz) <= 10, "y {ny}, z {nz}");
+}
+
+#[tokio::test]
+async fn a_submitter_light_long_ago_does_not_starve_a_heavy_one_by_starting_first() {
+    let f = open(roomy()).await;
+    let (heavy, light) = (
+        submitter(&f, "heavy", 1).await,
+        submitter(&f, "light", 1).await,
+    );
+    let workers = crowd(&f, 10).await;
+    let old = f
+        .job_of(400, Validation::quorum(1, 2), Some(heavy), 0)
+        .await;
+    for _ in 0..10 {
+        round(&f, &workers, 4, |_| 100).await;
+    }
+    assert_eq!(accepted(&f, old).await, 400);
+    let small = f.job_of(10, Validation::quorum(1, 2), Some(light), 0).await;
+    round(&f, &workers, 1, |_| 100).await;
+    assert_eq!(accepted(&f, small).await, 10);
+    // Both idle; the light one starts first, then the heavy one.
+    let jl = f
+        .job_of(5000, Validation::quorum(1, 2), Some(light), 0)
+        .await;
+    let jh = f
+        .job_of(5000, Validation::quorum(1, 2), Some(heavy), 0)
+        .await;
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (nl, nh) = (of(&leases, jl), of(&leases, jh));
+    assert_eq!(nl + nh, 200);
+    assert!(nl.abs_diff(nh) <= 10, "light {nl}, heavy {nh}");
+}
+
+#[tokio::test]
+async fn a_new_job_starts_level_with_its_submitters_jobs_of_its_own_priority() {
+    let f = open(roomy()).await;
+    let s = submitter(&f, "s", 1).await;
+    let low = f.job_of(500, Validation::quorum(1, 2), Some(s), 0).await;
+    let high = f.job_of(500, Validation::quorum(1, 2), Some(s), 1).await;
+    let workers = crowd(&f, 10).await;
+    for _ in 0..3 {
+        let leases = round(&f, &workers, 4, |_| 100).await;
+        assert_eq!(of(&leases, high), 40);
+    }
+    // The starved low-priority job's pass is not where a new job of the
+    // high priority starts: it shares with the other high one.
+    let high2 = f.job_of(500, Validation::quorum(1, 2), Some(s), 1).await;
+    let leases = round(&f, &workers, 4, |_| 100).await;
+    assert_eq!(
+        (of(&leases, low), of(&leases, high), of(&leases, high2)),
+        (0, 20, 20)
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_starts_running_at_the_end_of_its_split_starts_level() {
+    let f = open(roomy()).await;
+    let (a, b) = (submitter(&f, "a", 1).await, submitter(&f, "b", 1).await);
+    let ja = f.job_of(5000, Validation::quorum(1, 2), Some(a), 0).await;
+    let workers = crowd(&f, 10).await;
+    for _ in 0..10 {
+        round(&f, &workers, 4, |_| 100).await;
+    }
+    // B's job enters `running` by its split's end, not by its insert.
+    let module = f.store.put_blob(b"\0asm splitter", T0).await.unwrap();
+    let jb = protocol::JobId::random();
+    let new = coordinator::store::NewJob {
+        id: jb,
+        name: "split".into(),
+        module,
+        input: None,
+        limits: protocol::Limits {
+            fuel: 1_000_000,
+            memory_bytes: 1 << 20,
+            output_bytes: 1 << 10,
+        },
+        lease_secs: 60,
+        validation: Validation::quorum(1, 2),
+        submitter: Some(b),
+        priority: 0,
+    };
+    f.store.create_job(&new, None, T0).await.unwrap();
+    let claim = f
+        .store
+        .claim(jb, coordinator::store::Duty::Split, "node", T0)
+        .await
+        .unwrap()
+        .expect("free");
+    let inputs: Vec<Vec<u8>> = (0..5000).map(|i: u32| i.to_le_bytes().to_vec()).collect();
+    let defaults = coordinator::allowance::Allowance::default();
+    f.store
+        .add_units(&claim, 0, &inputs, 1, &defaults, T0)
+        .await
+        .unwrap();
+    f.store.finish_split(&claim, 5000, T0).await.unwrap();
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (na, nb) = (of(&leases, ja), of(&leases, jb));
+    assert_eq!(na + nb, 200);
+    assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
+}

@@ -99,7 +99,10 @@ async fn impossible_limits_and_policies_are_refused() {
             ..spec(default_limits(), 1, 1)
         };
         let msg = c.client.submit(&s).await.unwrap_err().to_string();
-        assert!(msg.contains("priority must be between -1000 and 1000"), "{msg}");
+        assert!(
+            msg.contains("priority must be between -1000 and 1000"),
+            "{msg}"
+        );
     }
     let jobs = c.client.jobs().await.unwrap();
     assert!(jobs.is_empty(), "nothing refused was stored: {jobs:?}");
