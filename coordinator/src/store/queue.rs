@@ -281,10 +281,8 @@ impl Queue {
         for (n, &i) in first.iter().enumerate() {
             order[i] = n;
         }
-        let mut next = first.len();
-        for o in order.iter_mut().filter(|o| **o == usize::MAX) {
+        for (next, o) in (first.len()..).zip(order.iter_mut().filter(|o| **o == usize::MAX)) {
             *o = next;
-            next += 1;
         }
         self.pool.sort_by_key(|c| {
             (
