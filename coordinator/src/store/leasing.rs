@@ -307,7 +307,7 @@ async fn look_past(
     // Units of the pool come back too (their replicas taken in this batch
     // are not written yet): read past them.
     let limit = more + queue.pool.len() as i64;
-    let found = queue::past(tx, None, &req.worker, taker.seasoned, limit).await?;
+    let found = queue::past(tx, &req.worker, taker.seasoned, limit).await?;
     let jobs: HashMap<String, usize> = queue
         .jobs
         .iter()

@@ -416,13 +416,12 @@ struct PastRow {
     wants_seasoned: bool,
 }
 
-/// Wanted units past unit `after`, in unit order across jobs, that
+/// Wanted units in unit order across jobs that
 /// `worker` may take (its architecture, none of its keys); with their
 /// jobs' ids. Without `seasoned`, none that wants a seasoned vote. What a
 /// worker falls back on when the planned units are all held by its keys.
 pub(super) async fn past(
     tx: &mut Transaction<'_, Sqlite>,
-    after: Option<i64>,
     worker: &WorkerRow,
     seasoned: bool,
     limit: i64,
@@ -433,9 +432,8 @@ pub(super) async fn past(
                                                       WHERE f.unit_id = u.id AND f.state <> 'discarded')
                      ELSE FALSE END AS fresh
          FROM units u JOIN jobs j ON j.id = u.job_id
-         WHERE u.needed > 0 AND j.state = 'running' AND u.id > ",
+         WHERE u.needed > 0 AND j.state = 'running'",
     );
-    q.push_bind(after.unwrap_or(i64::MIN));
     if !seasoned {
         q.push(" AND NOT u.wants_seasoned");
     }
