@@ -147,6 +147,40 @@ pub fn take_from(pool: &mut [Candidate], taker: &Taker, held: &mut Held, want: u
     mine
 }
 
+/// [`take_from`] within each job's budget first: a first pass takes only
+/// units whose job (`jobs[i]` for `pool[i]`) has budget left, spending
+/// one per replica, so that a batch hands out what the fair-share plan
+/// gave each job even when one unit could absorb many replicas; a second
+/// pass, if `taker` still wants more, takes any unit (nothing is held back
+/// while a unit can be taken).
+pub fn take_within(
+    pool: &mut [Candidate],
+    jobs: &[usize],
+    budget: &mut [i64],
+    taker: &Taker,
+    held: &mut Held,
+    want: usize,
+) -> Vec<i64> {
+    let mut mine = Vec::new();
+    for within in [true, false] {
+        for (c, &job) in pool.iter_mut().zip(jobs) {
+            if mine.len() == want {
+                return mine;
+            }
+            if within && budget.get(job).is_none_or(|&b| b <= 0) {
+                continue;
+            }
+            if c.read_for.as_ref().is_none_or(|w| *w == taker.worker) && take(c, taker, held) {
+                if let Some(b) = budget.get_mut(job) {
+                    *b -= 1;
+                }
+                mine.push(c.unit);
+            }
+        }
+    }
+    mine
+}
+
 /// Splits each worker's room among its requests of one batch, in order:
 /// (worker, asked) in, granted per request out.
 pub fn share_room(

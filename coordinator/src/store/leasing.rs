@@ -127,12 +127,7 @@ pub(super) async fn lease_batch(
         for ((taker, &want), mine) in takers.iter().zip(&wants).zip(&mut chosen) {
             let more = want as usize - mine.len();
             if more > 0 {
-                mine.extend(placement::take_from(
-                    &mut queue.pool,
-                    taker,
-                    &mut held,
-                    more,
-                ));
+                mine.extend(queue.take(taker, &mut held, more));
             }
         }
         if !queue.settle_round(&before) {
@@ -470,6 +465,7 @@ async fn count_leases(
     }
     let heads: HashMap<&str, &JobHead> = queue.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
     let mut per_submitter: Vec<(i64, f64)> = Vec::new();
+    let mut charges: Vec<(String, i64, f64)> = Vec::with_capacity(per_job.len());
     for (job, n) in per_job {
         let id = job.to_string();
         let head = heads.get(id.as_str()).ok_or_else(|| {
@@ -485,21 +481,26 @@ async fn count_leases(
                 None => per_submitter.push((s, pass)),
             }
         }
-        sqlx::query(
-            "UPDATE jobs SET replicas_leased = replicas_leased + ?, pass = pass + ? WHERE id = ?",
-        )
-        .bind(n)
-        .bind(fuel)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+        charges.push((id, n, fuel));
     }
-    for (submitter, pass) in per_submitter {
-        sqlx::query("UPDATE submitters SET pass = pass + ? WHERE id = ?")
-            .bind(pass)
-            .bind(submitter)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in charges.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n, fuel) AS (");
+        q.push_values(chunk, |mut b, (id, n, fuel)| {
+            b.push_bind(id.clone()).push_bind(*n).push_bind(*fuel);
+        });
+        q.push(
+            ") UPDATE jobs SET replicas_leased = replicas_leased + v.n, pass = pass + v.fuel
+               FROM v WHERE jobs.id = v.id",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in per_submitter.chunks(VALUES_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, pass) AS (");
+        q.push_values(chunk, |mut b, (id, pass)| {
+            b.push_bind(*id).push_bind(*pass);
+        });
+        q.push(") UPDATE submitters SET pass = submitters.pass + v.pass FROM v WHERE submitters.id = v.id");
+        q.build().execute(&mut **tx).await?;
     }
     let touched: Vec<&Candidate> = queue.pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {

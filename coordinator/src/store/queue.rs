@@ -7,12 +7,12 @@
 
 use super::Result;
 use super::leasing::LeaseRequest;
-use super::sql::IN_LIST_MAX;
+use super::sql::{IN_LIST_MAX, push_list};
 use super::workers::WorkerRow;
 use crate::fairshare::{self, Runnable};
-use crate::placement::{Candidate, Held, Key};
+use crate::placement::{self, Candidate, Held, Key, Taker};
 use sqlx::{Sqlite, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// How many rounds a batch takes at most: a round plans, reads and lets
 /// the workers take; the next plans again what they are still short of,
@@ -53,8 +53,20 @@ pub(super) struct Queue {
     pub pool: Vec<Candidate>,
     /// The job (index into `jobs`) of each unit of `pool`.
     pub job_of: HashMap<i64, usize>,
+    /// The job of `pool[i]`, as `arrange` ordered it.
+    pool_jobs: Vec<usize>,
+    /// Replicas each job may still give in this round before the others
+    /// have given theirs.
+    budget: Vec<i64>,
     /// Units that want a seasoned vote are read.
     seasoned: bool,
+}
+
+/// The units a round read anew: their ids, and each job's range of them.
+#[derive(Debug, Default)]
+pub(super) struct Fresh {
+    units: Vec<i64>,
+    ranges: HashMap<usize, (i64, i64)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -158,14 +170,14 @@ impl Queue {
 
     /// Plans `total` more replicas among the jobs that can still give
     /// some, reads what the plan needs, and orders the pool: the planned
-    /// units first. Returns the unit id range of each job read anew (whose
-    /// held keys the batch must read).
+    /// units first. Returns the units read anew (whose held keys the batch
+    /// must read).
     pub(super) async fn offer(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         total: i64,
-    ) -> Result<Vec<(i64, i64)>> {
-        let mut ranges: HashMap<usize, (i64, i64)> = HashMap::new();
+    ) -> Result<Fresh> {
+        let mut fresh = Fresh::default();
         let mut given = Vec::new();
         let mut first = Vec::new();
         // Plan; a job that turns out to have fewer units than it was given
@@ -194,31 +206,31 @@ impl Queue {
                 .iter()
                 .enumerate()
                 .filter(|&(i, &g)| g > 0 && !self.jobs[i].exhausted)
-                .map(|(i, &g)| (i, 2 * g + 8 - available[i]))
+                .map(|(i, &g)| (i, 2 * g + 2 - available[i]))
                 .filter(|&(_, more)| more > 0)
                 .collect();
             if wants.is_empty() {
                 break;
             }
             for chunk in wants.chunks(JOBS_PER_READ) {
-                self.read_units(tx, chunk, &mut ranges).await?;
+                self.read_units(tx, chunk, &mut fresh).await?;
             }
         }
         for (j, &g) in self.jobs.iter_mut().zip(&given) {
             j.given = g;
         }
         self.arrange(&given, &first);
-        Ok(ranges.into_values().collect())
+        Ok(fresh)
     }
 
     /// Reads up to `more` further wanted units of each job of `wants`, in
-    /// one statement; a job that has no more is marked exhausted. Widens
-    /// `ranges` to the units read.
+    /// one statement; a job that has no more is marked exhausted. Adds the
+    /// units read to `fresh`.
     async fn read_units(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
         wants: &[(usize, i64)],
-        ranges: &mut HashMap<usize, (i64, i64)>,
+        fresh: &mut Fresh,
     ) -> Result<()> {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
         for (n, &(i, more)) in wants.iter().enumerate() {
@@ -254,9 +266,10 @@ impl Queue {
             *got.entry(i).or_default() += 1;
             let job = &mut self.jobs[i];
             job.last_read = Some(r.id);
-            let range = ranges.entry(i).or_insert((r.id, r.id));
+            let range = fresh.ranges.entry(i).or_insert((r.id, r.id));
             range.0 = range.0.min(r.id);
             range.1 = range.1.max(r.id);
+            fresh.units.push(r.id);
             self.job_of.insert(r.id, i);
             self.pool.push(Candidate {
                 seasoned_only: r.wants_seasoned,
@@ -304,6 +317,25 @@ impl Queue {
         // A stable sort keeps the job order within each tier.
         self.pool
             .sort_by_key(|c| tier.get(&c.unit).copied().unwrap_or(1));
+        self.pool_jobs = self
+            .pool
+            .iter()
+            .map(|c| self.job_of.get(&c.unit).copied().unwrap_or(usize::MAX))
+            .collect();
+        self.budget = given.to_vec();
+    }
+
+    /// Takes up to `want` units for `taker`: within each job's part of
+    /// this round first ([`placement::take_within`]).
+    pub(super) fn take(&mut self, taker: &Taker, held: &mut Held, want: usize) -> Vec<i64> {
+        placement::take_within(
+            &mut self.pool,
+            &self.pool_jobs,
+            &mut self.budget,
+            taker,
+            held,
+            want,
+        )
     }
 
     /// After the batch's workers took from the pool, given what each job
@@ -336,15 +368,17 @@ impl Queue {
 }
 
 /// Adds to `held` which placement keys of the requesting workers are
-/// already on the units in `ranges` (each job's units read anew): one
-/// short index range per key and range.
+/// already on the units read anew: either one short index range per key
+/// and job read (`replicas_one_per_account`, `replicas_one_per_net`), or,
+/// when that is more seeks (many jobs, each read a little), the replicas
+/// of each unit (`UNIQUE (unit_id, worker_id)`) matched here.
 pub(super) async fn held_keys(
     tx: &mut Transaction<'_, Sqlite>,
-    ranges: &[(i64, i64)],
+    fresh: &Fresh,
     requests: &[&LeaseRequest],
     held: &mut Held,
 ) -> Result<()> {
-    let mut ranges = ranges.to_vec();
+    let mut ranges: Vec<(i64, i64)> = fresh.ranges.values().copied().collect();
     ranges.sort_unstable();
     if ranges.is_empty() {
         return Ok(());
@@ -352,6 +386,9 @@ pub(super) async fn held_keys(
     let mut keys: Vec<Key> = requests.iter().flat_map(|r| r.keys()).collect();
     keys.sort_unstable();
     keys.dedup();
+    if fresh.units.len() < keys.len() * ranges.len() {
+        return held_by_unit(tx, &fresh.units, &keys, held).await;
+    }
     let accounts: Vec<&str> = keys
         .iter()
         .filter_map(|k| match k {
@@ -397,6 +434,35 @@ pub(super) async fn held_keys(
                     Key::Account(k)
                 };
                 held.insert(unit, key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`held_keys`] by the replicas of each unit: `keys` matched in memory.
+async fn held_by_unit(
+    tx: &mut Transaction<'_, Sqlite>,
+    units: &[i64],
+    keys: &[Key],
+    held: &mut Held,
+) -> Result<()> {
+    let keys: HashSet<&Key> = keys.iter().collect();
+    for chunk in units.chunks(IN_LIST_MAX) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT unit_id, account_id, net FROM replicas WHERE unit_id IN (",
+        );
+        push_list(&mut q, chunk.iter().copied());
+        q.push(")");
+        let rows: Vec<(i64, String, Option<String>)> =
+            q.build_query_as().fetch_all(&mut **tx).await?;
+        for (unit, account, net) in rows {
+            let mut found = vec![Key::Account(account)];
+            found.extend(net.map(Key::Net));
+            for k in found {
+                if keys.contains(&k) {
+                    held.insert(unit, k);
+                }
             }
         }
     }

@@ -335,3 +335,44 @@ async fn a_job_that_starts_running_at_the_end_of_its_split_starts_level() {
     assert_eq!(na + nb, 200);
     assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
 }
+
+#[tokio::test]
+async fn workers_holding_units_across_many_jobs_are_never_given_a_second_replica_of_one() {
+    let f = open(roomy()).await;
+    let s = submitter(&f, "s", 1).await;
+    let mut jobs = Vec::new();
+    // Units wanting ten replicas each: the same units stay at the head of
+    // their jobs from batch to batch, offered again to the workers that
+    // already hold them.
+    for _ in 0..40 {
+        jobs.push(f.job_of(2, Validation::quorum(10, 10), Some(s), 0).await);
+    }
+    let workers = crowd(&f, 20).await;
+    let asks: Vec<(WorkerRow, u32)> = workers.iter().map(|w| (w.clone(), 3)).collect();
+    // Three batches without a result: each worker holds units of many
+    // jobs, and what each batch reads of those jobs is known to be held
+    // only by looking (a batch of many jobs and few units each reads the
+    // replicas of each unit rather than a range per key).
+    let mut per_worker: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for _ in 0..3 {
+        let answers = f.store.lease_together(&asks, T0).await.unwrap();
+        for (w, leases) in workers.iter().zip(answers) {
+            assert_eq!(leases.len(), 3, "every worker is served");
+            per_worker
+                .entry(w.id.to_string())
+                .or_default()
+                .extend(leases.iter().map(|l| l.unit_id.0));
+        }
+    }
+    for units in per_worker.values() {
+        let mut distinct = units.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), units.len(), "a unit twice to one worker");
+    }
+    // The replicas went across the jobs by fair share, not to the first.
+    for job in &jobs {
+        let s = f.store.job_status(*job).await.unwrap().unwrap();
+        assert!(s.replicas_in_progress >= 3, "{s:?}");
+    }
+}
