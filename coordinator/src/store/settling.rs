@@ -15,7 +15,7 @@ use crate::trust::{Counter, Trust, WorkerDelta, quorum_now};
 use crate::validator::{self, Decision, Replica, ReplicaState, UnitOutcome, Verdict};
 use protocol::{FailureKind, JobId, ReplicaId};
 use sqlx::{Sqlite, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What recording a result changed, for the caller to act on.
 #[derive(Clone, Debug, Default)]
@@ -389,19 +389,37 @@ impl Settling {
         set_on_open_units(tx, "wants_seasoned", &d.wants_seasoned).await?;
         let counts = close_units(tx, &d).await?;
         let mut audited = Vec::new();
-        for (job, c) in counts {
-            sqlx::query(
-                "UPDATE jobs SET units_accepted = units_accepted + ?, units_failed = units_failed + ?,
-                        fuel_sampled = fuel_sampled + ?, fuel_samples = fuel_samples + ?
-                 WHERE id = ?",
-            )
-            .bind(c.accepted)
-            .bind(c.failed)
-            .bind(c.fuel)
-            .bind(c.samples)
-            .bind(&job)
-            .execute(&mut **tx)
-            .await?;
+        // One statement for every job's counts; only a job that has every
+        // unit settled now is audited and completed (a batch touches many
+        // jobs when fair share spreads the volunteers over them).
+        let mut settled: HashSet<String> = HashSet::new();
+        for chunk in counts.chunks(VALUES_MAX) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "WITH v(id, accepted, failed, fuel, samples) AS (",
+            );
+            q.push_values(chunk, |mut b, (job, c)| {
+                b.push_bind(job.clone())
+                    .push_bind(c.accepted)
+                    .push_bind(c.failed)
+                    .push_bind(c.fuel)
+                    .push_bind(c.samples);
+            });
+            q.push(
+                ") UPDATE jobs SET units_accepted = units_accepted + v.accepted,
+                                  units_failed = units_failed + v.failed,
+                                  fuel_sampled = fuel_sampled + v.fuel,
+                                  fuel_samples = fuel_samples + v.samples
+                   FROM v WHERE jobs.id = v.id
+                   RETURNING jobs.id, jobs.state = 'running'
+                             AND jobs.units_accepted + jobs.units_failed = jobs.units_total",
+            );
+            let rows: Vec<(String, bool)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            settled.extend(rows.into_iter().filter(|r| r.1).map(|r| r.0));
+        }
+        for (job, _) in counts {
+            if !settled.contains(&job) {
+                continue;
+            }
             let reopened = self.audit(tx, &job).await?;
             if reopened.is_empty() {
                 complete_if_settled(tx, job_id(&job)?, now, effects).await?;
