@@ -132,7 +132,7 @@ pub fn take(c: &mut Candidate, taker: &Taker, held: &mut Held) -> bool {
     true
 }
 
-/// Takes up to `want` units of `pool` for `taker`, oldest first, among
+/// Takes up to `want` units of `pool` for `taker`, in pool order, among
 /// those read for the whole batch or for this taker.
 pub fn take_from(pool: &mut [Candidate], taker: &Taker, held: &mut Held, want: usize) -> Vec<i64> {
     let mut mine = Vec::new();
