@@ -49,6 +49,17 @@ async fn round(
     all
 }
 
+/// Five batches of 40 replicas: `a` and `b` get as many, within 10.
+async fn level(f: &Fixture, workers: &[WorkerRow], a: JobId, b: JobId) {
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.extend(round(f, workers, 4, |_| 100).await);
+    }
+    let (na, nb) = (of(&leases, a), of(&leases, b));
+    assert_eq!(na + nb, 200);
+    assert!(na.abs_diff(nb) <= 10, "{na} and {nb}");
+}
+
 fn of(leases: &[LeaseRow], job: JobId) -> usize {
     leases.iter().filter(|l| l.job_id == job).count()
 }
@@ -179,13 +190,7 @@ async fn a_submitter_back_from_idle_shares_from_then_on_instead_of_taking_all() 
     }
     // B was idle while A took 400 replicas; it does not bank that time.
     let jb = f.job_of(5000, Validation::quorum(1, 2), Some(b), 0).await;
-    let mut leases = Vec::new();
-    for _ in 0..5 {
-        leases.extend(round(&f, &workers, 4, |_| 100).await);
-    }
-    let (na, nb) = (of(&leases, ja), of(&leases, jb));
-    assert_eq!(na + nb, 200);
-    assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
+    level(&f, &workers, ja, jb).await;
 }
 
 /// A worker on aarch64 in an account of its own.
@@ -256,13 +261,7 @@ async fn a_submitter_light_long_ago_does_not_starve_a_heavy_one_by_starting_firs
     let jh = f
         .job_of(5000, Validation::quorum(1, 2), Some(heavy), 0)
         .await;
-    let mut leases = Vec::new();
-    for _ in 0..5 {
-        leases.extend(round(&f, &workers, 4, |_| 100).await);
-    }
-    let (nl, nh) = (of(&leases, jl), of(&leases, jh));
-    assert_eq!(nl + nh, 200);
-    assert!(nl.abs_diff(nh) <= 10, "light {nl}, heavy {nh}");
+    level(&f, &workers, jl, jh).await;
 }
 
 #[tokio::test]
@@ -327,13 +326,7 @@ async fn a_job_that_starts_running_at_the_end_of_its_split_starts_level() {
         .await
         .unwrap();
     f.store.finish_split(&claim, 5000, T0).await.unwrap();
-    let mut leases = Vec::new();
-    for _ in 0..5 {
-        leases.extend(round(&f, &workers, 4, |_| 100).await);
-    }
-    let (na, nb) = (of(&leases, ja), of(&leases, jb));
-    assert_eq!(na + nb, 200);
-    assert!(na.abs_diff(nb) <= 10, "A {na}, B {nb}");
+    level(&f, &workers, ja, jb).await;
 }
 
 #[tokio::test]
