@@ -491,8 +491,8 @@ pub fn primes_cheat_result(module: &[u8], lease: &protocol::Lease) -> protocol::
     result
 }
 
-/// What an honest worker returns for `lease`: `module` run in a real sandbox.
-pub fn honest_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {
+/// What a worker's sandbox makes of `lease`: its output, or its failure.
+pub fn sandbox_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {
     let sandbox = sandbox::Sandbox::new().unwrap();
     let program = sandbox.compile(module).unwrap();
     let report = sandbox.run(
@@ -503,13 +503,28 @@ pub fn honest_result(module: &[u8], lease: &protocol::Lease) -> protocol::Result
         sandbox::Stdout::Capture,
     );
     let fuel_used = report.fuel_used;
-    let output = report.into_output().expect("the unit runs");
-    protocol::ResultUpload {
-        outcome: protocol::Outcome::Success {
+    let outcome = match report.into_output() {
+        Ok(output) => protocol::Outcome::Success {
             output: output.into(),
         },
-        fuel_used,
-    }
+        Err(f) => protocol::Outcome::Failure {
+            kind: f.kind,
+            message: f.message,
+        },
+    };
+    protocol::ResultUpload { outcome, fuel_used }
+}
+
+/// What an honest worker returns for `lease`: `module` run in a real
+/// sandbox, which must succeed.
+pub fn honest_result(module: &[u8], lease: &protocol::Lease) -> protocol::ResultUpload {
+    let result = sandbox_result(module, lease);
+    assert!(
+        matches!(result.outcome, protocol::Outcome::Success { .. }),
+        "the unit runs: {:?}",
+        result.outcome
+    );
+    result
 }
 
 /// A worker process and the lines of its log.

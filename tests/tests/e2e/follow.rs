@@ -37,30 +37,6 @@ async fn command(c: &TestCoordinator, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
-/// What a worker's sandbox makes of `lease`: its output, or its failure.
-fn sandbox_result(module: &[u8], lease: &protocol::Lease) -> ResultUpload {
-    let sandbox = sandbox::Sandbox::new().unwrap();
-    let program = sandbox.compile(module).unwrap();
-    let report = sandbox.run(
-        &program,
-        sandbox::Mode::Run,
-        &lease.input,
-        &lease.limits,
-        sandbox::Stdout::Capture,
-    );
-    let fuel_used = report.fuel_used;
-    let outcome = match report.into_output() {
-        Ok(output) => Outcome::Success {
-            output: output.into(),
-        },
-        Err(f) => Outcome::Failure {
-            kind: f.kind,
-            message: f.message,
-        },
-    };
-    ResultUpload { outcome, fuel_used }
-}
-
 /// A module that writes "bad input" to stderr and exits with status 3.
 const EXITS_3: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
