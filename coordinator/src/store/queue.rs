@@ -199,7 +199,7 @@ impl Queue {
                     ..j.runnable.clone()
                 })
                 .collect();
-            (given, first) = fairshare::plan(&runnable, total);
+            (given, first) = fairshare::plan(&runnable, total, fairshare::quantum(total));
             // Enough units for each job's part even if the batch's workers
             // already hold some of them.
             let wants: Vec<(usize, i64)> = given

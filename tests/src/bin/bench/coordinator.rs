@@ -46,11 +46,15 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         .unwrap_or(if jobs > 1 { 10 } else { 1 })
         .clamp(1, jobs as u64) as usize;
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let commits = if smoke { 200 } else { 2_000 };
     if jobs == 1 {
-        return rt.block_on(saturate(options, 1, 1));
+        let mut one = rt.block_on(saturate(options, 1, 1));
+        one["raw_commits_per_sec"] = rt.block_on(super::raw_commits_per_sec(commits)).into();
+        return one;
     }
     let one = rt.block_on(saturate(options, 1, 1));
     let many = rt.block_on(saturate(options, jobs, submitters));
+    let raw = rt.block_on(super::raw_commits_per_sec(commits));
     let ratio = many["replicas_per_sec"].as_f64().unwrap_or(0.0)
         / one["replicas_per_sec"].as_f64().unwrap_or(1.0).max(1.0);
     eprintln!(
@@ -59,12 +63,14 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         one["replicas_per_sec"],
         ratio * 100.0
     );
+    eprintln!("the disk's raw SQLite commit rate: {raw} commits/s");
     serde_json::json!({
         "bench": "coordinator",
         "cpu": wasm_at_home_tests::cpu_name(),
         "one_job": one,
         "many_jobs": many,
         "many_over_one": (ratio * 1000.0).round() / 1000.0,
+        "raw_commits_per_sec": raw,
     })
 }
 

@@ -8,6 +8,7 @@
 //!   request and of the upload. Bounded: it stops after 120 s at the latest.
 //!   `--jobs N [--submitters S]`: the same units as N jobs of S submitters
 //!   (default 10), after a run of one job, both printed (fair share's cost).
+//!   Beside them, the disk's raw SQLite commit rate (`raw_commits_per_sec`).
 //! - `share`: real workers running the primes task; a 20,000-unit job of one
 //!   submitter, then 5 s later a 10-unit job of another: how long the small
 //!   one takes to complete, and how far the big one is then.
@@ -52,6 +53,13 @@ use sandbox::{Mode, Sandbox, Stdout};
 use std::time::{Duration, Instant};
 
 fn main() {
+    // RUST_LOG=sqlx::query=debug, say, shows each statement and its time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let smoke = args.iter().any(|a| a == "--smoke");
     let name = args
@@ -289,4 +297,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     (sorted[i] * 100.0).round() / 100.0
+}
+
+/// The disk's raw commit rate, as the coordinator's SQLite uses it (WAL,
+/// synchronous=FULL, one small row per transaction) in a temporary
+/// directory: the same-run reference for a figure bound by commits.
+async fn raw_commits_per_sec(commits: u32) -> f64 {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteConnectOptions::new()
+        .filename(dir.path().join("raw.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..commits {
+        sqlx::query("INSERT INTO t (id, v) VALUES (?, zeroblob(100))")
+            .bind(i64::from(i))
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    (f64::from(commits) / started.elapsed().as_secs_f64()).round()
 }
