@@ -5,9 +5,10 @@
 //!
 //! The rule, as start-time fair queuing at two levels:
 //! - each submitter has a *pass*: the fuel its jobs were charged, over its
-//!   share. The next replica goes to the submitter with the least pass
-//!   among those with a job that can take one, so while every submitter
-//!   has work, the fuel each gets converges to its share of the whole;
+//!   share. The next run of replicas ([`quantum`]) goes to the submitter
+//!   with the least pass among those with a job that can take one, so
+//!   while every submitter has work, the fuel each gets converges to its
+//!   share of the whole;
 //! - within a submitter, the job of the highest priority goes first, and
 //!   jobs of equal priority share by their own pass (the fuel charged to
 //!   each);

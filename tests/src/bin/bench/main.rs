@@ -9,6 +9,7 @@
 //!   `--jobs N [--submitters S]`: the same units as N jobs of S submitters
 //!   (default 10), after a run of one job, both printed (fair share's cost).
 //!   Beside them, the disk's raw SQLite commit rate (`raw_commits_per_sec`).
+//!   `--pairs P` alternates P such pairs and prints the median ratio.
 //! - `share`: real workers running the primes task; a 20,000-unit job of one
 //!   submitter, then 5 s later a 10-unit job of another: how long the small
 //!   one takes to complete, and how far the big one is then.
@@ -79,7 +80,7 @@ fn main() {
         "share" => share::run(smoke),
         _ => {
             eprintln!(
-                "usage: bench (coordinator [--workers K] [--jobs N [--submitters S]] | share | sandbox | overhead | bigjob | integrity | guest | uploads | chaos [--units N --kills K --seed S]) [--smoke]"
+                "usage: bench (coordinator [--workers K] [--jobs N [--submitters S] [--pairs P]] | share | sandbox | overhead | bigjob | integrity | guest | uploads | chaos [--units N --kills K --seed S]) [--smoke]"
             );
             std::process::exit(2);
         }
