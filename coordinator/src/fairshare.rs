@@ -16,11 +16,16 @@
 //!   (units differ in size); before the first sample, the mean of the
 //!   other jobs' (or 1).
 //!
-//! A job or submitter that had nothing running starts from the least pass
-//! of those running (migration 0018's trigger), so time spent idle is not
-//! banked. The plan is work-conserving: a job that cannot take its share
+//! Time a submitter could not be served is not banked: the batch reads a
+//! *clock*, the least pass, after the last batch, of the submitters that
+//! batch could serve, and a submitter's pass below it counts as the clock
+//! ([`lifted`]) and is stored so when it is charged. A job that starts running starts from the least pass of
+//! its submitter's jobs at work of its priority (migration 0018's and
+//! 0022's triggers). The plan is work-conserving: a job that cannot take its share
 //! leaves it to the others, and nothing is held back while any job can take
 //! a replica.
+
+use std::collections::HashMap;
 
 /// A running job as the scheduler sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +55,18 @@ impl Runnable {
     }
 }
 
+/// What `taken` replicas of each job add to its submitter's pass, summed
+/// per submitter (`None`: the jobs from before submitters).
+pub fn submitter_charges<'a>(
+    taken: impl IntoIterator<Item = (&'a Runnable, i64)>,
+) -> HashMap<Option<i64>, f64> {
+    let mut sums: HashMap<Option<i64>, f64> = HashMap::new();
+    for (job, n) in taken {
+        *sums.entry(job.submitter).or_default() += job.charge(n).1;
+    }
+    sums
+}
+
 /// The fuel a replica of each job is charged: its own sampled mean, or,
 /// for jobs not sampled yet, the mean of the sampled ones (1 if none is).
 pub fn costs(sampled: &[Option<f64>]) -> Vec<f64> {
@@ -71,6 +88,31 @@ pub fn costs(sampled: &[Option<f64>]) -> Vec<f64> {
             _ => fallback,
         })
         .collect()
+}
+
+/// The pass a submitter is served from: its own, or the clock if that is
+/// further. A submitter that had nothing it could run (no job, or only
+/// units no worker could take) was not charged while the others were, so
+/// without this it would take every volunteer until level with them.
+pub fn lifted(pass: f64, clock: f64) -> f64 {
+    if clock.is_finite() {
+        pass.max(clock)
+    } else {
+        pass
+    }
+}
+
+/// The clock after a batch: the least pass of the submitters it could
+/// serve (`servable`, their passes as the batch left them: those it
+/// served, and those it did not reach), never going back. Every
+/// submitter that could take work is at or past it, so lifting to it
+/// takes nothing from them.
+pub fn clock_after(clock: f64, servable: impl IntoIterator<Item = f64>) -> f64 {
+    servable
+        .into_iter()
+        .filter(|p| p.is_finite())
+        .min_by(f64::total_cmp)
+        .map_or(clock, |least| clock.max(least))
 }
 
 /// A submitter's jobs, as [`plan`] moves its pass.
@@ -104,20 +146,20 @@ pub fn plan(jobs: &[Runnable], total: i64, quantum: i64) -> (Vec<i64>, Vec<usize
     let mut first = Vec::new();
     let is_open = |i: usize, given: &[i64]| jobs[i].cap.is_none_or(|cap| given[i] < cap);
     let mut groups: Vec<Group> = Vec::new();
+    let mut group_of: HashMap<Option<i64>, usize> = HashMap::new();
     for (i, j) in jobs.iter().enumerate() {
         let open = usize::from(is_open(i, &given));
-        match groups.iter_mut().find(|g| g.submitter == j.submitter) {
-            Some(g) => {
-                g.jobs.push(i);
-                g.open += open;
-            }
-            None => groups.push(Group {
+        let g = *group_of.entry(j.submitter).or_insert_with(|| {
+            groups.push(Group {
                 submitter: j.submitter,
                 pass: j.submitter_pass,
-                jobs: vec![i],
-                open,
-            }),
-        }
+                jobs: Vec::new(),
+                open: 0,
+            });
+            groups.len() - 1
+        });
+        groups[g].jobs.push(i);
+        groups[g].open += open;
     }
     let mut pass: Vec<f64> = jobs.iter().map(|j| j.pass).collect();
     let mut left = total.max(0);

@@ -147,22 +147,24 @@ pub fn take_from(pool: &mut [Candidate], taker: &Taker, held: &mut Held, want: u
     mine
 }
 
-/// [`take_from`] within each job's budget first: a first pass takes only
-/// units whose job (`jobs[i]` for `pool[i]`) has budget left, spending
-/// one per replica, so that a batch hands out what the fair-share plan
-/// gave each job even when one unit could absorb many replicas; a second
-/// pass, if `taker` still wants more, takes any unit (nothing is held back
-/// while a unit can be taken).
+/// [`take_from`] within each job's budget: takes only units whose job
+/// (`jobs[i]` for `pool[i]`) has budget left, spending one per replica,
+/// so that a batch hands out what the fair-share plan gave each job even
+/// when one unit could absorb many replicas. With `spill`, a second pass,
+/// if `taker` still wants more, takes any unit (nothing is held back while
+/// a unit can be taken); the lease batch spills only once no new plan can
+/// give the rest more fairly.
 pub fn take_within(
     pool: &mut [Candidate],
     jobs: &[usize],
     budget: &mut [i64],
     taker: &Taker,
     held: &mut Held,
-    want: usize,
+    (want, spill): (usize, bool),
 ) -> Vec<i64> {
     let mut mine = Vec::new();
-    for within in [true, false] {
+    let passes: &[bool] = if spill { &[true, false] } else { &[true] };
+    for &within in passes {
         for (c, &job) in pool.iter_mut().zip(jobs) {
             if mine.len() == want {
                 return mine;

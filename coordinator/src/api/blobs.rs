@@ -29,21 +29,39 @@ pub(super) async fn post_blob(
 ) -> ApiResult<(StatusCode, Json<BlobRef>)> {
     // The key first: nobody else's body is read at all.
     let submitter = require_submitter(&c, &headers).await?;
-    let body = body::read(&c, &headers, body, c.config().max_blob_bytes).await?;
     // A blob its submitter could not submit is not kept: no job of its
     // would fit. (Blobs belong to no job until one names them, so they
-    // do not count until then.)
+    // do not count until then.) Checked before the body is read: a
+    // declared length at once, an undeclared one as it arrives.
     let allowance = c
         .config()
         .allowance
         .overridden_by(submitter.max_units, submitter.max_stored_bytes);
     let usage = c.inner.store.submitter_usage(submitter.id).await?;
-    let adding = Usage {
-        units: 0,
-        stored_bytes: body.bytes.len() as u64,
+    let over = |bytes: u64| {
+        let adding = Usage {
+            units: 0,
+            stored_bytes: bytes,
+        };
+        allowance::check(&submitter.name, &allowance, usage, adding)
+            .map_err(|e| ApiError::OverLimit(e.to_string()))
     };
-    allowance::check(&submitter.name, &allowance, usage, adding)
-        .map_err(|e| ApiError::OverLimit(e.to_string()))?;
+    if let Some(declared) = body::declared(&headers)? {
+        over(declared)?;
+    }
+    let room = allowance
+        .max_stored_bytes
+        .saturating_sub(usage.stored_bytes);
+    let max_blob = c.config().max_blob_bytes;
+    let limit = usize::try_from(room).map_or(max_blob, |room| room.min(max_blob));
+    let body = match body::read(&c, &headers, body, limit).await {
+        Err(ApiError::PayloadTooLarge(m)) if limit < max_blob => {
+            over(room.saturating_add(1))?;
+            return Err(ApiError::PayloadTooLarge(m));
+        }
+        read => read?,
+    };
+    over(body.bytes.len() as u64)?;
     let hash = c.inner.store.put_blob(&body.bytes, c.now_ms()).await?;
     Ok((
         StatusCode::CREATED,

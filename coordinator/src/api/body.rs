@@ -54,6 +54,11 @@ async fn refuse_declared(
     }
 }
 
+/// The declared `Content-Length`, if any (400 when it is not a number).
+pub(super) fn declared(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    declared_length(headers, usize::MAX)
+}
+
 /// The declared `Content-Length`, refused when over `limit`.
 fn declared_length(headers: &HeaderMap, limit: usize) -> ApiResult<Option<u64>> {
     let declared = match headers.get(header::CONTENT_LENGTH) {

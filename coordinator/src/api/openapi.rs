@@ -143,7 +143,7 @@ impl Modify for BearerSchemes {
             bearer(
                 "A submitter's API key (`coordinator keys create NAME`; the coordinator's data_dir/api-key is the key of the admin `admin`). \
                  Jobs belong to the submitter that submitted them: it cancels its own, an admin any. \
-                 An unknown or revoked key is 401 on every endpoint.",
+                 An unknown or revoked key is 401 on every endpoint that takes a key.",
             ),
         );
     }

@@ -22,7 +22,7 @@ const HOUR_MS: i64 = 3_600_000;
 /// How often it is computed anew.
 pub(super) const REFRESH_MS: i64 = 10_000;
 /// The most submitters listed (the most work first).
-const LISTED: u32 = 50;
+const LISTED: usize = 50;
 
 /// One submitter's work over the hour, as the store reads it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -78,15 +78,16 @@ pub(super) async fn submitters(
         async || {
             let from = (now - HOUR_MS).div_euclid(1000) + 1;
             let to = now.div_euclid(1000);
-            let work = c.store().work_by_submitter((from, to), LISTED).await?;
-            Ok(section(work, from * 1000, to * 1000 + 999))
+            let work = c.store().work_by_submitter((from, to)).await?;
+            Ok(section(work, LISTED, from * 1000, to * 1000 + 999))
         },
     )
     .await
 }
 
-/// The section from each submitter's work: the parts and the owed shares.
-fn section(work: Vec<SubmitterWork>, from_ms: i64, to_ms: i64) -> Submitters {
+/// The section from each submitter's work (the most work first): the
+/// parts and the owed shares, of all of them, for the first `listed`.
+fn section(mut work: Vec<SubmitterWork>, listed: usize, from_ms: i64, to_ms: i64) -> Submitters {
     let units: u64 = work.iter().map(|w| w.units).sum();
     let fuel: f64 = work.iter().map(|w| w.fuel).sum();
     let by_fuel = fuel > 0.0;
@@ -95,6 +96,7 @@ fn section(work: Vec<SubmitterWork>, from_ms: i64, to_ms: i64) -> Submitters {
         .filter(|w| w.running_jobs > 0)
         .map(|w| w.share)
         .sum();
+    work.truncate(listed);
     let submitters = work
         .into_iter()
         .map(|w| {
@@ -148,6 +150,7 @@ mod tests {
                 work("bob", 1, 2, 90, 100.0),
                 work("cy", 4, 0, 0, 0.0),
             ],
+            10,
             0,
             999,
         );
@@ -167,13 +170,32 @@ mod tests {
     fn without_fuel_estimates_parts_are_by_units_and_an_idle_hour_has_none() {
         let s = section(
             vec![work("ada", 1, 1, 1, 0.0), work("bob", 1, 1, 3, 0.0)],
+            10,
             0,
             999,
         );
         assert_eq!(s.weighted_by, "units");
         assert_eq!(s.submitters[1].part_of_work, 0.75);
-        let idle = section(vec![work("ada", 1, 0, 0, 0.0)], 0, 999);
+        let idle = section(vec![work("ada", 1, 0, 0, 0.0)], 10, 0, 999);
         assert_eq!(idle.submitters[0].part_of_work, 0.0);
         assert_eq!(idle.submitters[0].owed, 0.0);
+    }
+
+    #[test]
+    fn totals_and_owed_shares_count_the_submitters_not_listed() {
+        let s = section(
+            vec![
+                work("ada", 1, 1, 30, 300.0),
+                work("bob", 1, 1, 10, 100.0),
+                work("cy", 2, 1, 0, 0.0),
+            ],
+            2,
+            0,
+            999,
+        );
+        assert_eq!(s.submitters.len(), 2);
+        assert_eq!((s.units, s.fuel), (40, 400.0));
+        // cy, not listed, still runs a job and is owed half.
+        assert_eq!(s.submitters[0].owed, 0.25);
     }
 }

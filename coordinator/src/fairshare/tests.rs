@@ -26,23 +26,11 @@ fn run_by(jobs: &mut [Runnable], batches: usize, total: i64, quantum: i64) -> Ve
     let mut got = vec![0; jobs.len()];
     for _ in 0..batches {
         let (given, _) = plan(jobs, total, quantum);
-        let mut sub_delta: Vec<(Option<i64>, f64)> = Vec::new();
-        for (i, &g) in given.iter().enumerate() {
-            got[i] += g;
-            let (fuel, pass) = jobs[i].charge(g);
-            jobs[i].pass += fuel;
-            match sub_delta.iter_mut().find(|(s, _)| *s == jobs[i].submitter) {
-                Some((_, d)) => *d += pass,
-                None => sub_delta.push((jobs[i].submitter, pass)),
-            }
-        }
-        for j in jobs.iter_mut() {
-            let d: f64 = sub_delta
-                .iter()
-                .filter(|(s, _)| *s == j.submitter)
-                .map(|(_, d)| d)
-                .sum();
-            j.submitter_pass += d;
+        let moved = submitter_charges(jobs.iter().zip(given.iter().copied()));
+        for (i, j) in jobs.iter_mut().enumerate() {
+            got[i] += given[i];
+            j.pass += j.charge(given[i]).0;
+            j.submitter_pass += moved.get(&j.submitter).copied().unwrap_or(0.0);
         }
     }
     got
@@ -64,14 +52,20 @@ fn a_quantum_gives_runs_of_replicas_and_the_shares_still_converge() {
     // quantum: each batch gives few jobs a run, and over many batches
     // every submitter and every job gets its part within 5%.
     let mut jobs: Vec<Runnable> = (0..100).map(|j| job(j % 10, 1.0, 0, 10.0)).collect();
-    assert_eq!((quantum(3), quantum(40), quantum(200), quantum(5000)), (1, 5, 25, 32));
+    assert_eq!(
+        (quantum(3), quantum(40), quantum(200), quantum(5000)),
+        (1, 5, 25, 32)
+    );
     let (given, _) = plan(&jobs, 200, quantum(200));
     assert!(given.iter().all(|&g| g == 0 || g == 25), "{given:?}");
     assert_eq!(given.iter().filter(|&&g| g > 0).count(), 8);
     let got = run_by(&mut jobs, 1000, 200, quantum(200));
     let mean = 200.0 * 1000.0 / 100.0;
     for (j, &g) in got.iter().enumerate() {
-        assert!((g as f64 - mean).abs() / mean < 0.05, "job {j}: {g} of {mean}");
+        assert!(
+            (g as f64 - mean).abs() / mean < 0.05,
+            "job {j}: {g} of {mean}"
+        );
     }
     // Shares 3:1 by quanta.
     let mut jobs = [job(1, 3.0, 0, 10.0), job(2, 1.0, 0, 10.0)];
@@ -183,4 +177,14 @@ fn ties_go_to_the_job_read_first() {
     let jobs = [job(1, 1.0, 0, 10.0), job(1, 1.0, 0, 10.0)];
     let (given, first) = plan(&jobs, 1, 1);
     assert_eq!((given, first), (vec![1, 0], vec![0]));
+}
+
+#[test]
+fn the_clock_lifts_a_pass_left_behind_and_never_goes_back() {
+    assert_eq!(lifted(10.0, 50.0), 50.0);
+    assert_eq!(lifted(70.0, 50.0), 70.0);
+    assert_eq!(lifted(70.0, f64::NAN), 70.0);
+    assert_eq!(clock_after(50.0, [80.0, 60.0]), 60.0);
+    assert_eq!(clock_after(50.0, [40.0]), 50.0, "never back");
+    assert_eq!(clock_after(50.0, []), 50.0, "nobody served");
 }

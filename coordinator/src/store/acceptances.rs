@@ -84,13 +84,13 @@ impl Store {
     /// Each submitter's work in seconds `from..=to`: units accepted, and
     /// their fuel estimated as each job's units times its mean fuel per
     /// accepted unit (`jobs.fuel_sampled / fuel_samples`, as it is now).
-    /// Every submitter not revoked is listed, with no work if it did none
-    /// (at most `limit` of them, the most work first); jobs of no
-    /// submitter are one entry without a name.
+    /// Every submitter not revoked is listed, with no work if it did none,
+    /// the most work first (submitters are created by admins: their number
+    /// is not a client's to grow); jobs of no submitter are one entry
+    /// without a name.
     pub(crate) async fn work_by_submitter(
         &self,
         (from, to): (i64, i64),
-        limit: u32,
     ) -> Result<Vec<SubmitterWork>> {
         // Only jobs not finished before the range can have acceptances in
         // it (backtracking that reopens a job clears its finished_ms): two
@@ -168,7 +168,6 @@ impl Store {
                 .then(b.units.cmp(&a.units))
                 .then_with(|| a.name.cmp(&b.name))
         });
-        list.truncate(limit as usize);
         Ok(list)
     }
 }

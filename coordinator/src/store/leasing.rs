@@ -14,6 +14,7 @@ use super::settling::{Effects, Settling};
 use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
+use crate::fairshare;
 use crate::placement::{self, Candidate, Held, Key, Taker};
 use crate::trust::DAY_MS;
 use protocol::{BlobHash, JobId, Limits, ReplicaId, UnitId};
@@ -114,9 +115,12 @@ pub(super) async fn lease_batch(
             .map(|(&w, c)| w - c.len() as i64)
             .sum()
     };
-    // Rounds: plan what the workers are short of, read it, let them take;
-    // a job whose units they could not take leaves its part to others.
-    for _ in 0..queue::ROUNDS {
+    // Rounds: plan what the workers are short of, read it, let them take
+    // within each job's part; a job whose units they could not take
+    // leaves its part to the next round's plan. Once no round is left or
+    // would plan differently, the workers still short take any unit read
+    // (a part spilled earlier would go to whoever read most, not by share).
+    for round in 1..=queue::ROUNDS {
         let missing = short(&chosen);
         if missing == 0 {
             break;
@@ -124,15 +128,20 @@ pub(super) async fn lease_batch(
         let before = queue.taken();
         let ranges = queue.offer(tx, missing).await?;
         queue::held_keys(tx, &ranges, requests, &mut held).await?;
-        for ((taker, &want), mine) in takers.iter().zip(&wants).zip(&mut chosen) {
-            let more = want as usize - mine.len();
-            if more > 0 {
-                mine.extend(queue.take(taker, &mut held, more));
+        let mut take = |spill: bool, queue: &mut Queue| {
+            for ((taker, &want), mine) in takers.iter().zip(&wants).zip(&mut chosen) {
+                let more = want as usize - mine.len();
+                if more > 0 {
+                    mine.extend(queue.take(taker, &mut held, more, spill));
+                }
             }
+        };
+        take(false, &mut queue);
+        if queue.settle_round(&before) && round < queue::ROUNDS {
+            continue;
         }
-        if !queue.settle_round(&before) {
-            break;
-        }
+        take(true, &mut queue);
+        break;
     }
     // Rare: a worker whose keys hold what the jobs offered, or whose
     // architecture runs none of it. Look past it, for this worker alone.
@@ -464,8 +473,7 @@ async fn count_leases(
         tally(&mut per_job, l.job_id, 1);
     }
     let heads: HashMap<&str, &JobHead> = queue.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
-    let mut per_submitter: Vec<(i64, f64)> = Vec::new();
-    let mut charges: Vec<(String, i64, f64)> = Vec::with_capacity(per_job.len());
+    let mut charged: Vec<(&JobHead, i64)> = Vec::with_capacity(per_job.len());
     for (job, n) in per_job {
         let id = job.to_string();
         let head = heads.get(id.as_str()).ok_or_else(|| {
@@ -474,15 +482,20 @@ async fn count_leases(
                 format!("a unit of job {id} leased, which was not read"),
             )
         })?;
-        let (fuel, pass) = head.runnable.charge(n);
-        if let Some(s) = head.runnable.submitter {
-            match per_submitter.iter_mut().find(|(k, _)| *k == s) {
-                Some((_, p)) => *p += pass,
-                None => per_submitter.push((s, pass)),
-            }
-        }
-        charges.push((id, n, fuel));
+        charged.push((head, n));
     }
+    let charges: Vec<(String, i64, f64)> = charged
+        .iter()
+        .map(|(head, n)| (head.id.clone(), *n, head.runnable.charge(*n).0))
+        .collect();
+    let mut per_submitter: Vec<(i64, f64)> =
+        fairshare::submitter_charges(charged.iter().map(|(head, n)| (&head.runnable, *n)))
+            .into_iter()
+            .filter_map(|(s, pass)| Some((s?, pass)))
+            .collect();
+    // In one order, so that coordinators sharing a database lock the rows
+    // alike.
+    per_submitter.sort_by_key(|&(s, _)| s);
     for chunk in charges.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n, fuel) AS (");
         q.push_values(chunk, |mut b, (id, n, fuel)| {
@@ -499,8 +512,19 @@ async fn count_leases(
         q.push_values(chunk, |mut b, (id, pass)| {
             b.push_bind(*id).push_bind(*pass);
         });
-        q.push(") UPDATE submitters SET pass = submitters.pass + v.pass FROM v WHERE submitters.id = v.id");
+        // A pass left behind the clock is served from the clock, and so
+        // stored (`fairshare::lifted`).
+        q.push(") UPDATE submitters SET pass = MAX(submitters.pass, ")
+            .push_bind(queue.clock)
+            .push(") + v.pass FROM v WHERE submitters.id = v.id");
         q.build().execute(&mut **tx).await?;
+    }
+    let clock = fairshare::clock_after(queue.clock, queue.servable_passes());
+    if clock > queue.clock {
+        sqlx::query("UPDATE fair_clock SET pass = MAX(pass, ?) WHERE id = 1")
+            .bind(clock)
+            .execute(&mut **tx)
+            .await?;
     }
     let touched: Vec<&Candidate> = queue.pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {

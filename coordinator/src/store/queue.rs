@@ -33,6 +33,7 @@ pub(super) struct JobHead {
     /// Its fair-share state, its passes moved by what it gave in earlier
     /// rounds of this batch.
     pub runnable: Runnable,
+
     /// The last unit read of it.
     last_read: Option<i64>,
     /// All of its wanted units are read.
@@ -60,6 +61,8 @@ pub(super) struct Queue {
     budget: Vec<i64>,
     /// Units that want a seasoned vote are read.
     seasoned: bool,
+    /// Fair share's clock as the batch read it ([`fairshare::lifted`]).
+    pub clock: f64,
 }
 
 /// The units a round read anew: their ids, and each job's range of them.
@@ -80,6 +83,7 @@ struct RunningRow {
     fuel_estimate: Option<f64>,
     adaptive: bool,
     compare: bool,
+    clock: f64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -101,7 +105,7 @@ impl Queue {
             "SELECT j.id, j.submitter_id, COALESCE(s.share, 1) AS share,
                     COALESCE(s.pass, 0.0) AS submitter_pass, j.priority, j.pass,
                     CAST(j.fuel_sampled AS REAL) / NULLIF(j.fuel_samples, 0) AS fuel_estimate,
-                    j.adaptive, j.compare
+                    j.adaptive, j.compare, (SELECT pass FROM fair_clock WHERE id = 1) AS clock
              FROM jobs j LEFT JOIN submitters s ON s.id = j.submitter_id
              WHERE j.state = 'running'
                AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0",
@@ -111,6 +115,7 @@ impl Queue {
         }
         q.push(") ORDER BY j.created_ms, j.rowid");
         let rows: Vec<RunningRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        let rows_clock = rows.first().map_or(0.0, |r| r.clock);
         let costs = fairshare::costs(&rows.iter().map(|r| r.fuel_estimate).collect::<Vec<_>>());
         let jobs = rows
             .into_iter()
@@ -119,7 +124,7 @@ impl Queue {
                 runnable: Runnable {
                     submitter: r.submitter_id,
                     share: r.share.max(1) as f64,
-                    submitter_pass: r.submitter_pass,
+                    submitter_pass: fairshare::lifted(r.submitter_pass, r.clock),
                     priority: r.priority.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
                     pass: r.pass,
                     cost,
@@ -135,10 +140,36 @@ impl Queue {
             })
             .collect();
         Ok(Queue {
+            clock: rows_clock,
             jobs,
             seasoned,
             ..Queue::default()
         })
+    }
+
+    /// The passes, as the batch moved them, of the submitters it could
+    /// serve: each one with a job read that gave replicas, or that no
+    /// round reached; not one whose jobs were all planned and gave none
+    /// (units no requesting worker could take). Fair share's clock moves
+    /// to the least of them ([`fairshare::clock_after`]).
+    pub(super) fn servable_passes(&self) -> Vec<f64> {
+        let taken = self.taken();
+        let mut by_submitter: HashMap<i64, (f64, bool, bool)> = HashMap::new();
+        for (j, &t) in self.jobs.iter().zip(&taken) {
+            let Some(s) = j.runnable.submitter else {
+                continue;
+            };
+            let e = by_submitter
+                .entry(s)
+                .or_insert((j.runnable.submitter_pass, false, false));
+            e.1 |= t > 0;
+            e.2 |= j.stuck;
+        }
+        by_submitter
+            .into_values()
+            .filter(|&(_, gave, stuck)| gave || !stuck)
+            .map(|(pass, _, _)| pass)
+            .collect()
     }
 
     /// Units that want replicas may wait beyond the pool.
@@ -326,15 +357,22 @@ impl Queue {
     }
 
     /// Takes up to `want` units for `taker`: within each job's part of
-    /// this round first ([`placement::take_within`]).
-    pub(super) fn take(&mut self, taker: &Taker, held: &mut Held, want: usize) -> Vec<i64> {
+    /// this round, and with `spill` any unit read after that
+    /// ([`placement::take_within`]).
+    pub(super) fn take(
+        &mut self,
+        taker: &Taker,
+        held: &mut Held,
+        want: usize,
+        spill: bool,
+    ) -> Vec<i64> {
         placement::take_within(
             &mut self.pool,
             &self.pool_jobs,
             &mut self.budget,
             taker,
             held,
-            want,
+            (want, spill),
         )
     }
 
@@ -344,24 +382,18 @@ impl Queue {
     /// any did (another round can then give its part to others).
     pub(super) fn settle_round(&mut self, before: &[i64]) -> bool {
         let now = self.taken();
+        let gave: Vec<i64> = now.iter().zip(before).map(|(n, b)| n - b).collect();
+        let moved = fairshare::submitter_charges(
+            self.jobs.iter().zip(&gave).map(|(j, &g)| (&j.runnable, g)),
+        );
         let mut any = false;
-        let mut moved: Vec<(Option<i64>, f64)> = Vec::new();
-        for (i, j) in self.jobs.iter_mut().enumerate() {
-            let gave = now[i] - before[i];
+        for (j, &gave) in self.jobs.iter_mut().zip(&gave) {
             if gave < j.given && !j.stuck {
                 j.stuck = true;
                 any = true;
             }
-            let (fuel, pass) = j.runnable.charge(gave);
-            j.runnable.pass += fuel;
-            moved.push((j.runnable.submitter, pass));
-        }
-        for j in &mut self.jobs {
-            j.runnable.submitter_pass += moved
-                .iter()
-                .filter(|(s, _)| *s == j.runnable.submitter)
-                .map(|(_, p)| p)
-                .sum::<f64>();
+            j.runnable.pass += j.runnable.charge(gave).0;
+            j.runnable.submitter_pass += moved.get(&j.runnable.submitter).copied().unwrap_or(0.0);
         }
         any
     }

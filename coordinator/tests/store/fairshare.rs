@@ -357,6 +357,9 @@ async fn workers_holding_units_across_many_jobs_are_never_given_a_second_replica
                 .extend(leases.iter().map(|l| l.unit_id.0));
         }
     }
+    // The schema's UNIQUE (unit_id, worker_id) would fail the batch (the
+    // unwrap above) before a second replica reached a worker; this checks
+    // what the answers say, in case a lease ever bypassed the insert.
     for units in per_worker.values() {
         let mut distinct = units.clone();
         distinct.sort_unstable();
@@ -374,4 +377,44 @@ async fn workers_holding_units_across_many_jobs_are_never_given_a_second_replica
     let reached = spread.iter().filter(|&&n| n > 0).count();
     assert!(reached >= 20, "{spread:?}");
     assert!(spread.iter().all(|&n| n <= 14), "{spread:?}");
+}
+
+#[tokio::test]
+async fn a_submitter_whose_job_no_worker_can_run_banks_no_time_for_its_next_one() {
+    let f = open(roomy()).await;
+    let p = submitter(&f, "p", 1).await;
+    let pinned = f.job_of(20, Validation::quorum(2, 4), Some(p), 0).await;
+    // Its units run on aarch64 from now on, and no aarch64 worker asks
+    // again: p has a running job with wanted units that nobody takes.
+    let arm = arm_worker(&f).await;
+    assert_eq!(of(&f.lease(&arm, 20, T0).await, pinned), 20);
+    let q = submitter(&f, "q", 1).await;
+    let busy = f.job_of(5000, Validation::quorum(1, 2), Some(q), 0).await;
+    let workers = crowd(&f, 10).await;
+    for _ in 0..10 {
+        round(&f, &workers, 4, |_| 100).await;
+    }
+    // p's pass stood still while q's went on: p's new job, which the
+    // x86_64 workers can run, shares with q's from here on (without the
+    // clock it would take all 400 replicas p stood still for first).
+    let fresh = f.job_of(5000, Validation::quorum(1, 2), Some(p), 0).await;
+    let mut leases = Vec::new();
+    for _ in 0..20 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (nf, nb) = (of(&leases, fresh), of(&leases, busy));
+    assert_eq!(nf + nb, 800);
+    assert!(nf.abs_diff(nb) < 40, "fresh {nf}, busy {nb}");
+    // And a submitter back from idle is not lifted only to p's old pass.
+    let r = submitter(&f, "r", 1).await;
+    let back = f.job_of(5000, Validation::quorum(1, 2), Some(r), 0).await;
+    let mut leases = Vec::new();
+    for _ in 0..30 {
+        leases.extend(round(&f, &workers, 4, |_| 100).await);
+    }
+    let (nf, nb, nr) = (of(&leases, fresh), of(&leases, busy), of(&leases, back));
+    assert_eq!(nf + nb + nr, 1200);
+    for n in [nf, nb, nr] {
+        assert!(n.abs_diff(400) < 20, "fresh {nf}, busy {nb}, back {nr}");
+    }
 }

@@ -305,3 +305,18 @@ async fn an_invites_last_use_is_spent_once_whoever_races_for_it() {
     // An unknown invite spends nothing.
     assert!(!f.store.spend_invite("no-such-hash").await.unwrap());
 }
+
+#[tokio::test]
+async fn the_fair_share_clock_is_one_row_and_never_goes_back() {
+    let f = open(trust()).await;
+    let mut db = raw(&f).await;
+    sqlx::query("UPDATE fair_clock SET pass = 500")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let e = refused(&mut db, "UPDATE fair_clock SET pass = 499").await;
+    assert!(e.contains("invariant: the fair-share clock"), "{e}");
+    let e = refused(&mut db, "INSERT INTO fair_clock (id, pass) VALUES (2, 0)").await;
+    assert!(e.contains("CHECK"), "{e}");
+    assert_eq!(scalar(&mut db, "SELECT COUNT(*) FROM fair_clock").await, 1);
+}

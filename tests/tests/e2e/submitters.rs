@@ -569,3 +569,67 @@ async fn the_keys_commands_create_list_set_and_revoke_beside_a_running_coordinat
         "{alice_line}"
     );
 }
+
+/// Sends `head` (a request's line and headers, without the blank line)
+/// and then `body` as raw bytes to the coordinator; the status line's code.
+async fn raw_status(c: &TestCoordinator, head: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The coordinator may answer, and close, before the body is sent.
+    let _ = s.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_past_its_submitters_room_is_refused_before_it_is_read_declared_or_chunked() {
+    let c = TestCoordinator::start_with(|config| {
+        config.allowance.max_stored_bytes = 1 << 20;
+    })
+    .await;
+    let ann = c.submitter("ann").await;
+    let auth = format!("Authorization: Bearer {}", ann.key);
+    // Declared past the room: 422 on the headers alone. No body is sent:
+    // a coordinator that read it first would wait for it, and the bound
+    // here would fail the test.
+    let head = format!(
+        "POST /api/v1/blobs HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: {}",
+        (1 << 20) + 1
+    );
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        raw_status(&c, &head, b""),
+    );
+    assert_eq!(answer.await.expect("answered before the body"), 422);
+    // Chunked, no length declared: refused once past the room, not kept.
+    let chunk = vec![7u8; 256 << 10];
+    let mut body = Vec::new();
+    for _ in 0..5 {
+        body.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend(&chunk);
+        body.extend(b"\r\n");
+    }
+    body.extend(b"0\r\n\r\n");
+    let head =
+        format!("POST /api/v1/blobs HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked");
+    assert_eq!(raw_status(&c, &head, &body).await, 422);
+    let whole = chunk.repeat(5);
+    let store = c.coordinator.store();
+    assert!(!store.blob_exists(&BlobHash::of(&whole)).await.unwrap());
+    // Within the room, the same way in: stored.
+    let mut body = Vec::new();
+    body.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+    body.extend(&chunk);
+    body.extend(b"\r\n0\r\n\r\n");
+    assert_eq!(raw_status(&c, &head, &body).await, 201);
+    assert!(store.blob_exists(&BlobHash::of(&chunk)).await.unwrap());
+}

@@ -86,7 +86,10 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
     }
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
-    eprintln!("{jobs} jobs against one, median of {pairs} pairs: {:.1}%", median * 100.0);
+    eprintln!(
+        "{jobs} jobs against one, median of {pairs} pairs: {:.1}%",
+        median * 100.0
+    );
     serde_json::json!({
         "bench": "coordinator",
         "cpu": wasm_at_home_tests::cpu_name(),
