@@ -11,7 +11,17 @@ CREATE TABLE fair_clock (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     pass  DOUBLE PRECISION NOT NULL DEFAULT 0
 );
-INSERT INTO fair_clock (id, pass) VALUES (1, 0);
+-- On a database that has submitters at work, it starts at the least of
+-- their passes (no one is served from below that anyway).
+INSERT INTO fair_clock (id, pass)
+SELECT 1, COALESCE(MIN(s.pass), 0) FROM submitters s
+WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.submitter_id = s.id AND j.state = 'running');
+
+-- The one row stays.
+CREATE TRIGGER fair_clock_kept BEFORE DELETE ON fair_clock
+BEGIN
+    SELECT RAISE(ABORT, 'invariant: the fair-share clock row is never deleted');
+END;
 
 -- The clock only goes forward: a writer that set it back would let every
 -- submitter behind it bank the difference.

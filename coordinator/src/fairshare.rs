@@ -103,8 +103,8 @@ pub fn lifted(pass: f64, clock: f64) -> f64 {
 }
 
 /// The clock after a batch: the least pass of the submitters it could
-/// serve (`servable`, their passes as the batch left them: those it
-/// served, and those it did not reach), never going back. Every
+/// serve (`servable`: those it served, and those it did not reach),
+/// never going back. Every
 /// submitter that could take work is at or past it, so lifting to it
 /// takes nothing from them.
 pub fn clock_after(clock: f64, servable: impl IntoIterator<Item = f64>) -> f64 {
@@ -170,8 +170,10 @@ pub fn plan(jobs: &[Runnable], total: i64, quantum: i64) -> (Vec<i64>, Vec<usize
             .enumerate()
             .filter(|(_, g)| g.open > 0)
             .min_by(|(_, a), (_, b)| {
+                // Ties: submitters by id, the jobs of none last.
                 a.pass
                     .total_cmp(&b.pass)
+                    .then(a.submitter.is_none().cmp(&b.submitter.is_none()))
                     .then(a.submitter.cmp(&b.submitter))
             })
             .map(|(k, _)| k)

@@ -127,7 +127,16 @@ impl Store {
             "SELECT id, name, share, revoked_ms IS NOT NULL AS revoked FROM submitters
              WHERE revoked_ms IS NULL",
         );
-        let worked_ids: Vec<i64> = work.keys().flatten().copied().collect();
+        // Revoked submitters too while they did work in the hour or have
+        // jobs running (owed a share: their jobs go on).
+        let mut worked_ids: Vec<i64> = work
+            .keys()
+            .chain(running.keys())
+            .flatten()
+            .copied()
+            .collect();
+        worked_ids.sort_unstable();
+        worked_ids.dedup();
         for chunk in worked_ids.chunks(IN_LIST_MAX) {
             q.push(" OR id IN (");
             push_list(&mut q, chunk.iter().copied());

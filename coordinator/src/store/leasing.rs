@@ -493,8 +493,8 @@ async fn count_leases(
             .into_iter()
             .filter_map(|(s, pass)| Some((s?, pass)))
             .collect();
-    // In one order, so that coordinators sharing a database lock the rows
-    // alike.
+    // In one order: deterministic statements, and, on a database that
+    // locks rows (PostgreSQL, issue 14), coordinators that lock alike.
     per_submitter.sort_by_key(|&(s, _)| s);
     for chunk in charges.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n, fuel) AS (");

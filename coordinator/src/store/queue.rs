@@ -105,7 +105,7 @@ impl Queue {
             "SELECT j.id, j.submitter_id, COALESCE(s.share, 1) AS share,
                     COALESCE(s.pass, 0.0) AS submitter_pass, j.priority, j.pass,
                     CAST(j.fuel_sampled AS REAL) / NULLIF(j.fuel_samples, 0) AS fuel_estimate,
-                    j.adaptive, j.compare, (SELECT pass FROM fair_clock WHERE id = 1) AS clock
+                    j.adaptive, j.compare, COALESCE((SELECT pass FROM fair_clock WHERE id = 1), 0.0) AS clock
              FROM jobs j LEFT JOIN submitters s ON s.id = j.submitter_id
              WHERE j.state = 'running'
                AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.needed > 0",
@@ -147,11 +147,12 @@ impl Queue {
         })
     }
 
-    /// The passes, as the batch moved them, of the submitters it could
-    /// serve: each one with a job read that gave replicas, or that no
-    /// round reached; not one whose jobs were all planned and gave none
-    /// (units no requesting worker could take). Fair share's clock moves
-    /// to the least of them ([`fairshare::clock_after`]).
+    /// The passes, as the rounds moved them, of the submitters the batch
+    /// could serve: each one with a job read that gave replicas, or not
+    /// stuck; not one whose every job read was planned and gave none
+    /// (units no requesting worker could take). Replicas of the final
+    /// spill and of `look_past` are not in these passes, so the clock they
+    /// move ([`fairshare::clock_after`]) lags, never leads.
     pub(super) fn servable_passes(&self) -> Vec<f64> {
         let taken = self.taken();
         let mut by_submitter: HashMap<i64, (f64, bool, bool)> = HashMap::new();
@@ -161,9 +162,9 @@ impl Queue {
             };
             let e = by_submitter
                 .entry(s)
-                .or_insert((j.runnable.submitter_pass, false, false));
+                .or_insert((j.runnable.submitter_pass, false, true));
             e.1 |= t > 0;
-            e.2 |= j.stuck;
+            e.2 &= j.stuck;
         }
         by_submitter
             .into_values()

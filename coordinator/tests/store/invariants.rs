@@ -318,5 +318,7 @@ async fn the_fair_share_clock_is_one_row_and_never_goes_back() {
     assert!(e.contains("invariant: the fair-share clock"), "{e}");
     let e = refused(&mut db, "INSERT INTO fair_clock (id, pass) VALUES (2, 0)").await;
     assert!(e.contains("CHECK"), "{e}");
+    let e = refused(&mut db, "DELETE FROM fair_clock").await;
+    assert!(e.contains("invariant: the fair-share clock row"), "{e}");
     assert_eq!(scalar(&mut db, "SELECT COUNT(*) FROM fair_clock").await, 1);
 }

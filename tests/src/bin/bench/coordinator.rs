@@ -85,7 +85,8 @@ pub fn run(smoke: bool, args: &[String]) -> serde_json::Value {
         }));
     }
     ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let n = ratios.len();
+    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
     eprintln!(
         "{jobs} jobs against one, median of {pairs} pairs: {:.1}%",
         median * 100.0
