@@ -19,9 +19,10 @@
 //! Time a submitter could not be served is not banked: the batch reads a
 //! *clock*, the least pass, after the last batch, of the submitters that
 //! batch could serve, and a submitter's pass below it counts as the clock
-//! ([`lifted`]) and is stored so when it is charged. A job that starts running starts from the least pass of
-//! its submitter's jobs at work of its priority (migration 0018's and
-//! 0022's triggers). The plan is work-conserving: a job that cannot take its share
+//! ([`lifted`]) and is stored so when it is charged. A job that starts
+//! running starts from the least pass of its submitter's jobs at work of
+//! its priority (migration 0022's triggers). The plan is work-conserving:
+//! a job that cannot take its share
 //! leaves it to the others, and nothing is held back while any job can take
 //! a replica.
 
@@ -95,18 +96,14 @@ pub fn costs(sampled: &[Option<f64>]) -> Vec<f64> {
 /// units no worker could take) was not charged while the others were, so
 /// without this it would take every volunteer until level with them.
 pub fn lifted(pass: f64, clock: f64) -> f64 {
-    if clock.is_finite() {
-        pass.max(clock)
-    } else {
-        pass
-    }
+    // `f64::max` keeps `pass` when the clock is NaN.
+    pass.max(clock)
 }
 
 /// The clock after a batch: the least pass of the submitters it could
 /// serve (`servable`: those it served, and those it did not reach),
-/// never going back. Every
-/// submitter that could take work is at or past it, so lifting to it
-/// takes nothing from them.
+/// never going back. Every submitter that could take work is at or past
+/// it, so lifting to it takes nothing from them.
 pub fn clock_after(clock: f64, servable: impl IntoIterator<Item = f64>) -> f64 {
     servable
         .into_iter()
@@ -128,10 +125,11 @@ struct Group {
 /// eighth of the batch, at least 1 and at most 32. The units of one job
 /// are neighbours in the database, so a batch that gives a few jobs a run
 /// of units each writes far fewer pages than one that gives every job one
-/// or two (100 jobs: 65% of one job's throughput one at a time, ~90% by
-/// quanta). Passes still account for every replica, so the shares converge
-/// the same: a submitter is ahead by at most one quantum at any time, and
-/// a small batch is still shared among several jobs.
+/// or two (100 jobs: 65% of one job's throughput one at a time, about 89%
+/// by runs; BENCHMARKS.md). Passes still account for every replica, so the
+/// shares converge the same: of what a plan hands out, a submitter is
+/// ahead by at most one run, and a small batch is still shared among
+/// several jobs.
 pub fn quantum(total: i64) -> i64 {
     (total / 8).clamp(1, 32)
 }

@@ -54,13 +54,16 @@ pub(super) async fn post_blob(
         .saturating_sub(usage.stored_bytes);
     let max_blob = c.config().max_blob_bytes;
     let limit = usize::try_from(room).map_or(max_blob, |room| room.min(max_blob));
-    let body = match body::read(&c, &headers, body, limit).await {
-        Err(ApiError::PayloadTooLarge(m)) if limit < max_blob => {
-            over(room.saturating_add(1))?;
-            return Err(ApiError::PayloadTooLarge(m));
-        }
-        read => read?,
-    };
+    // Read up to the room: a body cut off there is over the limit (a
+    // declared one was refused above), not over `max_blob`.
+    let body = body::read(&c, &headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge(_) if limit < max_blob => {
+                over(room.saturating_add(1)).err().unwrap_or(e)
+            }
+            e => e,
+        })?;
     over(body.bytes.len() as u64)?;
     let hash = c.inner.store.put_blob(&body.bytes, c.now_ms()).await?;
     Ok((

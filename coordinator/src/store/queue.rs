@@ -33,7 +33,6 @@ pub(super) struct JobHead {
     /// Its fair-share state, its passes moved by what it gave in earlier
     /// rounds of this batch.
     pub runnable: Runnable,
-
     /// The last unit read of it.
     last_read: Option<i64>,
     /// All of its wanted units are read.
