@@ -122,7 +122,7 @@ struct Group {
 }
 
 /// How many replicas a job is given at a time in a batch of `total`: an
-/// eighth of the batch, at least 1 and at most 32. The units of one job
+/// eighth of the batch, at least 1 and at most 128. The units of one job
 /// are neighbours in the database, so a batch that gives a few jobs a run
 /// of units each writes far fewer pages than one that gives every job one
 /// or two (100 jobs: 65% of one job's throughput one at a time, about 89%
@@ -131,7 +131,7 @@ struct Group {
 /// ahead by at most one run, and a small batch is still shared among
 /// several jobs.
 pub fn quantum(total: i64) -> i64 {
-    (total / 8).clamp(1, 32)
+    (total / 8).clamp(1, 128)
 }
 
 /// How many of `total` replicas each job of `jobs` is given (in the same

@@ -54,7 +54,7 @@ fn a_quantum_gives_runs_of_replicas_and_the_shares_still_converge() {
     let mut jobs: Vec<Runnable> = (0..100).map(|j| job(j % 10, 1.0, 0, 10.0)).collect();
     assert_eq!(
         (quantum(3), quantum(40), quantum(200), quantum(5000)),
-        (1, 5, 25, 32)
+        (1, 5, 25, 128)
     );
     let (given, _) = plan(&jobs, 200, quantum(200));
     assert!(given.iter().all(|&g| g == 0 || g == 25), "{given:?}");

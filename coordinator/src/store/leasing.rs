@@ -11,7 +11,9 @@
 
 use super::queue::{self, JobHead, Queue};
 use super::settling::{Effects, Settling};
-use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, tally};
+use super::sql::{
+    IN_LIST_MAX, StandingColumns, VALUES_MAX, count, hash, job_id, push_list, push_rows, tally,
+};
 use super::workers::WorkerRow;
 use super::{Error, Policy, Result};
 use crate::fairshare;
@@ -266,7 +268,7 @@ async fn standings(
     let mut seasoned = HashSet::new();
     for chunk in workers.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, net) AS (");
-        q.push_values(chunk, |mut b, (id, net)| {
+        push_rows(&mut q, 2, chunk, |mut b, (id, net)| {
             b.push_bind(id.clone()).push_bind(net.clone());
         });
         q.push(") UPDATE workers SET net = v.net, last_seen_ms = ")
@@ -427,9 +429,10 @@ async fn insert_replicas(
         .collect();
     for chunk in all.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO replicas (unit_id, worker_id, account_id, net, state, leased_ms, deadline_ms) ",
+            "INSERT INTO replicas (unit_id, worker_id, account_id, net, state, leased_ms, deadline_ms)
+             SELECT * FROM (",
         );
-        q.push_values(chunk, |mut b, (l, req)| {
+        push_rows(&mut q, 7, chunk, |mut b, (l, req)| {
             b.push_bind(l.unit_id.0)
                 .push_bind(req.worker.id.to_string())
                 .push_bind(req.worker.account.clone())
@@ -438,7 +441,8 @@ async fn insert_replicas(
                 .push_bind(req.now)
                 .push_bind(l.deadline_ms);
         });
-        q.push(" RETURNING id, unit_id, worker_id");
+        // The padding rows are left out.
+        q.push(") WHERE column1 IS NOT NULL RETURNING id, unit_id, worker_id");
         let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         ids.extend(
             rows.into_iter()
@@ -498,7 +502,7 @@ async fn count_leases(
     per_submitter.sort_by_key(|&(s, _)| s);
     for chunk in charges.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n, fuel) AS (");
-        q.push_values(chunk, |mut b, (id, n, fuel)| {
+        push_rows(&mut q, 3, chunk, |mut b, (id, n, fuel)| {
             b.push_bind(id.clone()).push_bind(*n).push_bind(*fuel);
         });
         q.push(
@@ -509,7 +513,7 @@ async fn count_leases(
     }
     for chunk in per_submitter.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, pass) AS (");
-        q.push_values(chunk, |mut b, (id, pass)| {
+        push_rows(&mut q, 2, chunk, |mut b, (id, pass)| {
             b.push_bind(*id).push_bind(*pass);
         });
         // A pass left behind the clock is served from the clock, and so
@@ -529,7 +533,7 @@ async fn count_leases(
     let touched: Vec<&Candidate> = queue.pool.iter().filter(|c| c.taken > 0).collect();
     for chunk in touched.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, taken, arch, alone) AS (");
-        q.push_values(chunk, |mut b, c| {
+        push_rows(&mut q, 4, chunk, |mut b, c| {
             b.push_bind(c.unit)
                 .push_bind(c.taken)
                 .push_bind(c.arch.clone())
@@ -553,7 +557,7 @@ async fn count_leases(
     }
     for chunk in leased.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, n) AS (");
-        q.push_values(chunk, |mut b, (id, n)| {
+        push_rows(&mut q, 2, chunk, |mut b, (id, n)| {
             b.push_bind(id.clone()).push_bind(*n);
         });
         q.push(") UPDATE workers SET leased_today = CASE WHEN quota_day = ");

@@ -139,9 +139,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // Batched statements differ in their number of rows, so each
-            // size is its own prepared statement: keep many.
-            .statement_cache_capacity(1024)
+            // Batched statements differ in their number of rows: lists
+            // are padded to a few sizes (`sql::padded_len`), each its own
+            // prepared statement.
+            .statement_cache_capacity(sql::STATEMENT_CACHE)
             // Statement journals in memory.
             .pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
@@ -151,8 +152,18 @@ impl Store {
             // statement anyway.
             .test_before_acquire(false)
             // The writer's page cache: 16 MiB (negative: KiB) instead of
-            // SQLite's 2 MiB; readers keep the default.
-            .connect_with(options.clone().pragma("cache_size", "-16384"))
+            // SQLite's 2 MiB; readers keep the default. A checkpoint every
+            // 8,192 WAL pages (32 MiB) instead of 1,000: a batch writes more
+            // than 1,000, so each commit was followed by a checkpoint that
+            // copied its pages again; now a page written by several
+            // batches is copied once (bytes written per replica: 26 KB to
+            // 19 KB, BENCHMARKS.md).
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", "-16384")
+                    .pragma("wal_autocheckpoint", "8192"),
+            )
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
         // Units waiting for a seasoned vote waited under the account-age

@@ -7,7 +7,7 @@
 
 use super::Result;
 use super::leasing::LeaseRequest;
-use super::sql::{IN_LIST_MAX, push_list};
+use super::sql::{IN_LIST_MAX, padded_len, push_list};
 use super::workers::WorkerRow;
 use crate::fairshare::{self, Runnable};
 use crate::placement::{self, Candidate, Held, Key, Taker};
@@ -21,7 +21,7 @@ pub(super) const ROUNDS: usize = 4;
 
 /// How many jobs' reads one statement carries (SQLite allows 500 terms in
 /// a compound SELECT).
-const JOBS_PER_READ: usize = 100;
+const JOBS_PER_READ: usize = 128;
 
 /// A running job with units that want replicas, with what this batch did
 /// with it.
@@ -264,22 +264,24 @@ impl Queue {
         fresh: &mut Fresh,
     ) -> Result<()> {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
-        for (n, &(i, more)) in wants.iter().enumerate() {
+        // One text per padded count of jobs (`sql::padded_len`): the
+        // padding repeats the last job's read with LIMIT 0.
+        let last = wants.last().map(|&(i, _)| (i, 0));
+        let padding = std::iter::repeat_n(last, padded_len(wants.len()) - wants.len()).flatten();
+        for (n, (i, more)) in wants.iter().copied().chain(padding).enumerate() {
             if n > 0 {
                 q.push(" UNION ALL ");
             }
             let job = &self.jobs[i];
             q.push("SELECT * FROM (SELECT ")
                 .push_bind(i as i64)
-                .push(" AS job, u.id, u.needed, u.arch, u.wants_seasoned, ");
-            if job.adaptive {
-                q.push(
-                    "NOT EXISTS (SELECT 1 FROM replicas f
-                                 WHERE f.unit_id = u.id AND f.state <> 'discarded') AS fresh",
+                .push(" AS job, u.id, u.needed, u.arch, u.wants_seasoned, CASE WHEN ")
+                .push_bind(job.adaptive)
+                .push(
+                    " THEN NOT EXISTS (SELECT 1 FROM replicas f
+                                       WHERE f.unit_id = u.id AND f.state <> 'discarded')
+                     ELSE FALSE END AS fresh",
                 );
-            } else {
-                q.push("FALSE AS fresh");
-            }
             q.push(" FROM units u WHERE u.job_id = ")
                 .push_bind(job.id.clone())
                 .push(" AND u.needed > 0 AND u.id > ")
@@ -442,14 +444,24 @@ pub(super) async fn held_keys(
         for chunk in ranges.chunks(JOBS_PER_READ) {
             // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH k(key) AS (VALUES ");
+            // Both lists padded by repeating their last entry
+            // (`sql::padded_len`): the same rows, one text per size.
             let mut list = q.separated(", ");
-            for k in &wanted {
+            let keys_pad = padded_len(wanted.len()) - wanted.len();
+            for k in wanted
+                .iter()
+                .chain(std::iter::repeat_n(&wanted[wanted.len() - 1], keys_pad))
+            {
                 list.push("(")
                     .push_bind_unseparated(k.to_string())
                     .push_unseparated(")");
             }
             q.push(") ");
-            for (n, (lo, hi)) in chunk.iter().enumerate() {
+            let ranges_pad = padded_len(chunk.len()) - chunk.len();
+            let padded = chunk
+                .iter()
+                .chain(std::iter::repeat_n(&chunk[chunk.len() - 1], ranges_pad));
+            for (n, (lo, hi)) in padded.enumerate() {
                 if n > 0 {
                     q.push(" UNION ALL ");
                 }

@@ -7,7 +7,7 @@
 //!
 //! [`trust`]: crate::trust
 
-use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, replica_state};
+use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, job_id, push_list, push_rows, replica_state};
 use super::{Error, Policy, Result, workers};
 use crate::credit;
 use crate::lease;
@@ -397,7 +397,7 @@ impl Settling {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "WITH v(id, accepted, failed, fuel, samples) AS (",
             );
-            q.push_values(chunk, |mut b, (job, c)| {
+            push_rows(&mut q, 5, chunk, |mut b, (job, c)| {
                 b.push_bind(job.clone())
                     .push_bind(c.accepted)
                     .push_bind(c.failed)
@@ -446,7 +446,7 @@ impl Settling {
         let mut valid = Vec::new();
         for chunk in judged.chunks(VALUES_MAX) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, state) AS (");
-            q.push_values(chunk, |mut b, j| {
+            push_rows(&mut q, 2, chunk, |mut b, j| {
                 let state = if j.valid {
                     ReplicaState::Valid
                 } else {
@@ -549,7 +549,7 @@ async fn close_units(
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "WITH v(id, state, accepted_replica, error, alone) AS (",
         );
-        q.push_values(chunk, |mut b, c| {
+        push_rows(&mut q, 5, chunk, |mut b, c| {
             b.push_bind(c.unit)
                 .push_bind(if c.winner.is_some() {
                     "accepted"
@@ -600,7 +600,7 @@ async fn set_on_open_units(
 ) -> Result<()> {
     for chunk in values.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, value) AS (");
-        q.push_values(chunk, |mut b, (unit, value)| {
+        push_rows(&mut q, 2, chunk, |mut b, (unit, value)| {
             b.push_bind(*unit).push_bind(*value);
         });
         q.push(format!(

@@ -5,7 +5,7 @@
 //! and the touched units are settled.
 
 use super::settling::{Effects, Settling};
-use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, push_list, replica_state};
+use super::sql::{IN_LIST_MAX, VALUES_MAX, hash, push_list, push_rows, replica_state};
 use super::{Policy, Result, blobs};
 use crate::lease;
 use crate::trust::Counter;
@@ -268,7 +268,7 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, recorded: &[Recorded<'_>]) -> R
             "WITH v(id, state, returned_ms, output, output_hash, fuel_used, failure_kind, message,
                     output_class) AS (",
         );
-        q.push_values(chunk, |mut b, r| {
+        push_rows(&mut q, 9, chunk, |mut b, r| {
             let (output, message) = match &r.upload.outcome {
                 Outcome::Success { output } => (Some(output.to_vec()), None),
                 Outcome::Failure { message, .. } => (None, Some(message.clone())),

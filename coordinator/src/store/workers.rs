@@ -2,7 +2,9 @@
 //! public records, and the one write per transaction of what settling
 //! changed in their counters, standing and credit.
 
-use super::sql::{IN_LIST_MAX, StandingColumns, VALUES_MAX, count, push_list, worker_id};
+use super::sql::{
+    IN_LIST_MAX, StandingColumns, VALUES_MAX, count, push_list, push_rows, worker_id,
+};
 use super::{Result, Store};
 use crate::credit;
 use crate::trust::{DAY_MS, Standing, Trust, WorkerDelta};
@@ -240,7 +242,7 @@ pub(super) async fn write_deltas(
     }
     for chunk in accounts.chunks(VALUES_MAX) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, credit, recent) AS (");
-        q.push_values(chunk, |mut b, (id, (credit, recent))| {
+        push_rows(&mut q, 3, chunk, |mut b, (id, (credit, recent))| {
             b.push_bind(id.clone())
                 .push_bind(*credit)
                 .push_bind(*recent);
@@ -284,7 +286,7 @@ async fn write_workers(
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(
         "WITH v(id, valid, invalid, errors, timeouts, credit, recent, streak, quota, fastest, caught) AS (",
     );
-    q.push_values(writes, |mut b, (id, d, after)| {
+    push_rows(&mut q, 11, writes, |mut b, (id, d, after)| {
         b.push_bind(id.to_string())
             .push_bind(d.valid)
             .push_bind(d.invalid)

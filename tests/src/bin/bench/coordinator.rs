@@ -129,6 +129,8 @@ async fn saturate(options: Options, jobs: usize, submitters: usize) -> serde_jso
             .unwrap();
         clients.push(client.with_token(r.token));
     }
+    let written = bytes_written();
+    let writer = writer_figures(&c.url).await;
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = tokio::task::JoinSet::new();
@@ -195,6 +197,11 @@ async fn saturate(options: Options, jobs: usize, submitters: usize) -> serde_jso
         uploaded += n;
     }
     let secs = started.elapsed().as_secs_f64();
+    let written = bytes_written() - written;
+    let (transactions, writes, commit_secs) = {
+        let (t, w, s) = writer_figures(&c.url).await;
+        (t - writer.0, w - writer.1, s - writer.2)
+    };
     let mut accepted = 0;
     let mut done = 0;
     for &job in &submitted {
@@ -229,7 +236,49 @@ async fn saturate(options: Options, jobs: usize, submitters: usize) -> serde_jso
         "lease_p99_ms": percentile(&lease_ms, 0.99),
         "upload_p50_ms": percentile(&upload_ms, 0.5),
         "upload_p99_ms": percentile(&upload_ms, 0.99),
+        // Where the writer's time went: its transactions, their mean
+        // size, the share of the run spent committing, and the bytes the
+        // process wrote (WAL, checkpoints) per replica returned.
+        "writer_transactions": transactions,
+        "writes_per_transaction": (writes / transactions.max(1.0) * 10.0).round() / 10.0,
+        "commit_share": (commit_secs / secs * 1000.0).round() / 1000.0,
+        "bytes_written_per_replica": (written as f64 / uploaded.max(1) as f64).round(),
     })
+}
+
+/// The bytes this process has sent to storage (`write_bytes` in
+/// `/proc/self/io`: the database's pages, not its sockets), 0 where
+/// there is no such file.
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The group-commit task's transactions, writes and commit seconds so
+/// far, from the coordinator's `/metrics`.
+async fn writer_figures(url: &str) -> (f64, f64, f64) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("wasm_at_home_writer_batch_writes_count"),
+        value("wasm_at_home_writer_batch_writes_sum"),
+        value("wasm_at_home_writer_commit_seconds_sum"),
+    )
 }
 
 /// Submits `units` primes units as `jobs` jobs, dealt round-robin to
