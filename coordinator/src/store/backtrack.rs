@@ -10,7 +10,7 @@
 use super::Result;
 use super::claims;
 use super::settling::{Caught, Settling};
-use super::sql::{IN_LIST_MAX, push_list, tally};
+use super::sql::{IN_LIST_MAX, padded_len, push_list, tally};
 use crate::credit;
 use crate::trust::Trust;
 use sqlx::{Sqlite, Transaction};
@@ -177,7 +177,13 @@ impl Settling {
                 let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                     "UPDATE replicas SET state = 'discarded', discarded_by = CASE worker_id",
                 );
-                for (worker, by) in chunk {
+                // Padded by repeating the last pair, which never matches
+                // (`sql::padded_len`).
+                let pad = padded_len(chunk.len()) - chunk.len();
+                for (worker, by) in chunk
+                    .iter()
+                    .chain(std::iter::repeat_n(&chunk[chunk.len() - 1], pad))
+                {
                     q.push(" WHEN ")
                         .push_bind(worker.clone())
                         .push(" THEN ")

@@ -5,7 +5,7 @@
 
 use super::claims::{Claim, fence};
 use super::settling::{Effects, complete_if_settled};
-use super::sql::{count, hash, job_id, job_state};
+use super::sql::{count, hash, job_id, job_state, push_rows};
 use super::submitters::within_allowance;
 use super::{Result, Store, blobs};
 use crate::allowance::{Allowance, Usage};
@@ -445,14 +445,17 @@ async fn insert_units(
     let job = job.to_string();
     for (n, batch) in units.chunks(UNIT_BATCH).enumerate() {
         let first = first_index + (n * UNIT_BATCH) as u64;
-        let mut q =
-            sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO units (job_id, idx, input, needed) ");
-        q.push_values(batch.iter().enumerate(), |mut b, (i, input)| {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO units (job_id, idx, input, needed) SELECT * FROM (",
+        );
+        push_rows(&mut q, 4, batch.iter().enumerate(), |mut b, (i, input)| {
             b.push_bind(job.clone())
                 .push_bind((first + i as u64) as i64)
                 .push_bind(input.clone())
                 .push_bind(quorum as i64);
         });
+        // The padding rows are left out.
+        q.push(") WHERE column1 IS NOT NULL");
         q.build().execute(&mut **tx).await?;
     }
     Ok(())

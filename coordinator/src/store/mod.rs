@@ -153,11 +153,11 @@ impl Store {
             .test_before_acquire(false)
             // The writer's page cache: 16 MiB (negative: KiB) instead of
             // SQLite's 2 MiB; readers keep the default. A checkpoint every
-            // 8,192 WAL pages (32 MiB) instead of 1,000: a batch writes more
+            // 8,192 WAL pages (32 MiB of 4 KiB pages) instead of 1,000: a batch writes more
             // than 1,000, so each commit was followed by a checkpoint that
             // copied its pages again; now a page written by several
-            // batches is copied once (bytes written per replica: 26 KB to
-            // 19 KB, BENCHMARKS.md).
+            // batches is copied once (bytes written per replica, one job:
+            // 26 KB to 19 KB, BENCHMARKS.md).
             .connect_with(
                 options
                     .clone()

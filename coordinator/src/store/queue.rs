@@ -444,8 +444,8 @@ pub(super) async fn held_keys(
         for chunk in ranges.chunks(JOBS_PER_READ) {
             // One list carries every key of a batch (2 * WRITE_BATCH <= IN_LIST_MAX).
             let mut q = sqlx::QueryBuilder::<Sqlite>::new("WITH k(key) AS (VALUES ");
-            // Both lists padded by repeating their last entry
-            // (`sql::padded_len`): the same rows, one text per size.
+            // Both lists padded (`sql::padded_len`): keys by repeating the
+            // last, ranges by arms that read nothing.
             let mut list = q.separated(", ");
             let keys_pad = padded_len(wanted.len()) - wanted.len();
             for k in wanted
@@ -465,10 +465,16 @@ pub(super) async fn held_keys(
                 if n > 0 {
                     q.push(" UNION ALL ");
                 }
-                q.push(format!("SELECT unit_id, {column} AS k FROM replicas WHERE {column} IN k AND unit_id BETWEEN "))
-                    .push_bind(*lo)
-                    .push(" AND ")
-                    .push_bind(*hi);
+                // A padding arm is switched off by its first term, which
+                // SQLite tests before it reads anything.
+                q.push(format!(
+                    "SELECT unit_id, {column} AS k FROM replicas WHERE "
+                ))
+                .push_bind(n < chunk.len())
+                .push(format!(" AND {column} IN k AND unit_id BETWEEN "))
+                .push_bind(*lo)
+                .push(" AND ")
+                .push_bind(*hi);
             }
             let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
             for (unit, k) in rows {

@@ -65,6 +65,7 @@ pub(super) fn push_rows<'q, I, F>(
 {
     let rows = rows.into_iter();
     let n = rows.len();
+    assert!(n > 0, "VALUES needs a row");
     q.push_values(rows, push_row);
     let nulls = format!(", ({})", vec!["NULL"; width].join(", "));
     for _ in n..padded_len(n) {

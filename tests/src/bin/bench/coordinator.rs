@@ -248,7 +248,8 @@ async fn saturate(options: Options, jobs: usize, submitters: usize) -> serde_jso
 
 /// The bytes this process has sent to storage (`write_bytes` in
 /// `/proc/self/io`: the database's pages, not its sockets), 0 where
-/// there is no such file.
+/// there is no such file or the temporary directory is in memory
+/// (tmpfs).
 fn bytes_written() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .unwrap_or_default()
