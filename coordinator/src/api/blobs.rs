@@ -46,13 +46,18 @@ pub(super) async fn post_blob(
         allowance::check(&submitter.name, &allowance, usage, adding)
             .map_err(|e| ApiError::OverLimit(e.to_string()))
     };
+    let max_blob = c.config().max_blob_bytes;
     if let Some(declared) = body::declared(&headers)? {
-        over(declared)?;
+        if let Err(e) = over(declared) {
+            // Answered now; the body is read and dropped meanwhile so
+            // the client sees the answer, not a reset connection.
+            body::drain(body, declared, max_blob);
+            return Err(e);
+        }
     }
     let room = allowance
         .max_stored_bytes
         .saturating_sub(usage.stored_bytes);
-    let max_blob = c.config().max_blob_bytes;
     let limit = usize::try_from(room).map_or(max_blob, |room| room.min(max_blob));
     // Read up to the room: a body cut off there is over the limit (a
     // declared one was refused above), not over `max_blob`.

@@ -76,6 +76,29 @@ fn declared_length(headers: &HeaderMap, limit: usize) -> ApiResult<Option<u64>> 
     }
 }
 
+/// How long a refused body is read and dropped for ([`drain`]).
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads and drops, in the background, the body of a request answered
+/// before it was read, when its declared length is at most `bound` (what
+/// the endpoint would accept of anyone): the client finishes sending and
+/// reads the answer. A connection closed on unread data is reset, and the
+/// client sees a broken pipe instead of the refusal and its reason.
+/// Nothing is kept; a body over `bound`, or still arriving after
+/// [`DRAIN_TIME`], is dropped with its connection.
+pub(super) fn drain(body: Body, declared: u64, bound: usize) {
+    if declared > bound as u64 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    });
+}
+
 /// Reads `body`, at most `limit` bytes of it.
 pub(super) async fn read(
     c: &Coordinator,
