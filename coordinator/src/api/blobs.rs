@@ -47,13 +47,13 @@ pub(super) async fn post_blob(
             .map_err(|e| ApiError::OverLimit(e.to_string()))
     };
     let max_blob = c.config().max_blob_bytes;
-    if let Some(declared) = body::declared(&headers)? {
-        if let Err(e) = over(declared) {
-            // Answered now; the body is read and dropped meanwhile so
-            // the client sees the answer, not a reset connection.
-            body::drain(body, declared, max_blob);
-            return Err(e);
-        }
+    if let Some(declared) = body::declared(&headers)?
+        && let Err(e) = over(declared)
+    {
+        // Answered now; the body is read and dropped meanwhile so the
+        // client sees the answer, not a reset connection.
+        body::drain(body, declared, max_blob);
+        return Err(e);
     }
     let room = allowance
         .max_stored_bytes
