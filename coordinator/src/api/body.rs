@@ -86,12 +86,11 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 /// client sees a broken pipe instead of the refusal and its reason.
 /// Nothing is kept; a body over `bound`, or still arriving after
 /// [`DRAIN_TIME`], is dropped with its connection.
-pub(super) fn drain(body: Body, declared: u64, bound: usize) {
+pub(super) fn drain(mut body: Body, declared: u64, bound: usize) {
     if declared > bound as u64 {
         return;
     }
     tokio::spawn(async move {
-        let mut body = body;
         let _ = tokio::time::timeout(DRAIN_TIME, async {
             while let Some(Ok(_)) = body.frame().await {}
         })

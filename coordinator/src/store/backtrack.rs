@@ -10,7 +10,7 @@
 use super::Result;
 use super::claims;
 use super::settling::{Caught, Settling};
-use super::sql::{IN_LIST_MAX, padded_len, push_list, tally};
+use super::sql::{IN_LIST_MAX, padded, push_list, tally};
 use crate::credit;
 use crate::trust::Trust;
 use sqlx::{Sqlite, Transaction};
@@ -179,11 +179,7 @@ impl Settling {
                 );
                 // Padded by repeating the last pair, which never matches
                 // (`sql::padded_len`).
-                let pad = padded_len(chunk.len()) - chunk.len();
-                for (worker, by) in chunk
-                    .iter()
-                    .chain(std::iter::repeat_n(&chunk[chunk.len() - 1], pad))
-                {
+                for (worker, by) in padded(chunk) {
                     q.push(" WHEN ")
                         .push_bind(worker.clone())
                         .push(" THEN ")

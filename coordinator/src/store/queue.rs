@@ -7,7 +7,7 @@
 
 use super::Result;
 use super::leasing::LeaseRequest;
-use super::sql::{IN_LIST_MAX, padded_len, push_list};
+use super::sql::{IN_LIST_MAX, padded, push_list};
 use super::workers::WorkerRow;
 use crate::fairshare::{self, Runnable};
 use crate::placement::{self, Candidate, Held, Key, Taker};
@@ -266,9 +266,9 @@ impl Queue {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
         // One text per padded count of jobs (`sql::padded_len`): the
         // padding repeats the last job's read with LIMIT 0.
-        let last = wants.last().map(|&(i, _)| (i, 0));
-        let padding = std::iter::repeat_n(last, padded_len(wants.len()) - wants.len()).flatten();
-        for (n, (i, more)) in wants.iter().copied().chain(padding).enumerate() {
+        for (n, &(i, more)) in padded(wants).enumerate() {
+            // A repeated last arm reads nothing.
+            let more = if n < wants.len() { more } else { 0 };
             if n > 0 {
                 q.push(" UNION ALL ");
             }
@@ -447,21 +447,13 @@ pub(super) async fn held_keys(
             // Both lists padded (`sql::padded_len`): keys by repeating the
             // last, ranges by arms that read nothing.
             let mut list = q.separated(", ");
-            let keys_pad = padded_len(wanted.len()) - wanted.len();
-            for k in wanted
-                .iter()
-                .chain(std::iter::repeat_n(&wanted[wanted.len() - 1], keys_pad))
-            {
+            for k in padded(&wanted) {
                 list.push("(")
                     .push_bind_unseparated(k.to_string())
                     .push_unseparated(")");
             }
             q.push(") ");
-            let ranges_pad = padded_len(chunk.len()) - chunk.len();
-            let padded = chunk
-                .iter()
-                .chain(std::iter::repeat_n(&chunk[chunk.len() - 1], ranges_pad));
-            for (n, (lo, hi)) in padded.enumerate() {
+            for (n, (lo, hi)) in padded(chunk).enumerate() {
                 if n > 0 {
                     q.push(" UNION ALL ");
                 }

@@ -23,6 +23,18 @@ pub(super) fn padded_len(n: usize) -> usize {
     n.max(1).next_power_of_two()
 }
 
+/// `items` followed by its last entry repeated up to [`padded_len`]
+/// entries (none for an empty slice).
+pub(super) fn padded<T>(items: &[T]) -> impl Iterator<Item = &T> {
+    let pad = padded_len(items.len()) - items.len();
+    items.iter().chain(
+        items
+            .last()
+            .into_iter()
+            .flat_map(move |l| std::iter::repeat_n(l, pad)),
+    )
+}
+
 /// How many prepared statements a connection keeps: every padded shape of
 /// the batched statements, with room.
 pub(super) const STATEMENT_CACHE: usize = 1024;
@@ -37,14 +49,9 @@ pub(super) fn push_list<'q, T>(
     T: 'q + Clone + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
 {
     let values: Vec<T> = values.into_iter().collect();
-    let pad = padded_len(values.len()) - values.len();
-    let last = values.last().cloned();
     let mut list = q.separated(", ");
-    for v in values {
-        list.push_bind(v);
-    }
-    for v in std::iter::repeat_n(last, pad).flatten() {
-        list.push_bind(v);
+    for v in padded(&values) {
+        list.push_bind(v.clone());
     }
 }
 
